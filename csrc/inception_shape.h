@@ -1,0 +1,66 @@
+// The shape of one Inception block and the layout of its packed weights.
+// Torch-free on purpose: kernels (nvcc, NVRTC, the CPU emulator) and host code share this one definition.
+#pragma once
+
+#include <cstdint>
+
+namespace fused_inception {
+
+// Kernel sizes a block's spatial branches may use: (3, 5) in the paper, (3, 3) in torchvision's GoogLeNet.
+// Python reads this list through fused_inception._C.build_info().
+constexpr int64_t kSupportedKernelSizes[] = {3, 5};
+constexpr bool is_supported_kernel_size(int64_t k) {
+  for (int64_t supported : kSupportedKernelSizes) {
+    if (k == supported) return true;
+  }
+  return false;
+}
+
+// Channel counts and kernel sizes of one block. Output channels are concatenated in branch order:
+// [1x1 | 1x1 reduce -> k3 x k3 | 1x1 reduce -> k5 x k5 | 3x3 max-pool -> 1x1 projection].
+struct InceptionShape {
+  int64_t in_channels = 0;
+  int64_t ch1x1 = 0;
+  int64_t ch3x3red = 0;
+  int64_t ch3x3 = 0;
+  int64_t ch5x5red = 0;
+  int64_t ch5x5 = 0;
+  int64_t pool_proj = 0;
+  int64_t k3 = 3;  // kernel of branch 2
+  int64_t k5 = 5;  // kernel of branch 3: 5 in the paper, 3 in torchvision's GoogLeNet
+
+  constexpr int64_t out_channels() const { return ch1x1 + ch3x3 + ch5x5 + pool_proj; }
+  // First output channel of each branch.
+  constexpr int64_t out_offset_branch1() const { return 0; }
+  constexpr int64_t out_offset_branch2() const { return ch1x1; }
+  constexpr int64_t out_offset_branch3() const { return ch1x1 + ch3x3; }
+  constexpr int64_t out_offset_branch4() const { return ch1x1 + ch3x3 + ch5x5; }
+  // The 1x1 convolutions that read x directly, stacked: branch 1, the two reductions, the pool projection.
+  constexpr int64_t rows_1x1() const { return ch1x1 + ch3x3red + ch5x5red + pool_proj; }
+};
+
+// Packed weights: one flat buffer in the weights' dtype, built once per weight version.
+//   w_1x1   [rows_1x1][in_channels]          rows: w1, w3r, w5r, wp (their output channels, in that order)
+//   w3      [ch3x3][k3][k3][ch3x3red]        "OHWI": the reduction's channels innermost (implicit GEMM K)
+//   w5      [ch5x5][k5][k5][ch5x5red]
+//   b_1x1   [rows_1x1]                       b1, b3r, b5r, bp
+//   b3      [ch3x3]
+//   b5      [ch5x5]
+// Element offsets into the buffer; `total` is its length.
+struct PackedLayout {
+  int64_t w_1x1, w3, w5, b_1x1, b3, b5, total;
+};
+
+constexpr PackedLayout packed_layout(const InceptionShape& s) {
+  PackedLayout l{};
+  l.w_1x1 = 0;
+  l.w3 = l.w_1x1 + s.rows_1x1() * s.in_channels;
+  l.w5 = l.w3 + s.ch3x3 * s.k3 * s.k3 * s.ch3x3red;
+  l.b_1x1 = l.w5 + s.ch5x5 * s.k5 * s.k5 * s.ch5x5red;
+  l.b3 = l.b_1x1 + s.rows_1x1();
+  l.b5 = l.b3 + s.ch3x3;
+  l.total = l.b5 + s.ch5x5;
+  return l;
+}
+
+}  // namespace fused_inception

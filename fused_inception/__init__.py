@@ -1,0 +1,29 @@
+"""fused_inception: GoogLeNet's Inception block as one fused op, for PyTorch.
+
+    >>> import torch, fused_inception
+    >>> block = fused_inception.FusedInception(192, 64, 96, 128, 16, 32, 32)
+    >>> block(torch.randn(1, 192, 28, 28)).shape
+    torch.Size([1, 256, 28, 28])
+"""
+
+from ._library import SUPPORTED_KERNEL_SIZES, build_info
+from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
+from .convert import ConversionError
+from .models import Inception
+from .modules import FusedInception
+from .ops import inception, pack_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BLOCKS_BY_NAME",
+    "ConversionError",
+    "FusedInception",
+    "GOOGLENET_BLOCKS",
+    "Inception",
+    "InceptionConfig",
+    "SUPPORTED_KERNEL_SIZES",
+    "build_info",
+    "inception",
+    "pack_weights",
+]

@@ -1,0 +1,85 @@
+"""The project's numerics rule and reference helpers, shared by the tests, the demo and the benchmarks.
+
+Rule: compare against an unfused PyTorch reference computed in float64. The fused result's error may be at
+most TOLERANCE_FACTOR times the error of unfused PyTorch in the same dtype, with a floor for when unfused
+PyTorch happens to be exact: the rounding of the output itself (half an epsilon of its largest magnitude).
+Float64 results are the exception: there the reference *is* unfused PyTorch, its error is 0 by
+construction, and the floor is what another summation order (or BatchNorm folding) costs in float64.
+"""
+
+import contextlib
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from . import _library  # noqa: F401
+
+#: The fused error may be at most this multiple of unfused PyTorch's error in the same dtype.
+TOLERANCE_FACTOR = 2.0
+#: Floor of the bound, in units of the dtype's epsilon times the reference's largest magnitude.
+FLOOR_EPS = 0.5
+FLOOR_EPS_FLOAT64 = 64.0
+
+
+@contextlib.contextmanager
+def poison_outputs(enabled: bool = True):
+    """While active, the op fills its output with NaN before computing it, so unwritten elements show."""
+    previous = torch.ops.fused_inception._set_poison_outputs(enabled)
+    try:
+        yield
+    finally:
+        torch.ops.fused_inception._set_poison_outputs(previous)
+
+
+def float64_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of an unfused module, for the reference computation."""
+    return copy.deepcopy(module).double()
+
+
+def max_abs_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest |actual - reference| over elements where the reference is not NaN (0.0 for empty tensors)."""
+    if actual.shape != reference.shape:
+        raise AssertionError(f"shape {tuple(actual.shape)} != reference shape {tuple(reference.shape)}")
+    if actual.numel() == 0:
+        return 0.0
+    diff = (actual.detach().double().cpu() - reference.detach().double().cpu()).abs()
+    nan_in_reference = torch.isnan(reference.detach().cpu())
+    if not torch.equal(torch.isnan(actual.detach().cpu()), nan_in_reference):
+        return float("inf")  # a NaN where the reference has none (or the other way round)
+    diff = diff[~nan_in_reference]
+    return diff.max().item() if diff.numel() else 0.0
+
+
+@dataclass
+class NumericsCheck:
+    error: float  # max |result - float64 reference|
+    baseline_error: float  # max |unfused PyTorch in the same dtype - float64 reference|
+    bound: float
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= self.bound
+
+    def __str__(self):
+        verdict = "ok" if self.passed else "FAIL"
+        return f"error {self.error:.3g} (unfused {self.baseline_error:.3g}, bound {self.bound:.3g}) {verdict}"
+
+
+def check_numerics(result: torch.Tensor, unfused: torch.Tensor, reference64: torch.Tensor) -> NumericsCheck:
+    """Applies the numerics rule to `result`, given unfused PyTorch's output in the same dtype."""
+    if result.dtype != unfused.dtype:
+        raise AssertionError(f"result dtype {result.dtype} != unfused dtype {unfused.dtype}")
+    finite = reference64[torch.isfinite(reference64)]
+    scale = max(1.0, finite.abs().max().item()) if finite.numel() else 1.0
+    baseline = max_abs_error(unfused, reference64)
+    floor_eps = FLOOR_EPS_FLOAT64 if result.dtype == torch.float64 else FLOOR_EPS
+    floor = floor_eps * torch.finfo(result.dtype).eps * scale
+    return NumericsCheck(max_abs_error(result, reference64), baseline, max(TOLERANCE_FACTOR * baseline, floor))
+
+
+def assert_numerics(result, unfused, reference64, what: str = "output") -> NumericsCheck:
+    check = check_numerics(result, unfused, reference64)
+    if not check.passed:
+        raise AssertionError(f"{what}: {check}")
+    return check

@@ -1,0 +1,121 @@
+"""Build script for the fused_inception extension (fused_inception._C).
+
+Knobs (environment variables), all optional:
+  FUSED_INCEPTION_CUDA   auto (default) | 1 | 0. auto builds the CUDA sources when the installed torch has
+                         CUDA and nvcc is found; 1 fails the build if that is not the case; 0 skips them.
+  CUDA_HOME / CUDA_PATH  the CUDA toolkit; otherwise /usr/local/cuda when it holds bin/nvcc. The prefix is
+                         never derived from `nvcc` on PATH: on some machines that is a wrapper script
+                         outside the toolkit.
+  TORCH_CUDA_ARCH_LIST   GPU architectures, e.g. "8.0;9.0" (the default: Ampere and Hopper).
+  MAX_JOBS               parallel compile jobs (ninja); default: CPU count, capped by free memory.
+  FUSED_INCEPTION_DEBUG  1 builds with -O0 -g (host) and -G (device).
+The resolved configuration is printed at the start of the build.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCH_LIST = "8.0;9.0"
+
+
+def log(message):
+    print(f"[fused_inception build] {message}", file=sys.stderr, flush=True)
+
+
+def find_cuda_home():
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        path = os.environ.get(var)
+        if path:
+            return path
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):
+        return "/usr/local/cuda"
+    return None
+
+
+def resolve_cuda(torch_has_cuda):
+    """Returns the CUDA toolkit prefix to build with, or None for a CPU-only build."""
+    mode = os.environ.get("FUSED_INCEPTION_CUDA", "auto").strip().lower()
+    if mode not in ("auto", "1", "0"):
+        raise SystemExit(f"FUSED_INCEPTION_CUDA must be auto, 1 or 0, got {mode!r}")
+    if mode == "0":
+        return None
+    cuda_home = find_cuda_home()
+    nvcc_found = cuda_home is not None and os.path.exists(os.path.join(cuda_home, "bin", "nvcc"))
+    if torch_has_cuda and nvcc_found:
+        return cuda_home
+    reason = "the installed torch has no CUDA" if not torch_has_cuda else f"no nvcc under CUDA_HOME={cuda_home}"
+    if mode == "1":
+        raise SystemExit(f"FUSED_INCEPTION_CUDA=1 but {reason}")
+    log(f"CUDA sources skipped: {reason}")
+    return None
+
+
+def default_jobs():
+    jobs = os.cpu_count() or 1
+    try:  # a torch translation unit needs about 2 GB of compiler memory
+        avail_kb = int(next(l for l in open("/proc/meminfo") if l.startswith("MemAvailable")).split()[1])
+        jobs = max(1, min(jobs, avail_kb // (2 * 1024 * 1024)))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return jobs
+
+
+def make_extension():
+    import torch
+
+    cuda_home = resolve_cuda(torch.version.cuda is not None)
+    if cuda_home is not None:
+        # cpp_extension reads CUDA_HOME once, at import time.
+        os.environ["CUDA_HOME"] = cuda_home
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
+    os.environ.setdefault("MAX_JOBS", str(default_jobs()))
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    debug = os.environ.get("FUSED_INCEPTION_DEBUG", "0") == "1"
+    csrc = os.path.join(ROOT, "csrc")
+    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")))
+    # Paths relative to setup.py keep ninja's build files stable across checkouts.
+    sources = [os.path.relpath(s, ROOT) for s in sources]
+    cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
+    cxx_flags += ["-DTORCH_EXTENSION_NAME=_C"]  # torch adds the C++ standard it needs
+    nvcc_flags = ["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]
+    nvcc_flags += ["-std=c++17", "--expt-relaxed-constexpr"]
+    arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if cuda_home else ""
+    build_info = [
+        ("FUSED_INCEPTION_CUDA_ARCH_LIST", f'"{arch_list}"'),
+        ("FUSED_INCEPTION_TORCH_VERSION", f'"{torch.__version__}"'),
+    ]
+    if cuda_home:
+        sources += [os.path.relpath(s, ROOT) for s in sorted(glob.glob(os.path.join(csrc, "cuda", "*.cpp")))]
+        sources += [os.path.relpath(s, ROOT) for s in sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")))]
+        build_info.append(("FUSED_INCEPTION_WITH_CUDA", "1"))
+    define_flags = [f"-D{name}={value}" for name, value in build_info]
+    extension_class = CUDAExtension if cuda_home else CppExtension
+    kwargs = dict(
+        name="fused_inception._C",
+        sources=sources,
+        include_dirs=[csrc],
+        extra_compile_args={"cxx": cxx_flags + define_flags, "nvcc": nvcc_flags + define_flags},
+        py_limited_api=False,
+    )
+    if not cuda_home:
+        kwargs["extra_compile_args"] = {"cxx": cxx_flags + define_flags}
+    log(
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}); "
+        f"CUDA build: {'on, CUDA_HOME=' + cuda_home if cuda_home else 'off'}; "
+        f"arch list: {arch_list or '-'}; jobs: {os.environ['MAX_JOBS']}; debug: {'on' if debug else 'off'}"
+    )
+    return extension_class(**kwargs), BuildExtension.with_options(use_ninja=True)
+
+
+extension, build_ext = make_extension()
+
+setup(
+    packages=find_packages(include=["fused_inception", "fused_inception.*"]),
+    ext_modules=[extension],
+    cmdclass={"build_ext": build_ext},
+)

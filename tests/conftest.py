@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+import fused_inception
+from fused_inception.models import Inception
+from fused_inception.testing import poison_outputs
+
+CUDA_SKIP_REASON = "no CUDA device on this machine (the same cases run on CPU)"
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                             reason=CUDA_SKIP_REASON)]),
+]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MEMORY_FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+KERNEL_SIZE_PAIRS = [(3, 5), (3, 3)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _poison_op_outputs():
+    """Every op output starts as NaN, so an element the op forgets to write fails the comparison."""
+    with poison_outputs():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def make_block(block_args, kernel_sizes=(3, 5), device="cpu", dtype=torch.float32, seed=0):
+    """A reference Inception block with fresh random weights and biases (conv-style init)."""
+    torch.manual_seed(seed)
+    return Inception(*block_args, kernel_sizes=kernel_sizes).to(device=device, dtype=dtype)
+
+
+def make_input(batch, channels, height, width, device="cpu", dtype=torch.float32, memory_format=None, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
+    x = x.to(device=device, dtype=dtype)
+    return x.contiguous(memory_format=memory_format) if memory_format is not None else x
+
+
+def op_params(block):
+    return [p.detach() for p in block.op_parameters()]
+
+
+assert fused_inception.GOOGLENET_BLOCKS  # the suite parametrizes over them

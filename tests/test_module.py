@@ -1,0 +1,162 @@
+"""FusedInception: state dicts, conversion from reference and torchvision blocks, weight packing, autocast."""
+
+import pytest
+import torch
+from conftest import MEMORY_FORMATS, make_block, make_input
+
+import fused_inception
+from fused_inception import ConversionError, FusedInception, ops
+from fused_inception.testing import assert_numerics, float64_copy
+
+torchvision = pytest.importorskip("torchvision", reason="torchvision is needed for its GoogLeNet blocks")
+from torchvision.models.googlenet import Inception as TorchvisionInception  # noqa: E402
+
+BLOCK_ARGS = (32, 8, 12, 16, 4, 8, 8)
+
+
+def check_against_unfused(fused, unfused, x):
+    with torch.no_grad():
+        assert_numerics(fused(x), unfused(x), float64_copy(unfused)(x.double()))
+
+
+def test_parameter_names_match_reference():
+    fused, reference = FusedInception(*BLOCK_ARGS), fused_inception.Inception(*BLOCK_ARGS)
+    assert list(fused.state_dict()) == list(reference.state_dict())
+    assert [p.shape for p in fused.parameters()] == [p.shape for p in reference.parameters()]
+
+
+@pytest.mark.parametrize("kernel_sizes", [(3, 5), (3, 3)], ids=str)
+def test_state_dict_loads_both_ways(kernel_sizes, device):
+    reference = make_block(BLOCK_ARGS, kernel_sizes, device=device, seed=3)
+    fused = FusedInception(*BLOCK_ARGS, kernel_sizes=kernel_sizes, device=device)
+    fused.load_state_dict(reference.state_dict())
+    x = make_input(2, 32, 7, 7, device)
+    check_against_unfused(fused, reference, x)
+    back = make_block(BLOCK_ARGS, kernel_sizes, device=device, seed=4)
+    back.load_state_dict(fused.state_dict())
+    check_against_unfused(fused, back, x)
+
+
+def test_default_init_is_conv_style():
+    torch.manual_seed(5)
+    fused = FusedInception(*BLOCK_ARGS)
+    torch.manual_seed(5)
+    reference = fused_inception.Inception(*BLOCK_ARGS)
+    for a, b in zip(fused.parameters(), reference.parameters()):
+        assert torch.equal(a, b) and a.abs().sum() > 0
+
+
+def test_factory_kwargs(device):
+    fused = FusedInception(*BLOCK_ARGS, device=device, dtype=torch.float64)
+    assert all(p.device.type == device and p.dtype == torch.float64 for p in fused.parameters())
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
+def test_from_reference_module(memory_format, device):
+    reference = make_block(BLOCK_ARGS, (3, 3), device=device).to(memory_format=memory_format).eval()
+    fused = FusedInception.from_module(reference)
+    assert not fused.training and fused.kernel_sizes == (3, 3)
+    for p, q in zip(fused.op_parameters(), reference.op_parameters()):
+        assert p.device == q.device and torch.equal(p, q) and p.stride() == q.stride()
+    check_against_unfused(fused, reference, make_input(2, 32, 6, 6, device, memory_format=memory_format))
+
+
+def randomize_batchnorm(module, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        n = bn.num_features
+        bn.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+        bn.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+        bn.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+        bn.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
+
+
+def torchvision_block(device, dtype=torch.float32):
+    torch.manual_seed(7)
+    block = TorchvisionInception(*BLOCK_ARGS)
+    randomize_batchnorm(block)
+    return block.to(device=device, dtype=dtype).eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_from_torchvision_folds_batchnorm(dtype, device):
+    block = torchvision_block(device, dtype)
+    fused = FusedInception.from_module(block)
+    assert fused.kernel_sizes == (3, 3)  # torchvision's "5x5" branch is 3x3 (pytorch/vision#906)
+    assert all(p.device == torch.device(device) and p.dtype == dtype for p in fused.parameters())
+    check_against_unfused(fused, block, make_input(2, 32, 9, 9, device, dtype))
+
+
+def test_from_torchvision_in_training_mode_is_refused():
+    block = torchvision_block("cpu").train()
+    with pytest.raises(ConversionError, match="must be in eval mode"):
+        FusedInception.from_module(block)
+
+
+def test_from_torchvision_with_unsupported_conv_is_refused():
+    block = torchvision_block("cpu")
+    block.branch2[1].conv.dilation = (2, 2)
+    with pytest.raises(ConversionError, match="branch2.1: only square stride-1"):
+        FusedInception.from_module(block)
+
+
+def test_from_unrelated_module_is_refused():
+    with pytest.raises(TypeError, match="from_module expects .*got torch.nn.modules.conv.Conv2d"):
+        FusedInception.from_module(torch.nn.Conv2d(3, 3, 1))
+
+
+def test_weight_pack_is_built_once_per_weight_version(monkeypatch):
+    calls = []
+    real_pack = ops.pack_weights
+    monkeypatch.setattr(ops, "pack_weights", lambda *ws: calls.append(1) or real_pack(*ws))
+    fused = FusedInception(*BLOCK_ARGS)
+    first = fused._packed_weights(fused.op_parameters())
+    assert fused._packed_weights(fused.op_parameters()) is first and len(calls) == 1
+
+    with torch.no_grad():
+        fused.branch3[1].conv.weight.mul_(2)  # an in-place update, as an optimizer step makes
+    second = fused._packed_weights(fused.op_parameters())
+    assert len(calls) == 2 and torch.equal(second, real_pack(*fused.op_parameters()))
+    assert not torch.equal(first, second)
+
+    fused.load_state_dict(make_block(BLOCK_ARGS, seed=9).state_dict())
+    assert torch.equal(fused._packed_weights(fused.op_parameters()), real_pack(*fused.op_parameters()))
+    assert len(calls) == 3
+    fused.double()  # new parameter tensors
+    assert fused._packed_weights(fused.op_parameters()).dtype == torch.float64 and len(calls) == 4
+    fused._packed_weights(fused.op_parameters())
+    assert len(calls) == 4
+
+
+def test_module_training_step_matches_reference(device):
+    reference = make_block(BLOCK_ARGS, device=device, seed=2)
+    fused = FusedInception.from_module(reference)
+    x = make_input(4, 32, 6, 6, device)
+    target = torch.randn(4, reference.out_channels, 6, 6, device=device)
+    for model in (reference, fused):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for _ in range(3):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x), target).backward()
+            optimizer.step()
+    for p, q in zip(fused.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_autocast_runs_in_low_precision(dtype, device):
+    reference = make_block(BLOCK_ARGS, device=device)
+    fused = FusedInception.from_module(reference)
+    x = make_input(2, 32, 7, 7, device)
+    with torch.autocast(device_type=device, dtype=dtype):
+        out = fused(x)
+        unfused = reference(x)
+    assert out.dtype == dtype == unfused.dtype
+    assert_numerics(out, unfused, float64_copy(reference)(x.double()).detach())
+
+
+def test_autocast_leaves_float64_alone():
+    reference = make_block(BLOCK_ARGS, dtype=torch.float64)
+    fused = FusedInception.from_module(reference)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        assert fused(make_input(1, 32, 4, 4, dtype=torch.float64)).dtype == torch.float64

@@ -11,7 +11,7 @@ from torch._prims_common import suggest_memory_format
 
 from . import _library  # noqa: F401  (registers the operators)
 
-__all__ = ["inception", "pack_weights", "reads_packed_weights", "WEIGHT_NAMES"]
+__all__ = ["backend_name", "inception", "pack_weights", "reads_packed_weights", "WEIGHT_NAMES"]
 
 #: Parameter order of the ops' schemas, after x.
 WEIGHT_NAMES = ("w1", "b1", "w3r", "b3r", "w3", "b3", "w5r", "b5r", "w5", "b5", "wp", "bp")
@@ -51,6 +51,16 @@ def reads_packed_weights(device: torch.device) -> bool:
     eager PyTorch; the fused CUDA kernel is the consumer the packed layout is designed for.
     """
     return False
+
+
+def backend_name(device: torch.device) -> str:
+    """Which implementation of the op runs for inputs on ``device``, in words (for the demo and reports)."""
+    device_type = torch.device(device).type
+    if device_type == "cuda":
+        return "CUDA: unfused ATen composition (cuDNN convolutions)"
+    if device_type == "cpu":
+        return "CPU: unfused ATen composition"
+    return f"{device_type}: no implementation registered"
 
 
 def _output_channels(w1, w3, w5, wp):

@@ -77,9 +77,13 @@ def make_extension():
 
     debug = os.environ.get("FUSED_INCEPTION_DEBUG", "0") == "1"
     csrc = os.path.join(ROOT, "csrc")
-    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")))
-    # Paths relative to setup.py keep ninja's build files stable across checkouts.
-    sources = [os.path.relpath(s, ROOT) for s in sources]
+
+    def sources_in(folder, pattern):
+        # Paths relative to setup.py keep ninja's build files stable across checkouts.
+        return [os.path.relpath(s, ROOT) for s in sorted(glob.glob(os.path.join(csrc, folder, pattern)))]
+
+    # Host C++ (the emulator and the emulated kernels are plain C++ too), then, with CUDA, the GPU side.
+    sources = sources_in("", "*.cpp") + sources_in("simt", "*.cpp") + sources_in("kernels", "*.cpp")
     cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
     cxx_flags += ["-DTORCH_EXTENSION_NAME=_C"]  # torch adds the C++ standard it needs
     nvcc_flags = ["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]
@@ -90,8 +94,7 @@ def make_extension():
         ("FUSED_INCEPTION_TORCH_VERSION", f'"{torch.__version__}"'),
     ]
     if cuda_home:
-        sources += [os.path.relpath(s, ROOT) for s in sorted(glob.glob(os.path.join(csrc, "cuda", "*.cpp")))]
-        sources += [os.path.relpath(s, ROOT) for s in sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")))]
+        sources += sources_in("cuda", "*.cpp") + sources_in("cuda", "*.cu")
         build_info.append(("FUSED_INCEPTION_WITH_CUDA", "1"))
     define_flags = [f"-D{name}={value}" for name, value in build_info]
     extension_class = CUDAExtension if cuda_home else CppExtension

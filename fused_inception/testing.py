@@ -32,6 +32,23 @@ def poison_outputs(enabled: bool = True):
         torch.ops.fused_inception._set_poison_outputs(previous)
 
 
+@contextlib.contextmanager
+def simt_orders(*orders: str, seed: int = 0x5EED):
+    """While active, every emulated launch runs once per fiber order ("forward", "reverse", "shuffle") and,
+    with two or more orders, must produce the same output bits (the emulator's racecheck)."""
+    previous = torch.ops.fused_inception._simt_get_orders()
+    torch.ops.fused_inception._simt_set_orders(list(orders), seed)
+    try:
+        yield
+    finally:
+        torch.ops.fused_inception._simt_set_orders(previous, seed)
+
+
+def simt_launch_count() -> int:
+    """Emulated kernel launches since the process started."""
+    return torch.ops.fused_inception._simt_launch_count()
+
+
 def float64_copy(module: torch.nn.Module) -> torch.nn.Module:
     """A float64 copy of an unfused module, for the reference computation."""
     return copy.deepcopy(module).double()

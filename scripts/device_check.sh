@@ -38,7 +38,8 @@ cd /tmp
 step tests 240 "$OUT/tests.log" "$python" -m pytest "$repo/tests" -q -p no:cacheprovider \
   --junitxml="$OUT/tests.xml" -o junit_family=xunit2
 step sanitizer 150 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 1 \
-  "$python" -m pytest "$repo/tests/test_forward.py" -q -p no:cacheprovider -k "cuda and 3a and bf16 and nhwc"
+  "$python" -m pytest "$repo/tests/test_forward.py" "$repo/tests/test_simt.py" -q -p no:cacheprovider \
+  -k "cuda and ((3a and bf16 and nhwc) or gemm)"
 step benchmarks 200 "$OUT/bench.log" "$python" -m pytest "$repo/benchmarks" -q -p no:cacheprovider \
   --benchmark-json="$OUT/bench.json"
 cd "$repo"

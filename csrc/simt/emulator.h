@@ -1,0 +1,269 @@
+// The SIMT emulator: runs kernel source written against simt.h on the CPU, for tests.
+//
+// A launch runs its blocks on a few host threads; the threads of a block are fibers that switch only at
+// barriers and warp collectives, in an order the launch chooses (forward, reverse, seeded shuffle). Between
+// two such points a fiber runs alone, so a missing barrier shows up as output that depends on the order:
+// run a launch in two orders and compare the bits (run_in_orders). Shared memory is a heap allocation per
+// block, filled with 0xFF bytes (NaN in every float format) at block start; AddressSanitizer builds catch
+// overruns of it and of global memory. Errors (a barrier some threads never reach, a collective some lanes
+// never reach or reach with another operation, misaligned or non-shared addresses) throw simt::Error on
+// the launching thread instead of hanging.
+//
+// Include simt.h, not this file.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace simt {
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint3 {
+  unsigned x, y, z;
+};
+struct u32x4 {
+  uint32_t x, y, z, w;
+};
+
+// 16-bit floats as bit patterns, converted like the device does (round to nearest even).
+struct half {
+  uint16_t bits;
+};
+struct bfloat16 {
+  uint16_t bits;
+};
+uint16_t float_to_half_bits(float x);
+float half_bits_to_float(uint16_t bits);
+uint16_t float_to_bfloat16_bits(float x);
+float bfloat16_bits_to_float(uint16_t bits);
+
+inline float to_float(half x) { return half_bits_to_float(x.bits); }
+inline float to_float(bfloat16 x) { return bfloat16_bits_to_float(x.bits); }
+inline float to_float(float x) { return x; }
+template <class T>
+T from_float(float x);
+template <>
+inline half from_float<half>(float x) { return half{float_to_half_bits(x)}; }
+template <>
+inline bfloat16 from_float<bfloat16>(float x) { return bfloat16{float_to_bfloat16_bits(x)}; }
+template <>
+inline float from_float<float>(float x) { return x; }
+inline uint32_t pack2(half lo, half hi) { return uint32_t(lo.bits) | (uint32_t(hi.bits) << 16); }
+inline uint32_t pack2(bfloat16 lo, bfloat16 hi) { return uint32_t(lo.bits) | (uint32_t(hi.bits) << 16); }
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, keeping 10 mantissa bits.
+uint32_t to_tf32(float x);
+
+// An error the emulator detected in a kernel (or in its launch).
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class FiberOrder { kForward, kReverse, kShuffle };
+const char* to_string(FiberOrder order);
+
+struct LaunchOptions {
+  FiberOrder order = FiberOrder::kForward;  // order of the fibers of a block, and of the blocks
+  uint64_t seed = 0;                        // for kShuffle
+  int host_threads = 0;                     // 0: SIMT_HOST_THREADS, else the CPU count
+  size_t shared_memory_limit = 227 * 1024;  // per block, static + dynamic (an H100's opt-in maximum)
+};
+
+// The options launches use when given none; tests set the order through it.
+LaunchOptions& default_launch_options();
+// Launches since the process started (a forward must be exactly one).
+uint64_t launch_count();
+
+// Runs `kernel` (a call of the kernel function with its arguments) over the grid.
+void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& kernel,
+            const LaunchOptions& options = default_launch_options());
+
+// Racecheck: calls `launch_once` once per order and requires `outputs` to hold the same bits after each.
+struct OutputSpan {
+  const void* data;
+  size_t bytes;
+};
+void run_in_orders(const std::function<void(const LaunchOptions&)>& launch_once,
+                   const std::vector<OutputSpan>& outputs, const std::vector<FiberOrder>& orders,
+                   uint64_t seed = 0x5eed);
+
+// Checked launches: `run_checked` runs a launch once per configured order and, with two or more orders,
+// requires the same output bits from each (racecheck). One order (forward) is the default.
+void set_checked_orders(const std::vector<FiberOrder>& orders, uint64_t seed);
+std::vector<FiberOrder> checked_orders();
+void run_checked(const std::function<void(const LaunchOptions&)>& launch_once, const std::vector<OutputSpan>& outputs);
+
+namespace detail {
+
+const uint3& thread_idx();
+const uint3& block_idx();
+const dim3& block_dim();
+const dim3& grid_dim();
+void* dynamic_shared();
+void* block_static_shared(const void* site, size_t bytes, size_t alignment);
+void check_shared(const void* address, size_t bytes, const char* what);
+void barrier();
+
+// A warp collective: each lane deposits up to 64 bytes, the last lane to arrive runs `compute` over all
+// 32 lanes' inputs, and every lane gets its output (up to 64 bytes). All lanes must call the same `kind`.
+constexpr size_t kCollectiveBytes = 64;
+using CollectiveIn = unsigned char[32][kCollectiveBytes];
+using CollectiveFn = void (*)(const CollectiveIn& in, CollectiveIn& out);
+void warp_collective(const char* kind, const void* in, size_t in_bytes, void* out, size_t out_bytes,
+                     CollectiveFn compute);
+void require_full_mask(unsigned mask, const char* what);
+
+void cp_async(void* shared_dst, const void* global_src, int size, int src_bytes);
+void cp_async_commit();
+void cp_async_wait(int pending);
+
+template <class T>
+void check_shuffle_type() {
+  static_assert(std::is_trivially_copyable_v<T> && (sizeof(T) == 4 || sizeof(T) == 8),
+                "shuffles move 4- or 8-byte trivially copyable values");
+}
+
+enum class ShuffleMode : int { kIndex, kUp, kDown, kXor };
+struct ShuffleIn {
+  unsigned char value[8];
+  int operand;  // source lane, delta or xor mask
+  int width;
+  ShuffleMode mode;
+};
+void shuffle_compute(const CollectiveIn& in, CollectiveIn& out);
+
+template <class T>
+T shuffle(unsigned mask, T value, int operand, int width, ShuffleMode mode, const char* kind) {
+  check_shuffle_type<T>();
+  require_full_mask(mask, kind);
+  ShuffleIn in{};
+  std::memcpy(in.value, &value, sizeof(T));
+  in.operand = operand;
+  in.width = width;
+  in.mode = mode;
+  unsigned char out[8];
+  warp_collective(kind, &in, sizeof(in), out, sizeof(out), &shuffle_compute);
+  T result;
+  std::memcpy(&result, out, sizeof(T));
+  return result;
+}
+
+void vote_compute(const CollectiveIn& in, CollectiveIn& out);
+unsigned ballot(unsigned mask, bool predicate, const char* kind);
+
+void mma_f16_compute(const CollectiveIn& in, CollectiveIn& out);
+void mma_bf16_compute(const CollectiveIn& in, CollectiveIn& out);
+void mma_tf32_compute(const CollectiveIn& in, CollectiveIn& out);
+void mma(const char* kind, CollectiveFn compute, float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+         const float (&c)[4]);
+
+template <int matrices, bool transposed>
+void ldmatrix_compute(const CollectiveIn& in, CollectiveIn& out);
+template <int matrices, bool transposed>
+void ldmatrix(uint32_t (&r)[matrices], const void* row, const char* kind) {
+  warp_collective(kind, &row, sizeof(row), r, sizeof(r), &ldmatrix_compute<matrices, transposed>);
+}
+
+}  // namespace detail
+
+template <class T>
+T* dynamic_shared() {
+  return static_cast<T*>(detail::dynamic_shared());
+}
+
+inline u32x4 load_128(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw Error("load_128: misaligned 16-byte access");
+  u32x4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store_128(void* p, u32x4 v) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw Error("store_128: misaligned 16-byte access");
+  std::memcpy(p, &v, sizeof(v));
+}
+
+inline void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]) {
+  detail::mma("mma.m16n8k16.f16", &detail::mma_f16_compute, d, a, b, c);
+}
+inline void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                              const float (&c)[4]) {
+  detail::mma("mma.m16n8k16.bf16", &detail::mma_bf16_compute, d, a, b, c);
+}
+inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]) {
+  detail::mma("mma.m16n8k8.tf32", &detail::mma_tf32_compute, d, a, b, c);
+}
+
+inline void ldmatrix_x1(uint32_t (&r)[1], const void* row) { detail::ldmatrix<1, false>(r, row, "ldmatrix.x1"); }
+inline void ldmatrix_x2(uint32_t (&r)[2], const void* row) { detail::ldmatrix<2, false>(r, row, "ldmatrix.x2"); }
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) { detail::ldmatrix<4, false>(r, row, "ldmatrix.x4"); }
+inline void ldmatrix_x1_trans(uint32_t (&r)[1], const void* row) {
+  detail::ldmatrix<1, true>(r, row, "ldmatrix.x1.trans");
+}
+inline void ldmatrix_x2_trans(uint32_t (&r)[2], const void* row) {
+  detail::ldmatrix<2, true>(r, row, "ldmatrix.x2.trans");
+}
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  detail::ldmatrix<4, true>(r, row, "ldmatrix.x4.trans");
+}
+
+inline void cp_async_16(void* smem_dst, const void* gmem_src, int src_bytes) {
+  detail::cp_async(smem_dst, gmem_src, 16, src_bytes);
+}
+inline void cp_async_4(void* smem_dst, const void* gmem_src, int src_bytes) {
+  detail::cp_async(smem_dst, gmem_src, 4, src_bytes);
+}
+inline void cp_async_commit() { detail::cp_async_commit(); }
+template <int pending>
+void cp_async_wait() {
+  detail::cp_async_wait(pending);
+}
+
+}  // namespace simt
+
+// CUDA's spellings, for kernel code.
+#define threadIdx (::simt::detail::thread_idx())
+#define blockIdx (::simt::detail::block_idx())
+#define blockDim (::simt::detail::block_dim())
+#define gridDim (::simt::detail::grid_dim())
+
+inline void __syncthreads() { ::simt::detail::barrier(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  ::simt::detail::require_full_mask(mask, "__syncwarp");
+  ::simt::detail::warp_collective("__syncwarp", nullptr, 0, nullptr, 0,
+                                  [](const ::simt::detail::CollectiveIn&, ::simt::detail::CollectiveIn&) {});
+}
+template <class T>
+T __shfl_sync(unsigned mask, T value, int src_lane, int width = 32) {
+  return ::simt::detail::shuffle(mask, value, src_lane, width, ::simt::detail::ShuffleMode::kIndex, "__shfl_sync");
+}
+template <class T>
+T __shfl_up_sync(unsigned mask, T value, unsigned delta, int width = 32) {
+  return ::simt::detail::shuffle(mask, value, int(delta), width, ::simt::detail::ShuffleMode::kUp, "__shfl_up_sync");
+}
+template <class T>
+T __shfl_down_sync(unsigned mask, T value, unsigned delta, int width = 32) {
+  return ::simt::detail::shuffle(mask, value, int(delta), width, ::simt::detail::ShuffleMode::kDown,
+                                 "__shfl_down_sync");
+}
+template <class T>
+T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
+  return ::simt::detail::shuffle(mask, value, lane_mask, width, ::simt::detail::ShuffleMode::kXor,
+                                 "__shfl_xor_sync");
+}
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+  return ::simt::detail::ballot(mask, predicate != 0, "__ballot_sync");
+}
+inline int __any_sync(unsigned mask, int predicate) {
+  return ::simt::detail::ballot(mask, predicate != 0, "__any_sync") != 0;
+}
+inline int __all_sync(unsigned mask, int predicate) {
+  return ::simt::detail::ballot(mask, predicate != 0, "__all_sync") == 0xffffffffu;
+}

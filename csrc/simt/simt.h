@@ -1,0 +1,209 @@
+// The portability header: the only way kernels reach device-specific primitives.
+//
+// Under nvcc (__CUDACC__) every primitive is the real thing (CUDA built-ins, inline PTX). Under a host
+// compiler the same kernel source runs on the SIMT emulator (emulator.h): threads are fibers, warp
+// collectives are rendezvous with the PTX ISA's documented semantics. Kernel code therefore:
+//   - wraps itself in `namespace SIMT_NS` (`gpu` or `emu`), so both builds link into one library;
+//   - uses threadIdx/blockIdx/blockDim/gridDim, __syncthreads, __syncwarp and the *_sync shuffles and votes
+//     with their CUDA spelling, and the simt:: functions below for everything else (shared memory, mma,
+//     ldmatrix, cp.async, 16-byte accesses, half/bf16/tf32 conversions);
+//   - contains no inline asm and no other CUDA header.
+// docs/simt-emulator.md says more, including what the emulator cannot tell.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <stdexcept>
+#include <string>
+
+// Every CUDA call and launch is checked; a failure becomes an exception naming the call.
+#define SIMT_CUDA_CHECK(expr)                                                                          \
+  do {                                                                                                 \
+    const cudaError_t simt_status = (expr);                                                            \
+    if (simt_status != cudaSuccess) {                                                                  \
+      throw std::runtime_error(std::string(#expr " failed: ") + cudaGetErrorString(simt_status));     \
+    }                                                                                                  \
+  } while (0)
+// Launches `kernel` on the stream `context` and checks the launch.
+#define SIMT_LAUNCH(kernel, grid, block, shared_bytes, context, ...) \
+  do {                                                               \
+    kernel<<<grid, block, shared_bytes, context>>>(__VA_ARGS__);     \
+    SIMT_CUDA_CHECK(cudaGetLastError());                             \
+  } while (0)
+
+#define SIMT_NS gpu
+#define SIMT_GLOBAL __global__
+#define SIMT_DEVICE __device__ __forceinline__
+#define SIMT_HOST_DEVICE __host__ __device__ __forceinline__
+#define SIMT_LAUNCH_BOUNDS(threads, min_blocks) __launch_bounds__(threads, min_blocks)
+// A statically sized shared-memory array, one per block.
+#define SIMT_SHARED_ARRAY(type, name, count) __shared__ __align__(16) type name[count]
+
+namespace simt {
+
+using half = __half;
+using bfloat16 = __nv_bfloat16;
+using u32x4 = uint4;
+using dim3 = ::dim3;
+using LaunchContext = cudaStream_t;  // what a launcher receives: the stream
+
+// Allows `kernel` more than the default 48 KB of dynamic shared memory.
+template <class Kernel>
+inline void allow_shared_memory(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024) {
+    SIMT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  }
+}
+
+// Dynamic shared memory of the launch, 16-byte aligned.
+template <class T>
+SIMT_DEVICE T* dynamic_shared() {
+  extern __shared__ __align__(16) unsigned char simt_dynamic_shared_memory[];
+  return reinterpret_cast<T*>(simt_dynamic_shared_memory);
+}
+
+SIMT_HOST_DEVICE float to_float(half x) { return __half2float(x); }
+SIMT_HOST_DEVICE float to_float(bfloat16 x) { return __bfloat162float(x); }
+SIMT_HOST_DEVICE float to_float(float x) { return x; }
+template <class T>
+SIMT_HOST_DEVICE T from_float(float x);
+template <>
+SIMT_HOST_DEVICE half from_float<half>(float x) { return __float2half_rn(x); }
+template <>
+SIMT_HOST_DEVICE bfloat16 from_float<bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+SIMT_HOST_DEVICE float from_float<float>(float x) { return x; }
+
+// Two 16-bit values in one 32-bit register, `lo` in the low half (the mma/ldmatrix fragment order).
+SIMT_DEVICE uint32_t pack2(half lo, half hi) {
+  return uint32_t(__half_as_ushort(lo)) | (uint32_t(__half_as_ushort(hi)) << 16);
+}
+SIMT_DEVICE uint32_t pack2(bfloat16 lo, bfloat16 hi) {
+  return uint32_t(__bfloat16_as_ushort(lo)) | (uint32_t(__bfloat16_as_ushort(hi)) << 16);
+}
+
+// cvt.rna.tf32.f32: round to nearest (ties away from zero) to TF32, returned in a 32-bit register.
+SIMT_DEVICE uint32_t to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+SIMT_DEVICE u32x4 load_128(const void* p) { return *reinterpret_cast<const uint4*>(p); }
+SIMT_DEVICE void store_128(void* p, u32x4 v) { *reinterpret_cast<uint4*>(p) = v; }
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32: d = a * b + c for a warp.
+SIMT_DEVICE void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                  const float (&c)[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+}
+SIMT_DEVICE void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                   const float (&c)[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+}
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
+SIMT_DEVICE void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                  const float (&c)[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+}
+
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{,.trans}.shared.b16: lane 8*i + r gives the address of row r of
+// matrix i (16 bytes, 16-byte aligned, in shared memory).
+SIMT_DEVICE uint32_t smem_address(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+SIMT_DEVICE void ldmatrix_x1(uint32_t (&r)[1], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(smem_address(row)));
+}
+SIMT_DEVICE void ldmatrix_x2(uint32_t (&r)[2], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(smem_address(row)));
+}
+SIMT_DEVICE void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(row)));
+}
+SIMT_DEVICE void ldmatrix_x1_trans(uint32_t (&r)[1], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];"
+               : "=r"(r[0])
+               : "r"(smem_address(row)));
+}
+SIMT_DEVICE void ldmatrix_x2_trans(uint32_t (&r)[2], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(smem_address(row)));
+}
+SIMT_DEVICE void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(row)));
+}
+
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes: copies src_bytes (0..16) and zero-fills the rest
+// of the 16 bytes; both addresses 16-byte aligned. Completes at a later cp_async_wait.
+SIMT_DEVICE void cp_async_16(void* smem_dst, const void* gmem_src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_address(smem_dst)), "l"(gmem_src),
+               "r"(src_bytes));
+}
+// cp.async.ca.shared.global [dst], [src], 4, src_bytes: the 4-byte form (for unaligned channel counts).
+SIMT_DEVICE void cp_async_4(void* smem_dst, const void* gmem_src, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(smem_dst)), "l"(gmem_src),
+               "r"(src_bytes));
+}
+SIMT_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+// Waits until at most `pending` committed groups of this thread are still in flight.
+template <int pending>
+SIMT_DEVICE void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(pending));
+}
+
+}  // namespace simt
+
+#else  // the SIMT emulator
+
+#include "simt/emulator.h"
+
+namespace simt {
+using LaunchContext = const LaunchOptions&;  // what a launcher receives: the emulator's launch options
+template <class Kernel>
+inline void allow_shared_memory(Kernel, size_t) {}  // the emulator's limit is LaunchOptions::shared_memory_limit
+}  // namespace simt
+
+#define SIMT_LAUNCH(kernel, grid, block, shared_bytes, context, ...) \
+  ::simt::launch(grid, block, shared_bytes, [&] { kernel(__VA_ARGS__); }, context)
+#define SIMT_NS emu
+#define SIMT_GLOBAL
+#define SIMT_DEVICE inline
+#define SIMT_HOST_DEVICE inline
+#define SIMT_LAUNCH_BOUNDS(threads, min_blocks)
+#define SIMT_SHARED_ARRAY(type, name, count)                                          \
+  static const char name##_simt_site = 0;                                             \
+  type* const name = static_cast<type*>(::simt::detail::block_static_shared(          \
+      &name##_simt_site, sizeof(type) * static_cast<size_t>(count), alignof(type) < 16 ? 16 : alignof(type)))
+
+#endif
+
+namespace simt {
+constexpr int kWarpSize = 32;
+}  // namespace simt

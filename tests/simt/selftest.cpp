@@ -1,0 +1,241 @@
+// Self-test of the SIMT emulator, torch-free, built with AddressSanitizer by tests/test_simt.py:
+//   selftest clean             every check that must pass (conversions, primitives, GEMM, error reports)
+//   selftest global_overrun    a planted off-by-one in global memory: AddressSanitizer must abort
+//   selftest shared_overrun    the same in dynamic shared memory
+// Prints one line per check; exit code 0 when all pass.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/test_kernels_api.h"
+#include "simt/simt.h"
+
+namespace {
+
+int failures = 0;
+
+void check(bool ok, const std::string& what) {
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+  if (!ok) ++failures;
+}
+
+// Runs `body` and reports whether it threw a simt::Error whose message contains `expected`.
+void expect_error(const std::function<void()>& body, const std::string& expected, const std::string& what) {
+  try {
+    body();
+    check(false, what + " (no error raised)");
+  } catch (const simt::Error& e) {
+    const bool ok = std::string(e.what()).find(expected) != std::string::npos;
+    check(ok, what + (ok ? "" : std::string(" (message: ") + e.what() + ")"));
+  }
+}
+
+namespace fi = fused_inception::emu::test_kernels;
+using simt::LaunchOptions;
+
+void test_conversions() {
+  // Half: every bit pattern through float and back, and random floats against the compiler's _Float16.
+  bool half_ok = true;
+  for (uint32_t bits = 0; bits < 65536; ++bits) {
+    const float f = simt::half_bits_to_float(uint16_t(bits));
+    _Float16 h;
+    const uint16_t b16 = uint16_t(bits);
+    std::memcpy(&h, &b16, 2);
+    if (!std::isnan(f) && (f != float(h) || simt::float_to_half_bits(f) != bits)) half_ok = false;
+    if (std::isnan(f) != std::isnan(float(h))) half_ok = false;
+  }
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  for (int i = 0; i < 200000; ++i) {
+    const float f = std::ldexp(unit(rng), int(rng() % 50) - 30);
+    const _Float16 h = static_cast<_Float16>(f);
+    uint16_t expected;
+    std::memcpy(&expected, &h, 2);
+    if (simt::float_to_half_bits(f) != expected) half_ok = false;
+  }
+  check(half_ok, "half conversions match _Float16 (all 65536 patterns; 200000 random floats incl. subnormals)");
+  // bfloat16: ties go to even, NaN stays NaN.
+  auto bf = [](uint32_t x) {
+    float f;
+    std::memcpy(&f, &x, 4);
+    return simt::float_to_bfloat16_bits(f);
+  };
+  check(bf(0x3f808000u) == 0x3f80 && bf(0x3f818000u) == 0x3f82 && bf(0x3f808001u) == 0x3f81 &&
+            bf(0x7f7fffffu) == 0x7f80 && bf(0x7fc00001u) == 0x7fff,
+        "bfloat16 rounds to nearest even, overflows to inf, keeps NaN");
+  auto tf32 = [](uint32_t x) {
+    float f;
+    std::memcpy(&f, &x, 4);
+    return simt::to_tf32(f);
+  };
+  check(tf32(0x3f801000u) == 0x3f802000u && tf32(0x3f800fffu) == 0x3f800000u && tf32(0xbf801000u) == 0xbf802000u,
+        "tf32 rounds to nearest, ties away from zero");
+}
+
+template <class T>
+void test_mma(fused_inception::TestDtype dtype, int k, const char* name) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> unit(-2.0f, 2.0f);
+  std::vector<T> a(16 * k), b(k * 8);
+  std::vector<double> a_value(16 * k), b_value(k * 8);
+  auto fill = [&](std::vector<T>& v, std::vector<double>& value) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      if constexpr (std::is_same_v<T, float>) {
+        uint32_t bits = simt::to_tf32(unit(rng));
+        std::memcpy(&v[i], &bits, 4);
+        value[i] = v[i];
+      } else {
+        v[i] = simt::from_float<T>(unit(rng));
+        value[i] = simt::to_float(v[i]);
+      }
+    }
+  };
+  fill(a, a_value);
+  fill(b, b_value);
+  std::vector<float> c(16 * 8), d(16 * 8, NAN);
+  for (auto& x : c) x = unit(rng);
+  fi::mma(dtype, a.data(), b.data(), c.data(), d.data(), LaunchOptions{});
+  bool ok = true;
+  for (int i = 0; i < 16; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      double sum = 0;
+      for (int kk = 0; kk < k; ++kk) sum += a_value[i * k + kk] * b_value[kk * 8 + j];
+      ok = ok && d[i * 8 + j] == float(sum + c[i * 8 + j]);
+    }
+  }
+  check(ok, std::string(name) + " equals a triple loop (fragments built from the PTX layouts)");
+}
+
+void test_ldmatrix() {
+  std::vector<uint16_t> m(4 * 64);
+  for (size_t i = 0; i < m.size(); ++i) m[i] = uint16_t(i * 37 + 11);
+  bool ok = true;
+  for (int count : {1, 2, 4}) {
+    for (bool transposed : {false, true}) {
+      std::vector<uint32_t> out(32 * count);
+      fi::ldmatrix(count, transposed, m.data(), out.data(), LaunchOptions{});
+      for (int lane = 0; lane < 32; ++lane) {
+        for (int i = 0; i < count; ++i) {
+          const int outer = lane / 4, inner = 2 * (lane % 4);
+          auto at = [&](int r, int c) { return uint32_t(m[i * 64 + r * 8 + c]); };
+          const uint32_t expected = transposed ? at(inner, outer) | at(inner + 1, outer) << 16
+                                               : at(outer, inner) | at(outer, inner + 1) << 16;
+          ok = ok && out[lane * count + i] == expected;
+        }
+      }
+    }
+  }
+  check(ok, "ldmatrix x1/x2/x4 (and .trans) follow the fragment layout");
+}
+
+void test_gemm() {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  const int64_t m = 70, n = 72, k = 40;
+  std::vector<simt::half> a(m * k), b(k * n);
+  for (auto& x : a) x = simt::from_float<simt::half>(unit(rng));
+  for (auto& x : b) x = simt::from_float<simt::half>(unit(rng));
+  std::vector<float> c(m * n, NAN);
+  fi::gemm(fused_inception::TestDtype::kHalf, a.data(), b.data(), c.data(), m, n, k, LaunchOptions{});
+  double worst = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = 0;
+      for (int64_t kk = 0; kk < k; ++kk) sum += double(simt::to_float(a[i * k + kk])) * simt::to_float(b[kk * n + j]);
+      worst = std::max(worst, std::fabs(sum - c[i * n + j]));
+    }
+  }
+  check(worst < 1e-5, "cp.async + ldmatrix + mma GEMM 70x72x40 matches a scalar loop (max error " +
+                          std::to_string(worst) + ")");
+}
+
+// Emulator-only kernels for its error reports.
+namespace emu_only {
+void early_exit_kernel() {
+  if (threadIdx.x == 3) return;  // never reaches the barrier the others wait at
+  __syncthreads();
+}
+void divergent_kernel() {
+  if (threadIdx.x % 2) {
+    (void)__shfl_sync(0xffffffffu, 1, 0);
+  } else {
+    (void)__ballot_sync(0xffffffffu, 1);
+  }
+}
+void partial_collective_kernel() {
+  if (threadIdx.x < 16) (void)__shfl_xor_sync(0xffffffffu, 1, 1);
+}
+void misaligned_kernel(float* p) { simt::store_128(p + 1, simt::u32x4{}); }
+}  // namespace emu_only
+
+void test_error_reports() {
+  expect_error([] { simt::launch(1, 64, 0, [] { emu_only::early_exit_kernel(); }); },
+               "wait at __syncthreads, which 1 never reach", "a barrier one thread never reaches is reported");
+  expect_error([] { simt::launch(1, 32, 0, [] { emu_only::divergent_kernel(); }); }, "divergent warp collectives",
+               "lanes calling different collectives are reported");
+  expect_error([] { simt::launch(1, 32, 0, [] { emu_only::partial_collective_kernel(); }); },
+               "lane(s) wait at __shfl_xor_sync, which the other lanes never reach",
+               "a collective half the warp never reaches is reported");
+  std::vector<float> buffer(16);
+  expect_error([&] { simt::launch(1, 32, 0, [&] { emu_only::misaligned_kernel(buffer.data()); }); },
+               "misaligned 16-byte access", "a misaligned 16-byte store is reported");
+  LaunchOptions small;
+  small.shared_memory_limit = 128;  // the kernel asks for 64 floats
+  std::vector<float> in(64, 1.0f), out(64);
+  expect_error([&] { fi::neighbour(in.data(), out.data(), 64, true, small); }, "bytes of shared memory, over the limit",
+               "shared memory over the limit is reported");
+}
+
+void test_racecheck() {
+  std::vector<float> in(64), out(64, NAN);
+  for (int i = 0; i < 64; ++i) in[i] = float(i);
+  const std::vector<simt::OutputSpan> outputs{{out.data(), out.size() * sizeof(float)}};
+  auto run = [&](bool with_barrier) {
+    return [&, with_barrier](const LaunchOptions& o) { fi::neighbour(in.data(), out.data(), 64, with_barrier, o); };
+  };
+  for (auto order : {simt::FiberOrder::kReverse, simt::FiberOrder::kShuffle}) {
+    expect_error([&] { simt::run_in_orders(run(false), outputs, {simt::FiberOrder::kForward, order}); },
+                 "differs between fiber orders", std::string("the missing barrier is caught (forward vs ") +
+                                                      simt::to_string(order) + ")");
+  }
+  simt::run_in_orders(run(true), outputs, {simt::FiberOrder::kForward, simt::FiberOrder::kReverse,
+                                           simt::FiberOrder::kShuffle});
+  bool ok = true;
+  for (int i = 0; i < 64; ++i) ok = ok && out[i] == 2.0f * float((i + 1) % 64);
+  check(ok, "with the barrier: identical in three orders, and correct");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "clean";
+  if (mode == "clean") {
+    test_conversions();
+    test_mma<simt::half>(fused_inception::TestDtype::kHalf, 16, "mma.m16n8k16.f16");
+    test_mma<simt::bfloat16>(fused_inception::TestDtype::kBFloat16, 16, "mma.m16n8k16.bf16");
+    test_mma<float>(fused_inception::TestDtype::kFloat32, 8, "mma.m16n8k8.tf32");
+    test_ldmatrix();
+    test_gemm();
+    test_error_reports();
+    test_racecheck();
+  } else if (mode == "global_overrun" || mode == "shared_overrun") {
+    std::vector<float> out(64);
+    try {
+      fi::off_by_one(out.data(), 64, mode == "shared_overrun", LaunchOptions{});
+    } catch (const simt::Error& e) {
+      std::printf("simt::Error: %s\n", e.what());
+      return 3;
+    }
+    std::printf("overrun not detected\n");
+    return 0;
+  } else {
+    std::printf("unknown mode %s\n", mode.c_str());
+    return 2;
+  }
+  std::printf("%d failure(s)\n", failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,180 @@
+"""The SIMT emulator: primitives against scalar references, the GEMM against torch.matmul (both emulated on
+CPU and real on CUDA), the racecheck and the memcheck (an AddressSanitizer build of the emulator)."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from fused_inception.testing import assert_numerics, simt_launch_count, simt_orders
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+simt_test = torch.ops.fused_inception._simt_test
+
+
+@pytest.fixture(autouse=True)
+def _racecheck():
+    """Every emulated launch in this file runs in two fiber orders and must give identical bits."""
+    with simt_orders("forward", "reverse"):
+        yield
+
+
+# ---- primitives -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_mma_matches_triple_loop(dtype, device):
+    generator = torch.Generator().manual_seed(4)
+    k = 8 if dtype == torch.float32 else 16
+    a = (torch.rand(16, k, generator=generator) * 4 - 2).to(dtype)
+    b = (torch.rand(k, 8, generator=generator) * 4 - 2).to(dtype)
+    c = torch.rand(16, 8, generator=generator) * 4 - 2
+    if dtype == torch.float32:  # the kernel rounds to TF32 (10 mantissa bits); give it values that are exact
+        a, b = (t.to(torch.bfloat16).to(torch.float32) for t in (a, b))
+    d = simt_test("mma", [t.to(device) for t in (a, b, c)]).cpu()
+    expected = (a.double() @ b.double() + c.double()).float()
+    if device == "cpu":  # exact products summed in double, rounded once
+        assert torch.equal(d, expected)
+    else:  # the tensor core rounds its sums its own way
+        torch.testing.assert_close(d, expected, rtol=1e-5, atol=1e-5)
+
+
+def ldmatrix_expected(matrices, transposed):
+    m = matrices.numpy().view(np.uint16).astype(np.uint32)
+    count = m.shape[0]
+    out = np.zeros((32, count), dtype=np.uint32)
+    for lane in range(32):
+        outer, inner = lane // 4, 2 * (lane % 4)
+        for i in range(count):
+            if transposed:
+                out[lane, i] = m[i, inner, outer] | (m[i, inner + 1, outer] << 16)
+            else:
+                out[lane, i] = m[i, outer, inner] | (m[i, outer, inner + 1] << 16)
+    return torch.from_numpy(out.view(np.int32))
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["plain", "trans"])
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_ldmatrix_layout(count, transposed, device):
+    matrices = torch.randint(-(2**15), 2**15, (count, 8, 8), dtype=torch.int16)
+    kernel = f"ldmatrix_x{count}" + ("_trans" if transposed else "")
+    out = simt_test(kernel, [matrices.to(device)]).cpu()
+    assert torch.equal(out, ldmatrix_expected(matrices, transposed))
+
+
+def warp_ops_expected(v):
+    def shuffle(source_of):
+        return [v[source_of(lane)] for lane in range(32)]
+
+    def segment_start(lane, width):
+        return lane & ~(width - 1)
+
+    rows = [
+        shuffle(lambda lane: (lane * 7 + 3) % 32),
+        shuffle(lambda lane: lane ^ 5),
+        shuffle(lambda lane: lane + 3 if lane + 3 < 32 else lane),
+        shuffle(lambda lane: lane - 2 if lane >= 2 else lane),
+        shuffle(lambda lane: segment_start(lane, 8) + ((lane + 3) & 7)),
+        # xor within width 8: a source in a later group of 8 returns the caller's own value
+        shuffle(lambda lane: lane ^ 9 if segment_start(lane ^ 9, 8) <= segment_start(lane, 8) else lane),
+        shuffle(lambda lane: lane + 5 if lane + 5 < segment_start(lane, 16) + 16 else lane),
+        shuffle(lambda lane: lane - 1 if lane - 1 >= segment_start(lane, 4) else lane),
+    ]
+    ballot = sum(1 << lane for lane in range(32) if v[lane] % 3 == 0)
+    rows.append([np.array(ballot, dtype=np.uint32).view(np.int32).item()] * 32)
+    rows.append([int(any(v[lane] == v[0] + lane for lane in range(32)))] * 32)
+    rows.append([int(all(x > -1000000 for x in v))] * 32)
+    return torch.tensor(rows, dtype=torch.int32)
+
+
+def test_shuffles_and_votes(device):
+    v = torch.randint(-100, 100, (32,), dtype=torch.int32)
+    v[5] = v[0] + 5  # makes __any_sync true
+    out = simt_test("warp_ops", [v.to(device)]).cpu()
+    assert torch.equal(out, warp_ops_expected(v.tolist()))
+
+
+# ---- the GEMM: cp.async + ldmatrix + mma ----------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(70, 72, 40), (1, 8, 8), (130, 136, 96), (64, 64, 32)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_gemm_matches_torch_matmul(shape, dtype, device):
+    m, n, k = shape
+    generator = torch.Generator().manual_seed(m * n + k)
+    a = torch.randn(m, k, generator=generator).to(dtype).to(device)
+    b = torch.randn(k, n, generator=generator).to(dtype).to(device)
+    out = simt_test("gemm", [a, b])
+    reference = a.double() @ b.double()
+    unfused = torch.matmul(a.float(), b.float())  # the same inputs, float32 accumulation
+    assert_numerics(out, unfused, reference)
+
+
+def test_one_launch_per_call_and_per_order():
+    a = torch.randn(16, 16).half()
+    b = torch.randn(16, 8).half()
+    with simt_orders("forward"):
+        before = simt_launch_count()
+        simt_test("gemm", [a, b])
+        assert simt_launch_count() - before == 1
+    before = simt_launch_count()
+    simt_test("gemm", [a, b])  # the fixture's two orders
+    assert simt_launch_count() - before == 2
+
+
+# ---- planted bugs: the racecheck and the memcheck --------------------------------------------------------
+
+@pytest.mark.parametrize("orders", [("forward", "reverse"), ("forward", "shuffle"), ("shuffle", "reverse")],
+                         ids="-".join)
+def test_racecheck_catches_missing_barrier(orders):
+    x = torch.randn(96)
+    with simt_orders(*orders), pytest.raises(RuntimeError, match="differs between fiber orders"):
+        simt_test("neighbour", [x])
+    with simt_orders(*orders):
+        torch.testing.assert_close(simt_test("neighbour_with_barrier", [x]), 2 * x.roll(-1), rtol=0, atol=0)
+
+
+def test_shared_overrun_caught_without_sanitizer():
+    with pytest.raises(RuntimeError, match="wrote past the end of dynamic shared memory of 256 bytes"):
+        simt_test("shared_off_by_one", [torch.zeros(64)])
+
+
+def test_emulator_errors_reach_python():
+    with pytest.raises(RuntimeError, match="unknown kernel"):
+        simt_test("nope", [torch.zeros(1)])
+    with pytest.raises(RuntimeError, match="orders must be forward, reverse or shuffle"):
+        torch.ops.fused_inception._simt_set_orders(["sideways"], 0)
+
+
+@pytest.fixture(scope="module")
+def asan_selftest(tmp_path_factory):
+    """The emulator's self-test, built with AddressSanitizer (the CPU memcheck)."""
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C++ compiler ({compiler}) to build the AddressSanitizer self-test")
+    binary = tmp_path_factory.mktemp("asan") / "selftest"
+    sources = ["tests/simt/selftest.cpp", "csrc/simt/emulator.cpp", "csrc/kernels/test_kernels_emu.cpp"]
+    subprocess.run([compiler, "-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer",
+                    "-Icsrc", "-o", str(binary), *sources, "-lpthread"], cwd=REPO, check=True)
+    return binary
+
+
+def run_selftest(binary, mode):
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+    return subprocess.run([str(binary), mode], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_selftest_passes_under_asan(asan_selftest):
+    result = run_selftest(asan_selftest, "clean")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout and "0 failure(s)" in result.stdout
+    assert "AddressSanitizer" not in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["global_overrun", "shared_overrun"])
+def test_asan_catches_planted_overrun(asan_selftest, mode):
+    result = run_selftest(asan_selftest, mode)
+    assert result.returncode != 0
+    assert "ERROR: AddressSanitizer: heap-buffer-overflow" in result.stderr
+    assert "off_by_one_kernel" in result.stderr  # reported in the kernel's own source line

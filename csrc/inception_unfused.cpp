@@ -114,11 +114,15 @@ InceptionShape check_inception_args(const char* op, const at::Tensor& x, const I
 
 at::Tensor pack_weights(const InceptionWeights& w) {
   const auto s = check_weights("fused_inception::pack_weights", w, w.w1, "w1");
-  // OHWI for the spatial kernels: the reduction's channels innermost.
-  auto ohwi = [](const at::Tensor& t) { return t.permute({0, 2, 3, 1}).reshape(-1); };
-  auto packed = at::cat({w.w1.reshape(-1), w.w3r.reshape(-1), w.w5r.reshape(-1), w.wp.reshape(-1), ohwi(w.w3),
-                         ohwi(w.w5), w.b1, w.b3r, w.b5r, w.bp, w.b3, w.b5});
-  TORCH_INTERNAL_ASSERT(packed.numel() == packed_layout(s).total, "pack_weights disagrees with packed_layout");
+  const auto layout = packed_layout(s);
+  // [out][K] matrices, K = (kh, kw, in) for the spatial kernels ("OHWI"), rows zero-padded to the layout.
+  auto rows = [](const at::Tensor& t, int64_t row_length) {
+    auto matrix = t.permute({0, 2, 3, 1}).reshape({t.size(0), -1});
+    return at::constant_pad_nd(matrix, {0, row_length - matrix.size(1)}).reshape(-1);
+  };
+  auto packed = at::cat({rows(at::cat({w.w1, w.w3r, w.w5r, w.wp}), layout.row_1x1), rows(w.w3, layout.row_w3),
+                         rows(w.w5, layout.row_w5), w.b1, w.b3r, w.b5r, w.bp, w.b3, w.b5});
+  TORCH_INTERNAL_ASSERT(packed.numel() == layout.total, "pack_weights disagrees with packed_layout");
   return packed;
 }
 

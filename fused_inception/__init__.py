@@ -9,7 +9,7 @@
 from ._library import SUPPORTED_KERNEL_SIZES, build_info
 from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
 from .convert import ConversionError
-from .models import Inception
+from .models import GoogLeNet, Inception, googlenet, googlenet_loss
 from .modules import FusedInception
 from .ops import inception, pack_weights
 
@@ -20,10 +20,13 @@ __all__ = [
     "ConversionError",
     "FusedInception",
     "GOOGLENET_BLOCKS",
+    "GoogLeNet",
     "Inception",
     "InceptionConfig",
     "SUPPORTED_KERNEL_SIZES",
     "build_info",
+    "googlenet",
+    "googlenet_loss",
     "inception",
     "pack_weights",
 ]

@@ -9,6 +9,7 @@
 from ._library import SUPPORTED_KERNEL_SIZES, build_info
 from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
 from .convert import ConversionError
+from .fuse import FuseReport, FuseResult, fuse
 from .models import GoogLeNet, Inception, googlenet, googlenet_loss
 from .modules import FusedInception
 from .ops import inception, pack_weights
@@ -18,6 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BLOCKS_BY_NAME",
     "ConversionError",
+    "FuseReport",
+    "FuseResult",
     "FusedInception",
     "GOOGLENET_BLOCKS",
     "GoogLeNet",
@@ -25,6 +28,7 @@ __all__ = [
     "InceptionConfig",
     "SUPPORTED_KERNEL_SIZES",
     "build_info",
+    "fuse",
     "googlenet",
     "googlenet_loss",
     "inception",

@@ -188,6 +188,13 @@ def test_unconvertible_block_is_left_with_a_warning():
     assert fused[1] is not block and type(fused[1]) is TorchvisionInception
 
 
+def test_torchvision_block_with_custom_conv_block_is_left_alone():
+    block = TorchvisionInception(*BLOCK_ARGS, conv_block=nn.Conv2d).eval()  # plain convs: nothing to fold
+    with pytest.warns(UserWarning, match="branch1: expected torchvision's BasicConv2d"):
+        fused, report = fuse(block)
+    assert fused is not block and type(fused) is TorchvisionInception and report.replaced == []
+
+
 def test_bad_arguments_name_the_argument():
     with pytest.raises(TypeError, match="fuse: model must be a torch.nn.Module, got str"):
         fuse("googlenet")

@@ -62,7 +62,7 @@ def fuse(model: nn.Module, inplace: bool = False) -> FuseResult:
     running statistics. Blocks anywhere in the module tree are found (inside Sequential, ModuleList,
     ModuleDict, custom containers); each fused block keeps its block's device, dtype, weight memory format and
     training flag. A recognised block that cannot be converted (e.g. a dilated conv) is left as it is, with a
-    warning and its reason in the report.
+    warning and its reason in the report. Hooks registered on a replaced block do not carry over.
 
     A block with BatchNorm in **training mode** raises :class:`ConversionError` before anything changes:
     training-mode BatchNorm normalises with each batch's statistics, which no fixed folded weight reproduces,

@@ -9,7 +9,8 @@
 from ._library import SUPPORTED_KERNEL_SIZES, build_info
 from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
 from .convert import ConversionError
-from .models import Inception
+from .fuse import FuseReport, FuseResult, fuse
+from .models import GoogLeNet, Inception, googlenet, googlenet_loss
 from .modules import FusedInception
 from .ops import inception, pack_weights
 
@@ -18,12 +19,18 @@ __version__ = "0.1.0"
 __all__ = [
     "BLOCKS_BY_NAME",
     "ConversionError",
+    "FuseReport",
+    "FuseResult",
     "FusedInception",
     "GOOGLENET_BLOCKS",
+    "GoogLeNet",
     "Inception",
     "InceptionConfig",
     "SUPPORTED_KERNEL_SIZES",
     "build_info",
+    "fuse",
+    "googlenet",
+    "googlenet_loss",
     "inception",
     "pack_weights",
 ]

@@ -5,7 +5,7 @@ import sys
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"demo": "check and time FusedInception against unfused PyTorch"}
+    commands = {"demo": "fuse the reference and torchvision GoogLeNets, check and time them against unfused PyTorch"}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: python -m fused_inception COMMAND [options]\n\ncommands:")
         for name, text in commands.items():

@@ -25,7 +25,11 @@ def is_torchvision_inception(module: nn.Module) -> bool:
 
 def _fold(basic_conv, where, expected_kernel=None):
     """Folds torchvision's BasicConv2d (conv without bias -> BatchNorm -> ReLU) into (weight, bias)."""
-    conv, bn = basic_conv.conv, basic_conv.bn
+    conv, bn = getattr(basic_conv, "conv", None), getattr(basic_conv, "bn", None)
+    if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+        # A torchvision Inception built with a custom conv_block: not the conv -> BatchNorm -> ReLU we fold.
+        raise ConversionError(f"{where}: expected torchvision's BasicConv2d (conv, bn), "
+                              f"got {type(basic_conv).__name__}")
     k = conv.kernel_size[0]
     if expected_kernel is not None and k != expected_kernel:
         raise ConversionError(f"{where}: expected a {expected_kernel}x{expected_kernel} conv, got {conv.kernel_size}")

@@ -46,6 +46,18 @@ def make_input(batch, channels, height, width, device="cpu", dtype=torch.float32
     return x.contiguous(memory_format=memory_format) if memory_format is not None else x
 
 
+def randomize_batchnorm(module, seed=0):
+    """Random BatchNorm statistics and affine parameters, so folding them into the convolutions shows."""
+    generator = torch.Generator().manual_seed(seed)
+    for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        n = bn.num_features
+        with torch.no_grad():
+            bn.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+            bn.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            bn.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+            bn.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+
+
 def op_params(block):
     return [p.detach() for p in block.op_parameters()]
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import MEMORY_FORMATS, make_block, make_input
+from conftest import MEMORY_FORMATS, make_block, make_input, randomize_batchnorm
 
 import fused_inception
 from fused_inception import ConversionError, FusedInception, ops
@@ -59,16 +59,6 @@ def test_from_reference_module(memory_format, device):
     for p, q in zip(fused.op_parameters(), reference.op_parameters()):
         assert p.device == q.device and torch.equal(p, q) and p.stride() == q.stride()
     check_against_unfused(fused, reference, make_input(2, 32, 6, 6, device, memory_format=memory_format))
-
-
-def randomize_batchnorm(module, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        n = bn.num_features
-        bn.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-        bn.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-        bn.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-        bn.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
 
 
 def torchvision_block(device, dtype=torch.float32):

@@ -33,6 +33,9 @@ InceptionShape check_weights(const char* op, const InceptionWeights& w, const at
 // Checks x and the weights against each other and returns the block's shape.
 InceptionShape check_inception_args(const char* op, const at::Tensor& x, const InceptionWeights& w);
 
+// Checks that `packed` is a pack of weights of shape `s` for x (device, dtype, size, contiguity).
+void check_packed(const char* op, const at::Tensor& packed, const at::Tensor& x, const InceptionShape& s);
+
 // Packs the weights into the layout of inception_shape.h (one flat tensor in their dtype).
 at::Tensor pack_weights(const InceptionWeights& w);
 

@@ -4,6 +4,13 @@
 
 #include <cstdint>
 
+// Shape arithmetic is used by kernels too.
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define FUSED_INCEPTION_HOST_DEVICE __host__ __device__
+#else
+#define FUSED_INCEPTION_HOST_DEVICE
+#endif
+
 namespace fused_inception {
 
 // Kernel sizes a block's spatial branches may use: (3, 5) in the paper, (3, 3) in torchvision's GoogLeNet.
@@ -29,14 +36,14 @@ struct InceptionShape {
   int64_t k3 = 3;  // kernel of branch 2
   int64_t k5 = 5;  // kernel of branch 3: 5 in the paper, 3 in torchvision's GoogLeNet
 
-  constexpr int64_t out_channels() const { return ch1x1 + ch3x3 + ch5x5 + pool_proj; }
+  FUSED_INCEPTION_HOST_DEVICE constexpr int64_t out_channels() const { return ch1x1 + ch3x3 + ch5x5 + pool_proj; }
   // First output channel of each branch.
-  constexpr int64_t out_offset_branch1() const { return 0; }
-  constexpr int64_t out_offset_branch2() const { return ch1x1; }
-  constexpr int64_t out_offset_branch3() const { return ch1x1 + ch3x3; }
-  constexpr int64_t out_offset_branch4() const { return ch1x1 + ch3x3 + ch5x5; }
+  FUSED_INCEPTION_HOST_DEVICE constexpr int64_t out_offset_branch1() const { return 0; }
+  FUSED_INCEPTION_HOST_DEVICE constexpr int64_t out_offset_branch2() const { return ch1x1; }
+  FUSED_INCEPTION_HOST_DEVICE constexpr int64_t out_offset_branch3() const { return ch1x1 + ch3x3; }
+  FUSED_INCEPTION_HOST_DEVICE constexpr int64_t out_offset_branch4() const { return ch1x1 + ch3x3 + ch5x5; }
   // The 1x1 convolutions that read x directly, stacked: branch 1, the two reductions, the pool projection.
-  constexpr int64_t rows_1x1() const { return ch1x1 + ch3x3red + ch5x5red + pool_proj; }
+  FUSED_INCEPTION_HOST_DEVICE constexpr int64_t rows_1x1() const { return ch1x1 + ch3x3red + ch5x5red + pool_proj; }
 };
 
 // Packed weights: one flat buffer in the weights' dtype, built once per weight version, in the layout the
@@ -51,14 +58,16 @@ struct InceptionShape {
 // Element offsets into the buffer; `total` is its length.
 constexpr int64_t kPackRowAlign = 8;
 
-constexpr int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t round_up(int64_t value, int64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
 
 struct PackedLayout {
   int64_t row_1x1, row_w3, row_w5;  // padded row lengths
   int64_t w_1x1, w3, w5, b_1x1, b3, b5, total;
 };
 
-constexpr PackedLayout packed_layout(const InceptionShape& s) {
+FUSED_INCEPTION_HOST_DEVICE constexpr PackedLayout packed_layout(const InceptionShape& s) {
   PackedLayout l{};
   l.row_1x1 = round_up(s.in_channels, kPackRowAlign);
   l.row_w3 = round_up(s.k3 * s.k3 * s.ch3x3red, kPackRowAlign);

@@ -1,5 +1,5 @@
 // Argument checks, weight packing, and the unfused ATen composition of the block (forward and backward).
-// Registered as the CPU implementation; the CUDA registration reuses it as its unfused path.
+// The unfused path of every device; the CPU registration of the backward.
 #include <ATen/DeviceGuard.h>
 #include <torch/library.h>
 
@@ -112,6 +112,13 @@ InceptionShape check_inception_args(const char* op, const at::Tensor& x, const I
   return s;
 }
 
+void check_packed(const char* op, const at::Tensor& packed, const at::Tensor& x, const InceptionShape& s) {
+  check_dense_like(op, "packed", packed, "x", x);
+  TORCH_CHECK(packed.dim() == 1 && packed.numel() == packed_layout(s).total && packed.is_contiguous(), op,
+              ": packed must be a contiguous 1-D tensor of ", packed_layout(s).total,
+              " elements from pack_weights for these weights, got shape ", sizes_str(packed));
+}
+
 at::Tensor pack_weights(const InceptionWeights& w) {
   const auto s = check_weights("fused_inception::pack_weights", w, w.w1, "w1");
   const auto layout = packed_layout(s);
@@ -148,14 +155,9 @@ at::Tensor inception_forward_unfused(const at::Tensor& x_in, const InceptionWeig
   if (out.numel() == 0) return out;
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
 
-  if (packed.has_value() && packed->defined()) {
-    // Validated for every backend; read by the fused kernel. This path computes from the raw weights, call
-    // for call like eager PyTorch, so its numerics are the baseline's.
-    check_dense_like(op, "packed", *packed, "x", x_in);
-    TORCH_CHECK(packed->dim() == 1 && packed->numel() == packed_layout(s).total && packed->is_contiguous(), op,
-                ": packed must be a contiguous 1-D tensor of ", packed_layout(s).total,
-                " elements from pack_weights for these weights, got shape ", sizes_str(*packed));
-  }
+  // Validated for every backend, read by the fused kernel only: this path computes from the raw weights,
+  // call for call like eager PyTorch, so its numerics are the baseline's.
+  if (packed.has_value() && packed->defined()) check_packed(op, *packed, x_in, s);
   const auto x = x_in.contiguous(format);
   auto conv_relu = [](const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
     return conv_same(input, weight, bias).relu_();
@@ -230,11 +232,6 @@ std::vector<at::Tensor> inception_backward_unfused(const at::Tensor& grad_out, c
 
 namespace {
 
-at::Tensor inception_forward_cpu(const at::Tensor& x, FUSED_INCEPTION_WEIGHT_PARAMS,
-                                 const std::optional<at::Tensor>& packed) {
-  return inception_forward_unfused(x, FUSED_INCEPTION_WEIGHTS_STRUCT, packed);
-}
-
 std::vector<at::Tensor> inception_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
                                                const at::Tensor& out, FUSED_INCEPTION_WEIGHT_PARAMS) {
   return inception_backward_unfused(grad_out, x, out, FUSED_INCEPTION_WEIGHTS_STRUCT);
@@ -244,10 +241,8 @@ at::Tensor pack_weights_op(FUSED_INCEPTION_WEIGHT_PARAMS) { return pack_weights(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_inception, CPU, m) {
-  m.impl("inception_forward", &inception_forward_cpu);
-  m.impl("inception_backward", &inception_backward_cpu);
-}
+// The CPU forward is registered with the fused kernel's glue (inception_fused.cpp).
+TORCH_LIBRARY_IMPL(fused_inception, CPU, m) { m.impl("inception_backward", &inception_backward_cpu); }
 
 // Packing is a few views and one cat: composite, so autograd, meta and torch.compile all see through it.
 TORCH_LIBRARY_IMPL(fused_inception, CompositeImplicitAutograd, m) { m.impl("pack_weights", &pack_weights_op); }

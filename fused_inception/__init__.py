@@ -7,6 +7,7 @@
 """
 
 from ._library import SUPPORTED_KERNEL_SIZES, build_info
+from .backends import cpu_backend, cuda_backend
 from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
 from .convert import ConversionError
 from .fuse import FuseReport, FuseResult, fuse
@@ -28,6 +29,8 @@ __all__ = [
     "InceptionConfig",
     "SUPPORTED_KERNEL_SIZES",
     "build_info",
+    "cpu_backend",
+    "cuda_backend",
     "fuse",
     "googlenet",
     "googlenet_loss",

@@ -11,7 +11,7 @@ from torch._prims_common import suggest_memory_format
 
 from . import _library  # noqa: F401  (registers the operators)
 
-__all__ = ["backend_name", "inception", "pack_weights", "reads_packed_weights", "WEIGHT_NAMES"]
+__all__ = ["backend", "backend_name", "inception", "pack_weights", "reads_packed_weights", "WEIGHT_NAMES"]
 
 #: Parameter order of the ops' schemas, after x.
 WEIGHT_NAMES = ("w1", "b1", "w3r", "b3r", "w3", "b3", "w5r", "b5r", "w5", "b5", "wp", "bp")
@@ -44,23 +44,27 @@ def pack_weights(w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp) -> Tensor:
     return _pack_op(w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp)
 
 
-def reads_packed_weights(device: torch.device) -> bool:
-    """Whether the op's implementation on ``device`` reads ``packed`` (FusedInception then caches a pack).
-
-    Every implementation today is the unfused ATen composition, which computes from the raw weights like
-    eager PyTorch; the fused CUDA kernel is the consumer the packed layout is designed for.
-    """
-    return False
+def backend(device_type: str) -> str:
+    """What runs the forward for inputs on ``device_type`` ("cpu" or "cuda"): "fused" or "unfused"."""
+    return torch.ops.fused_inception._get_backend(device_type)
 
 
-def backend_name(device: torch.device) -> str:
+def reads_packed_weights(device) -> bool:
+    """Whether the forward on ``device`` reads ``packed`` (FusedInception then keeps a pack per weight version)."""
+    device_type = torch.device(device).type
+    return device_type in ("cpu", "cuda") and backend(device_type) == "fused"
+
+
+def backend_name(device) -> str:
     """Which implementation of the op runs for inputs on ``device``, in words (for the demo and reports)."""
     device_type = torch.device(device).type
+    if device_type not in ("cpu", "cuda"):
+        return f"{device_type}: no implementation registered"
+    if backend(device_type) == "unfused":
+        return f"{device_type.upper()}: unfused ATen composition" + (" (cuDNN)" if device_type == "cuda" else "")
     if device_type == "cuda":
-        return "CUDA: unfused ATen composition (cuDNN convolutions)"
-    if device_type == "cpu":
-        return "CPU: unfused ATen composition"
-    return f"{device_type}: no implementation registered"
+        return "CUDA: fused one-launch kernel (float16, bfloat16, float32; unfused composition otherwise)"
+    return "CPU: the fused CUDA kernel's source under the SIMT emulator (a test backend: slow)"
 
 
 def _output_channels(w1, w3, w5, wp):

@@ -49,6 +49,33 @@ def simt_launch_count() -> int:
     return torch.ops.fused_inception._simt_launch_count()
 
 
+def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """float32 values rounded to TF32 (10 mantissa bits; nearest, ties away from zero: cvt.rna.tf32.f32)."""
+    bits = t.detach().float().contiguous().view(torch.int32)
+    finite = torch.isfinite(t.float())
+    rounded = torch.where(finite, (bits + 0x1000) & ~0x1FFF, bits)
+    return rounded.view(torch.float32)
+
+
+def unfused_tf32(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Unfused PyTorch "in TF32", for machines whose PyTorch has no TF32 convolutions (the CPU): each
+    convolution rounds its input and weight to TF32 and sums exactly, and every intermediate is a float32
+    tensor, as a TF32 cuDNN convolution would give. The baseline of the numerics rule for the TF32 path."""
+    import torch.nn.functional as F
+
+    def conv_relu(inp, conv):
+        out = F.conv2d(round_to_tf32(inp).double(), round_to_tf32(conv.weight).double(), conv.bias.double(),
+                       padding=conv.padding)
+        return F.relu(out).float()
+
+    b1, (b2r, b2), (b3r, b3), (_, b4) = block.branch1, block.branch2, block.branch3, block.branch4
+    with torch.no_grad():
+        pooled = F.max_pool2d(x.float(), 3, stride=1, padding=1)
+        branches = [conv_relu(x, b1.conv), conv_relu(conv_relu(x, b2r.conv), b2.conv),
+                    conv_relu(conv_relu(x, b3r.conv), b3.conv), conv_relu(pooled, b4.conv)]
+    return torch.cat(branches, 1)
+
+
 def float64_copy(module: torch.nn.Module) -> torch.nn.Module:
     """A float64 copy of an unfused module, for the reference computation."""
     return copy.deepcopy(module).double()

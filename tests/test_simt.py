@@ -147,22 +147,36 @@ def test_emulator_errors_reach_python():
         torch.ops.fused_inception._simt_set_orders(["sideways"], 0)
 
 
+ASAN_PROGRAMS = {
+    # the emulator's own checks and the planted overruns
+    "selftest": ["tests/simt/selftest.cpp", "csrc/simt/emulator.cpp", "csrc/kernels/test_kernels_emu.cpp"],
+    # the fused Inception kernel in every math mode and layout
+    "fused_selftest": ["tests/simt/fused_selftest.cpp", "csrc/simt/emulator.cpp", "csrc/kernels/inception_plan.cpp",
+                       "csrc/kernels/inception_emu_f16.cpp", "csrc/kernels/inception_emu_bf16.cpp",
+                       "csrc/kernels/inception_emu_tf32.cpp", "csrc/kernels/inception_emu_f32.cpp"],
+}
+
+
+def build_asan_program(name, directory):
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C++ compiler ({compiler}) to build the AddressSanitizer programs")
+    binary = directory / name
+    subprocess.run([compiler, "-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-Icsrc",
+                    "-o", str(binary), *ASAN_PROGRAMS[name], "-lpthread"], cwd=REPO, check=True)
+    return binary
+
+
 @pytest.fixture(scope="module")
 def asan_selftest(tmp_path_factory):
     """The emulator's self-test, built with AddressSanitizer (the CPU memcheck)."""
-    compiler = os.environ.get("CXX", "g++")
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C++ compiler ({compiler}) to build the AddressSanitizer self-test")
-    binary = tmp_path_factory.mktemp("asan") / "selftest"
-    sources = ["tests/simt/selftest.cpp", "csrc/simt/emulator.cpp", "csrc/kernels/test_kernels_emu.cpp"]
-    subprocess.run([compiler, "-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer",
-                    "-Icsrc", "-o", str(binary), *sources, "-lpthread"], cwd=REPO, check=True)
-    return binary
+    return build_asan_program("selftest", tmp_path_factory.mktemp("asan"))
 
 
 def run_selftest(binary, mode):
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
-    return subprocess.run([str(binary), mode], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([str(binary)] + ([mode] if mode else []), capture_output=True, text=True, env=env,
+                          timeout=300)
 
 
 def test_selftest_passes_under_asan(asan_selftest):
@@ -178,3 +192,11 @@ def test_asan_catches_planted_overrun(asan_selftest, mode):
     assert result.returncode != 0
     assert "ERROR: AddressSanitizer: heap-buffer-overflow" in result.stderr
     assert "off_by_one_kernel" in result.stderr  # reported in the kernel's own source line
+
+
+def test_fused_kernel_passes_under_asan(tmp_path):
+    binary = build_asan_program("fused_selftest", tmp_path)
+    result = run_selftest(binary, "")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failure(s)" in result.stdout and result.stdout.count("ok  ") == 10
+    assert "AddressSanitizer" not in result.stderr

@@ -179,6 +179,12 @@ T* dynamic_shared() {
   return static_cast<T*>(detail::dynamic_shared());
 }
 
+inline uint32_t load_32(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 4 != 0) throw Error("load_32: misaligned 4-byte access");
+  uint32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
 inline u32x4 load_128(const void* p) {
   if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw Error("load_128: misaligned 16-byte access");
   u32x4 v;

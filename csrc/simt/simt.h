@@ -42,6 +42,8 @@
 #define SIMT_DEVICE __device__ __forceinline__
 #define SIMT_HOST_DEVICE __host__ __device__ __forceinline__
 #define SIMT_LAUNCH_BOUNDS(threads, min_blocks) __launch_bounds__(threads, min_blocks)
+// Fully unrolls a loop with a compile-time trip count, so register arrays it indexes stay in registers.
+#define SIMT_UNROLL _Pragma("unroll")
 // A statically sized shared-memory array, one per block.
 #define SIMT_SHARED_ARRAY(type, name, count) __shared__ __align__(16) type name[count]
 
@@ -95,6 +97,7 @@ SIMT_DEVICE uint32_t to_tf32(float x) {
   return r;
 }
 
+SIMT_DEVICE uint32_t load_32(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }
 SIMT_DEVICE u32x4 load_128(const void* p) { return *reinterpret_cast<const uint4*>(p); }
 SIMT_DEVICE void store_128(void* p, u32x4 v) { *reinterpret_cast<uint4*>(p) = v; }
 
@@ -197,6 +200,7 @@ inline void allow_shared_memory(Kernel, size_t) {}  // the emulator's limit is L
 #define SIMT_DEVICE inline
 #define SIMT_HOST_DEVICE inline
 #define SIMT_LAUNCH_BOUNDS(threads, min_blocks)
+#define SIMT_UNROLL
 #define SIMT_SHARED_ARRAY(type, name, count)                                          \
   static const char name##_simt_site = 0;                                             \
   type* const name = static_cast<type*>(::simt::detail::block_static_shared(          \

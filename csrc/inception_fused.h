@@ -1,0 +1,36 @@
+// Host glue of the fused kernel: which backend runs the op per device, and the forward that runs the fused
+// kernel where it covers the case and the unfused composition otherwise.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "inception.h"
+#include "kernels/inception_params.h"
+
+namespace fused_inception {
+
+// What runs the forward on a device type: "fused" (the one-launch kernel: on CUDA the GPU, on CPU the
+// same source under the SIMT emulator) or "unfused" (the ATen composition). Defaults: CUDA fused, CPU
+// unfused (the emulator is test infrastructure).
+enum class Backend { kFused, kUnfused };
+Backend backend_for(c10::DeviceType device_type);
+void set_backend_for(c10::DeviceType device_type, Backend backend);
+
+// How a device launches the fused kernel.
+struct FusedLauncher {
+  int sm_count;
+  size_t shared_memory_limit;
+  std::function<void(MathMode, const InceptionParams&, const at::Tensor& out)> launch;
+};
+
+MathMode math_mode_for(at::ScalarType dtype);
+
+// The forward on one device: checks, the output in x's memory format, then the fused kernel when the
+// device's backend is fused and the kernel covers the case (float16, bfloat16, float32; shared memory
+// within the device's limit), else the unfused composition.
+at::Tensor inception_forward_dispatch(const at::Tensor& x, const InceptionWeights& w,
+                                      const std::optional<at::Tensor>& packed, const FusedLauncher& launcher);
+
+}  // namespace fused_inception

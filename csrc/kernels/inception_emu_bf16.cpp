@@ -1,0 +1,4 @@
+// The fused kernel, math mode kBF16, for the SIMT emulator.
+#define FUSED_INCEPTION_MODE kBF16
+#define FUSED_INCEPTION_FORWARD forward_bf16
+#include "kernels/inception_launch.h"

@@ -1,0 +1,4 @@
+// The fused kernel, math mode kTF32, for the SIMT emulator.
+#define FUSED_INCEPTION_MODE kTF32
+#define FUSED_INCEPTION_FORWARD forward_tf32
+#include "kernels/inception_launch.h"

@@ -1,0 +1,401 @@
+// The fused Inception block: the whole block's forward in one launch. Torch-free; compiled by nvcc for the
+// GPU and by g++ for the SIMT emulator (see docs/fused-kernel.md for the design).
+//
+// Grid: x = image * tiles + tile (8x8 output pixels), y = task (a branch's chunk of output channels).
+// Every task is one or two GEMMs with the same engine (run_gemm): C[M x N] = A[M x K] * W[N x K]^T, A staged
+// in shared memory K chunk by K chunk by a task-specific loader, W rows streamed with cp.async, fp32
+// accumulators in the mma fragment layout, and an epilogue that adds the bias, applies ReLU and writes
+// either the output (each branch straight into its channel slice) or the recomputed reduction in shared
+// memory. Nothing intermediate goes to device memory.
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+
+#include "kernels/inception_params.h"
+#include "simt/simt.h"
+
+namespace fused_inception {
+namespace SIMT_NS {
+namespace inception {
+
+using Plan = FusedPlan;
+
+// ---- arithmetic per math mode: one K chunk of a warp's M x N tiles ---------------------------------------
+
+template <MathMode kMode>
+struct Math;
+
+// 16-bit inputs: a fragment register holds two consecutive K elements, so fragments are 32-bit loads of
+// the staged rows (row-major A[m][k], W[n][k]), laid out as the PTX ISA's m16n8k16 fragments.
+template <class T, bool kBf16>
+struct Math16 {
+  using Element = T;
+  static constexpr int kStride = Plan::stage_stride(2);
+
+  template <int MI, int NI>
+  static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const T* a, const T* b, int tile_m0, int tile_n0,
+                                   int m_tiles, int lane) {
+    const int g = lane / 4, t = lane % 4;
+    SIMT_UNROLL
+    for (int kk = 0; kk < Plan::kKChunk; kk += 16) {
+      uint32_t af[MI][4], bf[NI][2];
+      SIMT_UNROLL
+      for (int mi = 0; mi < MI; ++mi) {
+        const T* row = a + ((tile_m0 + mi) * 16 + g) * kStride + kk + 2 * t;
+        af[mi][0] = simt::load_32(row);
+        af[mi][1] = simt::load_32(row + 8 * kStride);
+        af[mi][2] = simt::load_32(row + 8);
+        af[mi][3] = simt::load_32(row + 8 * kStride + 8);
+      }
+      SIMT_UNROLL
+      for (int ni = 0; ni < NI; ++ni) {
+        const T* row = b + ((tile_n0 + ni) * 8 + g) * kStride + kk + 2 * t;
+        bf[ni][0] = simt::load_32(row);
+        bf[ni][1] = simt::load_32(row + 8);
+      }
+      SIMT_UNROLL
+      for (int mi = 0; mi < MI; ++mi) {
+        if (tile_m0 + mi >= m_tiles) continue;  // warp-uniform: padding rows of the halo GEMM
+        SIMT_UNROLL
+        for (int ni = 0; ni < NI; ++ni) {
+          if constexpr (kBf16) {
+            simt::mma_m16n8k16_bf16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
+          } else {
+            simt::mma_m16n8k16_f16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
+          }
+        }
+      }
+    }
+  }
+};
+
+template <>
+struct Math<MathMode::kF16> : Math16<simt::half, false> {};
+template <>
+struct Math<MathMode::kBF16> : Math16<simt::bfloat16, true> {};
+
+// Float32 on tensor cores: m16n8k8 TF32 fragments, each register one element rounded to TF32.
+template <>
+struct Math<MathMode::kTF32> {
+  using Element = float;
+  static constexpr int kStride = Plan::stage_stride(4);
+
+  template <int MI, int NI>
+  static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const float* a, const float* b, int tile_m0,
+                                   int tile_n0, int m_tiles, int lane) {
+    const int g = lane / 4, t = lane % 4;
+    SIMT_UNROLL
+    for (int kk = 0; kk < Plan::kKChunk; kk += 8) {
+      uint32_t af[MI][4], bf[NI][2];
+      SIMT_UNROLL
+      for (int mi = 0; mi < MI; ++mi) {
+        const float* row = a + ((tile_m0 + mi) * 16 + g) * kStride + kk + t;
+        af[mi][0] = simt::to_tf32(row[0]);
+        af[mi][1] = simt::to_tf32(row[8 * kStride]);
+        af[mi][2] = simt::to_tf32(row[4]);
+        af[mi][3] = simt::to_tf32(row[8 * kStride + 4]);
+      }
+      SIMT_UNROLL
+      for (int ni = 0; ni < NI; ++ni) {
+        const float* row = b + ((tile_n0 + ni) * 8 + g) * kStride + kk + t;
+        bf[ni][0] = simt::to_tf32(row[0]);
+        bf[ni][1] = simt::to_tf32(row[4]);
+      }
+      SIMT_UNROLL
+      for (int mi = 0; mi < MI; ++mi) {
+        if (tile_m0 + mi >= m_tiles) continue;
+        for (int ni = 0; ni < NI; ++ni) simt::mma_m16n8k8_tf32(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
+      }
+    }
+  }
+};
+
+// Exact float32: the same tiles and accumulator layout as the mma paths (rows g and g+8, columns 2t and
+// 2t+1 of each 16 x 8 tile), computed with FMAs. Each K chunk is summed on its own and then added to the
+// accumulator: two-level summation keeps the rounding error near that of blocked GEMM libraries (a single
+// running sum over K = 832 loses several times more).
+template <>
+struct Math<MathMode::kF32> {
+  using Element = float;
+  static constexpr int kStride = Plan::stage_stride(4);
+
+  template <int MI, int NI>
+  static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const float* a, const float* b, int tile_m0,
+                                   int tile_n0, int m_tiles, int lane) {
+    const int g = lane / 4, t = lane % 4;
+    SIMT_UNROLL
+    for (int mi = 0; mi < MI; ++mi) {
+      if (tile_m0 + mi >= m_tiles) continue;
+      const float* row0 = a + ((tile_m0 + mi) * 16 + g) * kStride;
+      const float* row1 = row0 + 8 * kStride;
+      SIMT_UNROLL
+      for (int ni = 0; ni < NI; ++ni) {
+        const float* col0 = b + ((tile_n0 + ni) * 8 + 2 * t) * kStride;
+        const float* col1 = col0 + kStride;
+        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        SIMT_UNROLL
+        for (int k = 0; k < Plan::kKChunk; ++k) {
+          c[0] = fmaf(row0[k], col0[k], c[0]);
+          c[1] = fmaf(row0[k], col1[k], c[1]);
+          c[2] = fmaf(row1[k], col0[k], c[2]);
+          c[3] = fmaf(row1[k], col1[k], c[3]);
+        }
+        SIMT_UNROLL
+        for (int r = 0; r < 4; ++r) acc[mi][ni][r] += c[r];
+      }
+    }
+  }
+};
+
+// ---- the GEMM engine --------------------------------------------------------------------------------------
+
+SIMT_DEVICE float relu(float v) { return v <= 0.0f ? 0.0f : v; }  // NaN stays NaN, as torch.relu
+
+// Streams rows [n0, n0 + rows) x [k0, k0 + kKChunk) of a weight matrix (rows of `row_length` elements,
+// 16-byte aligned) into the B stage; rows past `count` and columns past the row are zero-filled.
+template <class T>
+SIMT_DEVICE void stage_weights(T* stage, int stride, const T* weights, int64_t row_length, int count, int n0,
+                               int rows, int64_t k0) {
+  constexpr int kVector = 16 / int(sizeof(T));
+  constexpr int kChunksPerRow = Plan::kKChunk / kVector;
+  for (int i = threadIdx.x; i < rows * kChunksPerRow; i += Plan::kThreads) {
+    const int r = i / kChunksPerRow, chunk = i % kChunksPerRow;
+    const int64_t n = n0 + r, k = k0 + int64_t(chunk) * kVector;
+    const bool inside = n < count && k < row_length;
+    simt::cp_async_16(stage + r * stride + chunk * kVector, inside ? weights + n * row_length + k : weights,
+                      inside ? 16 : 0);
+  }
+}
+
+// Calls `store(row, column, value)` for every accumulator of a pass (row: GEMM M index, column: channel).
+template <int MI, int NI, class Store>
+SIMT_DEVICE void for_each_accumulator(const float (&acc)[MI][NI][4], int n0, int tile_m0, int tile_n0, int lane,
+                                      const Store& store) {
+  const int g = lane / 4, t = lane % 4;
+  SIMT_UNROLL
+  for (int mi = 0; mi < MI; ++mi) {
+    SIMT_UNROLL
+    for (int ni = 0; ni < NI; ++ni) {
+      SIMT_UNROLL
+      for (int r = 0; r < 4; ++r) {
+        store((tile_m0 + mi) * 16 + g + 8 * (r >> 1), n0 + (tile_n0 + ni) * 8 + 2 * t + (r & 1), acc[mi][ni][r]);
+      }
+    }
+  }
+}
+
+// C[m_rows x count] = A * W^T over K = k_total in passes of N = kWarpsN * NI * 8 channels. `load_a(stage,
+// k0)` fills the A stage (all kWarpsM * MI * 16 rows, zeros where there is no data); `store(row, column,
+// value)` receives every accumulator of a pass. Loaders and stores are functors, not lambdas, so that they
+// inline and the accumulators stay in registers. Every thread of the CTA calls it with the same arguments
+// (it synchronises the CTA).
+template <MathMode kMode, int MI, int NI, class LoadA, class Store>
+SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stage, typename Math<kMode>::Element* b_stage,
+                          const typename Math<kMode>::Element* weights, int64_t row_length, int count,
+                          int64_t k_total, int m_tiles, const LoadA& load_a, const Store& store) {
+  using M = Math<kMode>;
+  constexpr int kN = Plan::kWarpsN * NI * 8;
+  const int warp = threadIdx.x / simt::kWarpSize, lane = threadIdx.x % simt::kWarpSize;
+  const int tile_m0 = (warp / Plan::kWarpsN) * MI, tile_n0 = (warp % Plan::kWarpsN) * NI;
+  for (int n0 = 0; n0 < count; n0 += kN) {
+    float acc[MI][NI][4];
+    SIMT_UNROLL
+    for (int mi = 0; mi < MI; ++mi) {
+      SIMT_UNROLL
+      for (int ni = 0; ni < NI; ++ni) {
+        SIMT_UNROLL
+        for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+      }
+    }
+    for (int64_t k0 = 0; k0 < k_total; k0 += Plan::kKChunk) {
+      stage_weights(b_stage, M::kStride, weights, row_length, count, n0, kN, k0);
+      simt::cp_async_commit();
+      load_a(a_stage, k0);  // overlaps the weight copies in flight
+      simt::cp_async_wait<0>();
+      __syncthreads();
+      M::template multiply<MI, NI>(acc, a_stage, b_stage, tile_m0, tile_n0, m_tiles, lane);
+      __syncthreads();  // the stages are refilled next
+    }
+    for_each_accumulator(acc, n0, tile_m0, tile_n0, lane, store);
+  }
+}
+
+// ---- A loaders ----------------------------------------------------------------------------------------------
+
+// A box of pixels of one image: row r of the GEMM is pixel (y0 + r / box_width, x0 + r % box_width).
+struct PixelBox {
+  int y0, x0, width, pixels;
+};
+
+// Stages x (or its 3x3 stride-1 max-pool, -inf padded, NaN propagating) over the box, channels
+// [k0, k0 + kKChunk). Reads follow x's fastest dimension, so a warp's loads coalesce in either layout.
+template <class T>
+SIMT_DEVICE void stage_pixels(T* stage, int stride, const InceptionParams& p, int64_t image, const PixelBox& box,
+                              int rows, int64_t k0, bool pooled) {
+  const T* x = static_cast<const T*>(p.x) + image * p.x_stride[0];
+  const int64_t channels = p.shape.in_channels;
+  const bool channels_fastest = p.x_stride[1] == 1;
+  for (int i = threadIdx.x; i < rows * Plan::kKChunk; i += Plan::kThreads) {
+    const int row = channels_fastest ? i / Plan::kKChunk : i % rows;
+    const int kk = channels_fastest ? i % Plan::kKChunk : i / rows;
+    const int64_t c = k0 + kk;
+    const int y = box.y0 + row / box.width, xx = box.x0 + row % box.width;
+    float value = 0.0f;
+    if (row < box.pixels && c < channels && y >= 0 && y < p.height && xx >= 0 && xx < p.width) {
+      const T* plane = x + c * p.x_stride[1];
+      if (!pooled) {
+        value = simt::to_float(plane[y * p.x_stride[2] + xx * p.x_stride[3]]);
+      } else {
+        value = -__builtin_huge_valf();
+        for (int dy = -1; dy <= 1; ++dy) {
+          for (int dx = -1; dx <= 1; ++dx) {
+            const int64_t yy = y + dy, xs = xx + dx;
+            if (yy < 0 || yy >= p.height || xs < 0 || xs >= p.width) continue;
+            const float v = simt::to_float(plane[yy * p.x_stride[2] + xs * p.x_stride[3]]);
+            if (v > value || v != v) value = v;  // PyTorch's max-pool: a NaN wins
+          }
+        }
+      }
+    }
+    stage[row * stride + kk] = simt::from_float<T>(value);
+  }
+}
+
+// Stages the implicit-GEMM A of a k x k convolution over the reduction in shared memory: row r is output
+// pixel r of the 8x8 tile, column k = (dy * ks + dx) * channels + c reads reduced[(py + dy, px + dx)][c].
+template <class T>
+SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kernel, int channels, int64_t k0) {
+  const int halo_width = Plan::kTile + kernel - 1;
+  const int64_t k_total = int64_t(kernel) * kernel * channels;
+  for (int i = threadIdx.x; i < Plan::kTilePixels * Plan::kKChunk; i += Plan::kThreads) {
+    const int row = i / Plan::kKChunk, kk = i % Plan::kKChunk;
+    const int64_t k = k0 + kk;
+    T value = simt::from_float<T>(0.0f);
+    if (k < k_total) {
+      const int tap = int(k / channels), c = int(k % channels);
+      const int hy = row / Plan::kTile + tap / kernel, hx = row % Plan::kTile + tap % kernel;
+      value = reduced[(hy * halo_width + hx) * channels + c];
+    }
+    stage[row * stride + kk] = value;
+  }
+}
+
+// The A loaders and the stores of the kernel's GEMMs.
+template <class T>
+struct PixelLoader {
+  const InceptionParams& p;
+  int64_t image;
+  PixelBox box;
+  int rows;
+  bool pooled;
+  SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
+    stage_pixels(stage, Plan::stage_stride(int(sizeof(T))), p, image, box, rows, k0, pooled);
+  }
+};
+
+template <class T>
+struct WindowLoader {
+  const T* reduced;
+  int kernel, channels;
+  SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
+    stage_windows(stage, Plan::stage_stride(int(sizeof(T))), reduced, kernel, channels, k0);
+  }
+};
+
+// Output GEMM pass: bias, ReLU, the branch's channel slice of the output (row: pixel of the 8x8 tile).
+template <class T>
+struct OutputStore {
+  const InceptionParams& p;
+  T* out;  // this image's output
+  const T* bias;
+  int64_t out_channel0;
+  int count, y0, x0;
+  SIMT_DEVICE void operator()(int row, int column, float value) const {
+    const int y = y0 + row / Plan::kTile, x = x0 + row % Plan::kTile;
+    if (column >= count || y >= p.height || x >= p.width) return;
+    out[(out_channel0 + column) * p.out_stride[1] + y * p.out_stride[2] + x * p.out_stride[3]] =
+        simt::from_float<T>(relu(value + simt::to_float(bias[column])));
+  }
+};
+
+// Reduction GEMM pass (row: pixel of the halo box): bias and ReLU into shared memory, zero outside the image
+// because the k x k convolution zero-pads the reduced activation.
+template <class T>
+struct ReductionStore {
+  const InceptionParams& p;
+  T* reduced;
+  const T* bias;
+  PixelBox box;
+  int channels;
+  SIMT_DEVICE void operator()(int row, int column, float value) const {
+    if (row >= box.pixels || column >= channels) return;
+    const int y = box.y0 + row / box.width, x = box.x0 + row % box.width;
+    const bool inside = y >= 0 && y < p.height && x >= 0 && x < p.width;
+    reduced[row * channels + column] = simt::from_float<T>(inside ? relu(value + simt::to_float(bias[column])) : 0.0f);
+  }
+};
+
+// ---- the kernel ---------------------------------------------------------------------------------------------
+
+template <MathMode kMode>
+SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(const InceptionParams p) {
+  using M = Math<kMode>;
+  using T = typename M::Element;
+  constexpr int kStride = M::kStride;
+  T* a_stage = simt::dynamic_shared<T>();
+  T* b_stage = a_stage + Plan::kStageRows * kStride;
+  // The reduction follows the stages at a 16-byte boundary (as fused_shared_bytes counts it).
+  constexpr int kStageElements = ((Plan::kStageRows + Plan::kStageCols) * kStride * int(sizeof(T)) + 15) / 16 * 16 /
+                                 int(sizeof(T));
+  T* reduced = a_stage + kStageElements;
+
+  const Task task = p.tasks[blockIdx.y];
+  const int64_t tiles = int64_t(p.tiles_h) * p.tiles_w;
+  const int64_t image = int64_t(blockIdx.x) / tiles;
+  const int tile = int(int64_t(blockIdx.x) % tiles);
+  const int y0 = (tile / p.tiles_w) * Plan::kTile, x0 = (tile % p.tiles_w) * Plan::kTile;
+  const InceptionShape& s = p.shape;
+  const PackedLayout& l = p.layout;
+  const T* packed = static_cast<const T*>(p.packed);
+  T* out = static_cast<T*>(p.out) + image * p.out_stride[0];
+  const int64_t cin = s.in_channels;
+  const auto branch = static_cast<Branch>(task.branch);
+
+  if (branch == Branch::k1x1 || branch == Branch::kPool) {
+    const bool pooled = branch == Branch::kPool;
+    const int64_t row0 = (pooled ? s.ch1x1 + s.ch3x3red + s.ch5x5red : 0) + task.channel_begin;
+    const int64_t out0 = (pooled ? s.out_offset_branch4() : s.out_offset_branch1()) + task.channel_begin;
+    const PixelBox tile_box{y0, x0, Plan::kTile, Plan::kTilePixels};
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
+        a_stage, b_stage, packed + l.w_1x1 + row0 * l.row_1x1, l.row_1x1, task.channel_count, cin,
+        Plan::kTilePixels / 16, PixelLoader<T>{p, image, tile_box, Plan::kWarpsM * Plan::kOutMI * 16, pooled},
+        OutputStore<T>{p, out, packed + l.b_1x1 + row0, out0, task.channel_count, y0, x0});
+    return;  // no barrier follows
+  }
+
+  // A spatial branch: its reduction over the tile and halo into shared memory, then the k x k convolution.
+  const bool three = branch == Branch::kSpatial3;
+  const int kernel = int(three ? s.k3 : s.k5);
+  const int channels = int(three ? s.ch3x3red : s.ch5x5red);
+  const int64_t reduce_row0 = three ? s.ch1x1 : s.ch1x1 + s.ch3x3red;
+  const int halo = kernel / 2, halo_width = Plan::kTile + kernel - 1;
+  const PixelBox halo_box{y0 - halo, x0 - halo, halo_width, halo_width * halo_width};
+  run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(
+      a_stage, b_stage, packed + l.w_1x1 + reduce_row0 * l.row_1x1, l.row_1x1, channels, cin,
+      (halo_box.pixels + 15) / 16, PixelLoader<T>{p, image, halo_box, Plan::kStageRows, false},
+      ReductionStore<T>{p, reduced, packed + l.b_1x1 + reduce_row0, halo_box, channels});
+  __syncthreads();  // the reduction is complete before any window reads it
+
+  const int64_t row_length = three ? l.row_w3 : l.row_w5;
+  const int64_t weights = (three ? l.w3 : l.w5) + task.channel_begin * row_length;
+  const int64_t out0 = (three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;
+  run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
+      a_stage, b_stage, packed + weights, row_length, task.channel_count, int64_t(kernel) * kernel * channels,
+      Plan::kTilePixels / 16, WindowLoader<T>{reduced, kernel, channels},
+      OutputStore<T>{p, out, packed + (three ? l.b3 : l.b5) + task.channel_begin, out0, task.channel_count, y0, x0});
+}
+
+}  // namespace inception
+}  // namespace SIMT_NS
+}  // namespace fused_inception

@@ -1,0 +1,24 @@
+// Defines one fused-kernel launcher: FUSED_INCEPTION_FORWARD for the math mode FUSED_INCEPTION_MODE.
+// Included by exactly one translation unit per (backend, mode), so that each kernel instantiation
+// compiles on its own (and in parallel).
+#include "kernels/inception_api.h"
+#include "kernels/inception_kernel.h"
+
+namespace fused_inception {
+namespace SIMT_NS {
+namespace inception {
+
+void FUSED_INCEPTION_FORWARD(const InceptionParams& params, simt::LaunchContext context) {
+  constexpr MathMode kMode = MathMode::FUSED_INCEPTION_MODE;
+  const size_t shared_bytes =
+      fused_shared_bytes(params.shape, int(sizeof(typename Math<kMode>::Element)));
+  const int64_t blocks = params.batch * int64_t(params.tiles_h) * params.tiles_w;
+  if (blocks <= 0 || params.num_tasks <= 0) return;  // nothing to compute: no launch
+  simt::allow_shared_memory(inception_kernel<kMode>, shared_bytes);
+  const simt::dim3 grid{static_cast<unsigned>(blocks), static_cast<unsigned>(params.num_tasks)};
+  SIMT_LAUNCH(inception_kernel<kMode>, grid, FusedPlan::kThreads, shared_bytes, context, params);
+}
+
+}  // namespace inception
+}  // namespace SIMT_NS
+}  // namespace fused_inception

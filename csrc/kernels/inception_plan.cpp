@@ -1,0 +1,88 @@
+// Host-side planning of a fused launch: task split, shared memory, limits. Torch-free.
+#include <algorithm>
+#include <limits>
+#include <sstream>
+
+#include "kernels/inception_params.h"
+
+namespace fused_inception {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct BranchChannels {
+  Branch branch;
+  int64_t channels;
+};
+
+}  // namespace
+
+int plan_tasks(const InceptionShape& s, int64_t ctas_per_task, int sm_count, Task* tasks) {
+  // Longest CTAs first: the spatial branches, then the 1x1 convolutions that read x.
+  const BranchChannels branches[] = {{Branch::kSpatial3, s.ch3x3},
+                                     {Branch::kSpatial5, s.ch5x5},
+                                     {Branch::k1x1, s.ch1x1},
+                                     {Branch::kPool, s.pool_proj}};
+  auto count_tasks = [&](int64_t chunk) {
+    int64_t count = 0;
+    for (const auto& b : branches) count += ceil_div(b.channels, chunk);
+    return count;
+  };
+  // The largest chunk (least recomputation) that still gives two CTAs per multiprocessor; never more tasks
+  // than the parameter block holds.
+  int64_t chunk = 256;
+  while (chunk > 64 && count_tasks(chunk) * ctas_per_task < 2 * int64_t(sm_count)) chunk /= 2;
+  while (count_tasks(chunk) > FusedPlan::kMaxTasks) chunk *= 2;
+  int n = 0;
+  for (const auto& b : branches) {
+    for (int64_t begin = 0; begin < b.channels; begin += chunk) {
+      tasks[n++] = Task{int32_t(b.branch), int32_t(begin), int32_t(std::min(chunk, b.channels - begin))};
+    }
+  }
+  return n;
+}
+
+int32_t reduced_elements(const InceptionShape& s) {
+  auto halo_pixels = [](int64_t k) { return (FusedPlan::kTile + k - 1) * (FusedPlan::kTile + k - 1); };
+  const int64_t elements = std::max(halo_pixels(s.k3) * s.ch3x3red, halo_pixels(s.k5) * s.ch5x5red);
+  return int32_t(std::min<int64_t>(elements, std::numeric_limits<int32_t>::max()));
+}
+
+size_t fused_shared_bytes(const InceptionShape& s, int element_bytes) {
+  const size_t stage = size_t(FusedPlan::kStageRows + FusedPlan::kStageCols) *
+                       size_t(FusedPlan::stage_stride(element_bytes));
+  // The reduction follows the stages; keep it 16-byte aligned.
+  const size_t stage_bytes = (stage * size_t(element_bytes) + 15) / 16 * 16;
+  return stage_bytes + size_t(reduced_elements(s)) * size_t(element_bytes);
+}
+
+bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size_t shared_memory_limit,
+                       std::string* why_not) {
+  auto refuse = [&](const std::string& reason) {
+    if (why_not) *why_not = reason;
+    return false;
+  };
+  const auto& s = p.shape;
+  if (!(s.k3 == 3 || s.k3 == 5) || !(s.k5 == 3 || s.k5 == 5)) return refuse("kernel sizes other than 3 and 5");
+  if (p.height > std::numeric_limits<int32_t>::max() / 2 || p.width > std::numeric_limits<int32_t>::max() / 2) {
+    return refuse("an image side over 2^30 pixels");
+  }
+  if (reinterpret_cast<uintptr_t>(p.packed) % 16 != 0) return refuse("packed weights not 16-byte aligned");
+  const size_t shared_bytes = fused_shared_bytes(s, element_bytes);
+  if (shared_bytes > shared_memory_limit) {
+    std::ostringstream os;
+    os << "the recomputed reduction needs " << shared_bytes << " bytes of shared memory, over the device's "
+       << shared_memory_limit;
+    return refuse(os.str());
+  }
+  p.tiles_h = int32_t(ceil_div(p.height, FusedPlan::kTile));
+  p.tiles_w = int32_t(ceil_div(p.width, FusedPlan::kTile));
+  const int64_t ctas_per_task = p.batch * int64_t(p.tiles_h) * p.tiles_w;
+  if (ctas_per_task > std::numeric_limits<int32_t>::max()) return refuse("more than 2^31 - 1 image tiles");
+  p.num_tasks = plan_tasks(s, ctas_per_task, sm_count, p.tasks);
+  if (p.num_tasks > FusedPlan::kMaxTasks) return refuse("too many output channels for one launch");
+  p.reduced_elements = reduced_elements(s);
+  return true;
+}
+
+}  // namespace fused_inception

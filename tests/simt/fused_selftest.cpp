@@ -1,0 +1,212 @@
+// The fused Inception kernel under the SIMT emulator, built with AddressSanitizer by tests/test_simt.py
+// (the CPU memcheck of the kernel): odd shapes and strides in both layouts and every math mode, against a
+// scalar float64 reference of the block, in two fiber orders. Torch-free. Exit code 0 when all pass.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/inception_api.h"
+#include "simt/simt.h"
+
+namespace {
+
+using fused_inception::InceptionParams;
+using fused_inception::InceptionShape;
+using fused_inception::MathMode;
+
+int failures = 0;
+
+struct Block {
+  InceptionShape s;
+  // Convolution weights [out][in][k][k] and biases, float64 (exactly representable in every mode's dtype).
+  std::vector<double> w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp;
+};
+
+std::vector<double> random_values(std::mt19937& rng, size_t count, double scale) {
+  std::uniform_int_distribution<int> small(-8, 8);  // multiples of 1/16: exact in fp16, bf16 and tf32
+  std::vector<double> v(count);
+  for (auto& x : v) x = small(rng) / 16.0 * scale;
+  return v;
+}
+
+Block random_block(std::mt19937& rng, InceptionShape s) {
+  Block b{s};
+  const int64_t cin = s.in_channels;
+  b.w1 = random_values(rng, s.ch1x1 * cin, 1.0 / 4);
+  b.w3r = random_values(rng, s.ch3x3red * cin, 1.0 / 4);
+  b.w5r = random_values(rng, s.ch5x5red * cin, 1.0 / 4);
+  b.wp = random_values(rng, s.pool_proj * cin, 1.0 / 4);
+  b.w3 = random_values(rng, s.ch3x3 * s.ch3x3red * s.k3 * s.k3, 1.0 / 8);
+  b.w5 = random_values(rng, s.ch5x5 * s.ch5x5red * s.k5 * s.k5, 1.0 / 8);
+  for (auto [bias, count] : {std::pair{&b.b1, s.ch1x1}, {&b.b3r, s.ch3x3red}, {&b.b3, s.ch3x3}, {&b.b5r, s.ch5x5red},
+                             {&b.b5, s.ch5x5}, {&b.bp, s.pool_proj}}) {
+    *bias = random_values(rng, size_t(count), 1.0 / 2);
+  }
+  return b;
+}
+
+// The reference block in float64 on a contiguous NCHW input.
+std::vector<double> reference(const Block& b, const std::vector<double>& x, int64_t n, int64_t h, int64_t w) {
+  const auto& s = b.s;
+  const int64_t cin = s.in_channels, cout = s.out_channels();
+  std::vector<double> out(n * cout * h * w);
+  auto at = [&](const std::vector<double>& t, int64_t c_count, int64_t i, int64_t c, int64_t y, int64_t xx) {
+    return (y < 0 || y >= h || xx < 0 || xx >= w) ? 0.0 : t[((i * c_count + c) * h + y) * w + xx];
+  };
+  auto conv = [&](const std::vector<double>& in, int64_t c_in, const std::vector<double>& wt,
+                  const std::vector<double>& bias, int64_t c_out, int64_t k) {
+    std::vector<double> r(n * c_out * h * w);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < c_out; ++o)
+        for (int64_t y = 0; y < h; ++y)
+          for (int64_t xx = 0; xx < w; ++xx) {
+            double sum = bias[o];
+            for (int64_t c = 0; c < c_in; ++c)
+              for (int64_t dy = 0; dy < k; ++dy)
+                for (int64_t dx = 0; dx < k; ++dx)
+                  sum += wt[((o * c_in + c) * k + dy) * k + dx] * at(in, c_in, i, c, y + dy - k / 2, xx + dx - k / 2);
+            r[((i * c_out + o) * h + y) * w + xx] = sum > 0 ? sum : 0;
+          }
+    return r;
+  };
+  std::vector<double> pooled(x.size());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < cin; ++c)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t xx = 0; xx < w; ++xx) {
+          double m = -INFINITY;
+          for (int64_t dy = -1; dy <= 1; ++dy)
+            for (int64_t dx = -1; dx <= 1; ++dx)
+              if (y + dy >= 0 && y + dy < h && xx + dx >= 0 && xx + dx < w) m = std::max(m, at(x, cin, i, c, y + dy, xx + dx));
+          pooled[((i * cin + c) * h + y) * w + xx] = m;
+        }
+  const std::vector<double> branches[] = {
+      conv(x, cin, b.w1, b.b1, s.ch1x1, 1),
+      conv(conv(x, cin, b.w3r, b.b3r, s.ch3x3red, 1), s.ch3x3red, b.w3, b.b3, s.ch3x3, s.k3),
+      conv(conv(x, cin, b.w5r, b.b5r, s.ch5x5red, 1), s.ch5x5red, b.w5, b.b5, s.ch5x5, s.k5),
+      conv(pooled, cin, b.wp, b.bp, s.pool_proj, 1)};
+  const int64_t channels[] = {s.ch1x1, s.ch3x3, s.ch5x5, s.pool_proj};
+  int64_t offset = 0;
+  for (int branch = 0; branch < 4; ++branch) {
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < channels[branch]; ++c)
+        for (int64_t p = 0; p < h * w; ++p) out[(i * cout + offset + c) * h * w + p] = branches[branch][(i * channels[branch] + c) * h * w + p];
+    offset += channels[branch];
+  }
+  return out;
+}
+
+template <class T>
+T to_element(double v) {
+  return simt::from_float<T>(float(v));
+}
+
+// The packed layout of inception_shape.h, written out independently of pack_weights.
+template <class T>
+std::vector<T> pack(const Block& b) {
+  const auto& s = b.s;
+  const auto l = fused_inception::packed_layout(s);
+  std::vector<T> packed(l.total, to_element<T>(0.0));
+  int64_t row = 0;
+  for (const auto* w : {&b.w1, &b.w3r, &b.w5r, &b.wp}) {
+    for (size_t o = 0; o < w->size() / s.in_channels; ++o, ++row)
+      for (int64_t c = 0; c < s.in_channels; ++c) packed[l.w_1x1 + row * l.row_1x1 + c] = to_element<T>((*w)[o * s.in_channels + c]);
+  }
+  auto ohwi = [&](const std::vector<double>& w, int64_t out, int64_t in, int64_t k, int64_t offset, int64_t row_length) {
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t dy = 0; dy < k; ++dy)
+        for (int64_t dx = 0; dx < k; ++dx)
+          for (int64_t c = 0; c < in; ++c)
+            packed[offset + o * row_length + (dy * k + dx) * in + c] = to_element<T>(w[((o * in + c) * k + dy) * k + dx]);
+  };
+  ohwi(b.w3, s.ch3x3, s.ch3x3red, s.k3, l.w3, l.row_w3);
+  ohwi(b.w5, s.ch5x5, s.ch5x5red, s.k5, l.w5, l.row_w5);
+  int64_t bias_index = l.b_1x1;
+  for (auto [bias, count] : {std::pair{&b.b1, s.ch1x1}, {&b.b3r, s.ch3x3red}, {&b.b5r, s.ch5x5red}, {&b.bp, s.pool_proj},
+                             {&b.b3, s.ch3x3}, {&b.b5, s.ch5x5}}) {
+    for (int64_t i = 0; i < count; ++i) packed[bias_index++] = to_element<T>((*bias)[i]);
+  }
+  return packed;
+}
+
+template <class T>
+void run_case(MathMode mode, const char* mode_name, InceptionShape s, int64_t n, int64_t h, int64_t w, bool channels_last,
+              unsigned seed) {
+  std::mt19937 rng(seed);
+  const Block block = random_block(rng, s);
+  const int64_t cin = s.in_channels, cout = s.out_channels();
+  const std::vector<double> x64 = random_values(rng, n * cin * h * w, 1.0);
+  const std::vector<double> expected = reference(block, x64, n, h, w);
+  // x with an extra channel of padding per pixel or plane (strided in C), in the chosen layout.
+  const int64_t c_stride_pad = cin + 1;
+  std::vector<T> x(n * c_stride_pad * h * w, to_element<T>(1e30));
+  int64_t xs[4], os[4];
+  if (channels_last) {
+    xs[0] = h * w * c_stride_pad, xs[1] = 1, xs[2] = w * c_stride_pad, xs[3] = c_stride_pad;
+    os[0] = h * w * cout, os[1] = 1, os[2] = w * cout, os[3] = cout;
+  } else {
+    xs[0] = c_stride_pad * h * w, xs[1] = h * w, xs[2] = w, xs[3] = 1;
+    os[0] = cout * h * w, os[1] = h * w, os[2] = w, os[3] = 1;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < cin; ++c)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t xx = 0; xx < w; ++xx) x[i * xs[0] + c * xs[1] + y * xs[2] + xx * xs[3]] = to_element<T>(x64[((i * cin + c) * h + y) * w + xx]);
+  const std::vector<T> packed = pack<T>(block);
+  std::vector<T> out(n * cout * h * w, to_element<T>(NAN));
+  InceptionParams p{};
+  p.x = x.data();
+  p.out = out.data();
+  p.packed = packed.data();
+  p.batch = n, p.height = h, p.width = w;
+  std::memcpy(p.x_stride, xs, sizeof(xs));
+  std::memcpy(p.out_stride, os, sizeof(os));
+  p.shape = s;
+  p.layout = fused_inception::packed_layout(s);
+  std::string why;
+  const bool planned = fused_inception::plan_fused_launch(p, int(sizeof(T)), 132, 227 * 1024, &why);
+  std::string name = std::string(mode_name) + (channels_last ? " NHWC " : " NCHW ") + std::to_string(n) + "x" +
+                     std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w);
+  if (!planned) {
+    std::printf("FAIL %s: not planned (%s)\n", name.c_str(), why.c_str());
+    ++failures;
+    return;
+  }
+  simt::run_in_orders([&](const simt::LaunchOptions& o) { fused_inception::emu::inception::forward(mode, p, o); },
+                      {{out.data(), out.size() * sizeof(T)}}, {simt::FiberOrder::kForward, simt::FiberOrder::kShuffle});
+  double worst = 0, scale = 1;
+  for (double v : expected) scale = std::max(scale, std::fabs(v));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < cout; ++c)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t xx = 0; xx < w; ++xx) {
+          const double got = simt::to_float(out[i * os[0] + c * os[1] + y * os[2] + xx * os[3]]);
+          const double want = expected[((i * cout + c) * h + y) * w + xx];
+          worst = std::isnan(got) ? INFINITY : std::max(worst, std::fabs(got - want));
+        }
+  // 16-bit modes round the reduced activation and the output to 8 (bf16) or 11 (fp16) bits.
+  const double tolerance = (mode == MathMode::kBF16 ? 1.6e-2 : mode == MathMode::kF16 ? 2e-3 : 1e-5) * scale;
+  const bool ok = worst <= tolerance;
+  std::printf("%s %s: max error %.3g (tolerance %.3g)\n", ok ? "ok  " : "FAIL", name.c_str(), worst, tolerance);
+  failures += !ok;
+}
+
+}  // namespace
+
+int main() {
+  const InceptionShape odd{/*in*/ 19, /*1x1*/ 7, /*3r*/ 5, /*3*/ 9, /*5r*/ 3, /*5*/ 6, /*pool*/ 4, /*k3*/ 3, /*k5*/ 5};
+  InceptionShape wide = odd;
+  wide.in_channels = 40, wide.ch3x3 = 130, wide.ch3x3red = 33, wide.k5 = 3;  // two N passes, (3, 3) kernels
+  for (bool channels_last : {false, true}) {
+    run_case<simt::half>(MathMode::kF16, "fp16", odd, 2, 9, 11, channels_last, 1);
+    run_case<simt::bfloat16>(MathMode::kBF16, "bf16", odd, 1, 17, 5, channels_last, 2);
+    run_case<float>(MathMode::kTF32, "tf32", odd, 2, 3, 10, channels_last, 3);
+    run_case<float>(MathMode::kF32, "fp32", odd, 1, 12, 12, channels_last, 4);
+    run_case<float>(MathMode::kF32, "fp32", wide, 1, 10, 7, channels_last, 5);
+  }
+  std::printf("%d failure(s)\n", failures);
+  return failures ? 1 : 0;
+}

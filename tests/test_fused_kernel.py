@@ -1,0 +1,166 @@
+"""The fused one-launch kernel: the same cases on CPU (the kernel's source under the SIMT emulator, every launch
+run in two fiber orders that must agree bit for bit) and on CUDA (the real kernel), against unfused PyTorch."""
+
+import contextlib
+
+import pytest
+import torch
+from conftest import MEMORY_FORMATS, make_block, make_input, op_params
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch._prims_common import suggest_memory_format
+
+import fused_inception
+from fused_inception import ops
+from fused_inception.testing import assert_numerics, float64_copy, simt_launch_count, simt_orders, unfused_tf32
+
+# Math modes of the kernel: (input dtype, whether float32 convolutions may use TF32).
+MODES = {"fp16": (torch.float16, False), "bf16": (torch.bfloat16, False), "tf32": (torch.float32, True),
+         "fp32": (torch.float32, False)}
+
+
+@contextlib.contextmanager
+def allow_tf32(enabled):
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
+@pytest.fixture
+def fused(device):
+    """The fused kernel on `device`: emulated on CPU with the racecheck on, the real kernel on CUDA."""
+    backend = fused_inception.cpu_backend("fused") if device == "cpu" else fused_inception.cuda_backend("fused")
+    with backend, simt_orders("forward", "reverse"):
+        yield
+
+
+def check_fused(block, x, mode):
+    """Runs the op (fused) and checks it against unfused PyTorch in the same precision and float64."""
+    _, tf32 = MODES[mode]
+    with allow_tf32(tf32), torch.no_grad():
+        result = fused_inception.inception(x, *op_params(block))
+        if mode == "tf32" and x.device.type == "cpu":
+            unfused = unfused_tf32(block, x)  # the CPU's PyTorch has no TF32 convolutions
+        else:
+            unfused = block(x)
+        reference = float64_copy(block)(x.double())
+    assert result.shape == reference.shape and result.dtype == x.dtype
+    assert result.is_contiguous(memory_format=suggest_memory_format(x))  # the output keeps x's layout
+    return assert_numerics(result, unfused, reference)
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("config", fused_inception.GOOGLENET_BLOCKS, ids=lambda c: c.name)
+def test_googlenet_blocks(config, mode, memory_format, device, fused):
+    dtype, _ = MODES[mode]
+    block = make_block(config.block_args, device=device, dtype=dtype)
+    batch = 1 if device == "cpu" else 2
+    x = make_input(batch, config.in_channels, config.spatial, config.spatial, device, dtype, memory_format)
+    before = simt_launch_count()
+    check_fused(block, x, mode)
+    if device == "cpu":  # one launch, run in the two racecheck orders
+        assert simt_launch_count() - before == 2
+
+
+@pytest.mark.parametrize("kernel_sizes", [(3, 3), (5, 5), (5, 3)], ids=str)
+@pytest.mark.parametrize("mode", ["bf16", "fp32"])
+def test_kernel_size_pairs_and_two_images(kernel_sizes, mode, device, fused):
+    dtype, _ = MODES[mode]
+    block = make_block((40, 24, 16, 40, 8, 24, 16), kernel_sizes, device=device, dtype=dtype)
+    check_fused(block, make_input(2, 40, 11, 9, device, dtype, torch.channels_last), mode)
+
+
+@st.composite
+def kernel_cases(draw):
+    block_args = tuple(draw(st.integers(1, 20)) for _ in range(7))
+    kernel_sizes = draw(st.sampled_from([(3, 5), (3, 3), (5, 5), (5, 3)]))
+    batch = draw(st.sampled_from([0, 1, 2, 3]))
+    height, width = draw(st.integers(1, 19)), draw(st.integers(1, 19))
+    layout = draw(st.sampled_from(["nchw", "nhwc", "sliced"]))
+    mode = draw(st.sampled_from(list(MODES)))
+    return block_args, kernel_sizes, batch, height, width, layout, mode, draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=kernel_cases())
+def test_random_configs(case, device, fused):
+    block_args, kernel_sizes, batch, height, width, layout, mode, seed = case
+    dtype, _ = MODES[mode]
+    block = make_block(block_args, kernel_sizes, device=device, dtype=dtype, seed=seed)
+    cin = block_args[0]
+    if layout == "sliced":  # strided in every dimension: the kernel reads x through its strides
+        x = make_input(batch, cin + 3, height + 2, 2 * width, device, dtype, seed=seed)[:, 2:2 + cin, 1:-1, ::2]
+    else:
+        x = make_input(batch, cin, height, width, device, dtype, MEMORY_FORMATS[layout], seed=seed)
+    check_fused(block, x, mode)
+
+
+def test_nan_propagates_through_the_pool_branch(device, fused):
+    block = make_block((8, 2, 3, 4, 2, 3, 2), device=device)
+    x = make_input(1, 8, 9, 9, device)
+    x[0, 5, 4, 4] = float("nan")
+    check_fused(block, x, "fp32")  # NaN exactly where the float64 reference has it
+
+
+def test_forward_is_one_launch_with_fixed_weights(device, fused):
+    block = fused_inception.FusedInception(*fused_inception.BLOCKS_BY_NAME["4a"].block_args).to(device).eval()
+    x = make_input(2, 480, 14, 14, device)
+    with torch.no_grad(), fused_inception.testing.poison_outputs(False):
+        block(x)  # first call packs the weights (kept per weight version)
+        if device == "cpu":
+            before = simt_launch_count()
+            with simt_orders("forward"):
+                block(x)
+            assert simt_launch_count() - before == 1
+        else:
+            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+                block(x)
+                torch.cuda.synchronize()
+            kernels = [e for e in profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            assert len(kernels) == 1, [e.name for e in kernels]
+
+
+def test_module_packs_weights_once_for_the_fused_kernel(device, fused, monkeypatch):
+    calls = []
+    real_pack = ops.pack_weights
+    monkeypatch.setattr(ops, "pack_weights", lambda *ws: calls.append(1) or real_pack(*ws))
+    reference = make_block((16, 8, 8, 16, 4, 8, 8), device=device)
+    block = fused_inception.FusedInception.from_module(reference)
+    assert ops.reads_packed_weights(torch.device(device))
+    x = make_input(1, 16, 8, 8, device)
+    with torch.no_grad(), allow_tf32(False):
+        for _ in range(3):
+            assert_numerics(block(x), reference(x), float64_copy(reference)(x.double()))
+    assert len(calls) == 1
+
+
+def test_cases_the_kernel_skips_run_unfused(device, fused):
+    # A reduction too large for shared memory: the op falls back to the unfused composition, still correct.
+    block = make_block((4, 2, 1200, 4, 2, 2, 2), (3, 5), device=device)
+    x = make_input(1, 4, 6, 6, device)
+    before = simt_launch_count()
+    check_fused(block, x, "fp32")
+    assert simt_launch_count() == before  # no emulated launch on CPU
+    # float64 has no fused path either
+    block64 = make_block((4, 2, 3, 4, 2, 3, 2), device=device, dtype=torch.float64)
+    assert_numerics(fused_inception.inception(make_input(1, 4, 5, 5, device, torch.float64), *op_params(block64)),
+                    block64(make_input(1, 4, 5, 5, device, torch.float64)).detach(),
+                    block64(make_input(1, 4, 5, 5, device, torch.float64)).detach())
+
+
+def test_backend_switches(device):
+    device_type = torch.device(device).type
+    switch = fused_inception.cpu_backend if device_type == "cpu" else fused_inception.cuda_backend
+    with switch("fused"):
+        assert ops.backend(device_type) == "fused" and "fused" in ops.backend_name(device).lower()
+        with switch("unfused"):
+            assert ops.backend(device_type) == "unfused" and not ops.reads_packed_weights(torch.device(device))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        with switch("fast"):
+            pass

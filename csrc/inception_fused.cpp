@@ -74,6 +74,7 @@ at::Tensor inception_forward_dispatch(const at::Tensor& x, const InceptionWeight
   p.width = x.size(3);
   p.shape = s;
   p.layout = packed_layout(s);
+  for (int d = 0; d < 4; ++d) p.x_stride[d] = x.stride(d);
   std::string why_not;
   if (!plan_fused_launch(p, int(x.element_size()), launcher.sm_count, launcher.shared_memory_limit, &why_not)) {
     return inception_forward_unfused(x, w, packed);  // a correct general path for what the kernel skips
@@ -83,10 +84,7 @@ at::Tensor inception_forward_dispatch(const at::Tensor& x, const InceptionWeight
   if (out.numel() == 0) return out;
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   p.out = out.data_ptr();
-  for (int d = 0; d < 4; ++d) {
-    p.x_stride[d] = x.stride(d);
-    p.out_stride[d] = out.stride(d);
-  }
+  for (int d = 0; d < 4; ++d) p.out_stride[d] = out.stride(d);
   launcher.launch(math_mode_for(dtype), p, out);
   return out;
 }

@@ -3,7 +3,8 @@
 //
 // Grid: x = image * tiles + tile (8x8 output pixels), y = task (a branch's chunk of output channels).
 // Every task is one or two GEMMs with the same engine (run_gemm): C[M x N] = A[M x K] * W[N x K]^T, A staged
-// in shared memory K chunk by K chunk by a task-specific loader, W rows streamed with cp.async, fp32
+// in shared memory K chunk by K chunk by a task-specific loader, W rows streamed with cp.async (both
+// double-buffered: the next chunk's copies fly while this one is multiplied), fp32
 // accumulators in the mma fragment layout, and an epilogue that adds the bias, applies ReLU and writes
 // either the output (each branch straight into its channel slice) or the recomputed reduction in shared
 // memory. Nothing intermediate goes to device memory.
@@ -191,13 +192,18 @@ SIMT_DEVICE void for_each_accumulator(const float (&acc)[MI][NI][4], int n0, int
 // inline and the accumulators stay in registers. Every thread of the CTA calls it with the same arguments
 // (it synchronises the CTA).
 template <MathMode kMode, int MI, int NI, class LoadA, class Store>
-SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stage, typename Math<kMode>::Element* b_stage,
+SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math<kMode>::Element* b_stages,
                           const typename Math<kMode>::Element* weights, int64_t row_length, int count,
                           int64_t k_total, int m_tiles, const LoadA& load_a, const Store& store) {
   using M = Math<kMode>;
+  // Stage i of A and B (computed, not an array of pointers: a run-time index would put that in local memory).
+  auto a_stage = [&](int stage) { return a_stages + stage * Plan::kStageRows * M::kStride; };
+  auto b_stage = [&](int stage) { return b_stages + stage * Plan::kStageCols * M::kStride; };
+  static_assert(Plan::kStages == 2, "the pipeline below alternates two stages");
   constexpr int kN = Plan::kWarpsN * NI * 8;
   const int warp = threadIdx.x / simt::kWarpSize, lane = threadIdx.x % simt::kWarpSize;
   const int tile_m0 = (warp / Plan::kWarpsN) * MI, tile_n0 = (warp % Plan::kWarpsN) * NI;
+  const int64_t chunks = (k_total + Plan::kKChunk - 1) / Plan::kKChunk;
   for (int n0 = 0; n0 < count; n0 += kN) {
     float acc[MI][NI][4];
     SIMT_UNROLL
@@ -208,14 +214,24 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stage, typename Math<
         for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
       }
     }
-    for (int64_t k0 = 0; k0 < k_total; k0 += Plan::kKChunk) {
-      stage_weights(b_stage, M::kStride, weights, row_length, count, n0, kN, k0);
+    // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group.
+    auto issue = [&](int64_t chunk, int stage) {
+      stage_weights(b_stage(stage), M::kStride, weights, row_length, count, n0, kN, chunk * Plan::kKChunk);
+      load_a(a_stage(stage), chunk * Plan::kKChunk);
       simt::cp_async_commit();
-      load_a(a_stage, k0);  // overlaps the weight copies in flight
-      simt::cp_async_wait<0>();
+    };
+    issue(0, 0);
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int stage = int(chunk & 1);
+      if (chunk + 1 < chunks) {
+        issue(chunk + 1, stage ^ 1);  // the other buffer was released by the barrier ending the last step
+        simt::cp_async_wait<1>();     // this chunk's group has landed; the next may still be in flight
+      } else {
+        simt::cp_async_wait<0>();
+      }
       __syncthreads();
-      M::template multiply<MI, NI>(acc, a_stage, b_stage, tile_m0, tile_n0, m_tiles, lane);
-      __syncthreads();  // the stages are refilled next
+      M::template multiply<MI, NI>(acc, a_stage(stage), b_stage(stage), tile_m0, tile_n0, m_tiles, lane);
+      __syncthreads();  // this buffer is refilled two steps on
     }
     for_each_accumulator(acc, n0, tile_m0, tile_n0, lane, store);
   }
@@ -262,6 +278,26 @@ SIMT_DEVICE void stage_pixels(T* stage, int stride, const InceptionParams& p, in
   }
 }
 
+// The same as stage_pixels for plain x when its channels are contiguous and 16-byte aligned: cp.async copies
+// of 16 bytes, zero-filled (src_bytes 0) outside the image, past the box and past the channels, so that
+// they overlap the multiply of the previous chunk like the weights do.
+template <class T>
+SIMT_DEVICE void stage_pixels_async(T* stage, int stride, const InceptionParams& p, int64_t image,
+                                    const PixelBox& box, int rows, int64_t k0) {
+  constexpr int kVector = 16 / int(sizeof(T));
+  constexpr int kVectorsPerRow = Plan::kKChunk / kVector;
+  const T* x = static_cast<const T*>(p.x) + image * p.x_stride[0];
+  for (int i = threadIdx.x; i < rows * kVectorsPerRow; i += Plan::kThreads) {
+    const int row = i / kVectorsPerRow, vector = i % kVectorsPerRow;
+    const int64_t c = k0 + int64_t(vector) * kVector;
+    const int y = box.y0 + row / box.width, xx = box.x0 + row % box.width;
+    const bool inside = row < box.pixels && c < p.shape.in_channels && y >= 0 && y < p.height && xx >= 0 &&
+                        xx < p.width;
+    simt::cp_async_16(stage + row * stride + vector * kVector,
+                      inside ? x + y * p.x_stride[2] + xx * p.x_stride[3] + c : x, inside ? 16 : 0);
+  }
+}
+
 // Stages the implicit-GEMM A of a k x k convolution over the reduction in shared memory: row r is output
 // pixel r of the 8x8 tile, column k = (dy * ks + dx) * channels + c reads reduced[(py + dy, px + dx)][c].
 template <class T>
@@ -290,7 +326,11 @@ struct PixelLoader {
   int rows;
   bool pooled;
   SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
-    stage_pixels(stage, Plan::stage_stride(int(sizeof(T))), p, image, box, rows, k0, pooled);
+    if (p.x_vectorized && !pooled) {
+      stage_pixels_async(stage, Plan::stage_stride(int(sizeof(T))), p, image, box, rows, k0);
+    } else {
+      stage_pixels(stage, Plan::stage_stride(int(sizeof(T))), p, image, box, rows, k0, pooled);
+    }
   }
 };
 
@@ -343,12 +383,14 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(con
   using M = Math<kMode>;
   using T = typename M::Element;
   constexpr int kStride = M::kStride;
-  T* a_stage = simt::dynamic_shared<T>();
-  T* b_stage = a_stage + Plan::kStageRows * kStride;
-  // The reduction follows the stages at a 16-byte boundary (as fused_shared_bytes counts it).
-  constexpr int kStageElements = ((Plan::kStageRows + Plan::kStageCols) * kStride * int(sizeof(T)) + 15) / 16 * 16 /
-                                 int(sizeof(T));
-  T* reduced = a_stage + kStageElements;
+  // Shared memory: A stages, B stages, then the reduction at a 16-byte boundary (fused_shared_bytes).
+  T* const base = simt::dynamic_shared<T>();
+  T* const a_stage = base;
+  T* const b_stage = base + Plan::kStages * Plan::kStageRows * kStride;
+  constexpr int kStageElements =
+      (Plan::kStages * (Plan::kStageRows + Plan::kStageCols) * kStride * int(sizeof(T)) + 15) / 16 * 16 /
+      int(sizeof(T));
+  T* reduced = base + kStageElements;
 
   const Task task = p.tasks[blockIdx.y];
   const int64_t tiles = int64_t(p.tiles_h) * p.tiles_w;

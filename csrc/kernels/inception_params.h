@@ -39,6 +39,8 @@ struct FusedPlan {
   static constexpr int kHaloMI = 5, kHaloNI = 2;
   static constexpr int kStageRows = kWarpsM * kHaloMI * 16;  // A stage rows: the largest M (160)
   static constexpr int kStageCols = kWarpsN * kOutNI * 8;    // B stage rows: the largest N (128)
+  // Double buffering: the copies of K chunk i + 1 are in flight while chunk i is multiplied.
+  static constexpr int kStages = 2;
   static constexpr int kMaxTasks = 64;
   // Element stride of a staged row: kKChunk plus padding that puts the 8 rows of a fragment load in
   // distinct banks (a 16-bit row of 40 elements is 20 words; a 32-bit row of 36 is 36 words: 4 apart).
@@ -62,6 +64,7 @@ struct InceptionParams {
   InceptionShape shape;
   PackedLayout layout;
   int32_t tiles_h, tiles_w;
+  int32_t x_vectorized;      // x is read in 16-byte cp.async copies (channels contiguous and aligned)
   int32_t reduced_elements;  // shared-memory elements for the recomputed reduction
   int32_t num_tasks;
   Task tasks[FusedPlan::kMaxTasks];
@@ -76,8 +79,9 @@ int plan_tasks(const InceptionShape& s, int64_t ctas_per_task, int sm_count, Tas
 size_t fused_shared_bytes(const InceptionShape& s, int element_bytes);
 int32_t reduced_elements(const InceptionShape& s);
 
-// Fills the shape-dependent fields (tiles, tasks, shared memory) of `p`; returns false, with the reason,
-// for a case the fused kernel does not cover (the caller then runs the unfused path).
+// Fills the fields of `p` that follow from the shape, pointers and strides (tiles, tasks, shared memory,
+// how x is read); returns false, with the reason, for a case the fused kernel does not cover (the caller
+// then runs the unfused path).
 bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size_t shared_memory_limit,
                        std::string* why_not);
 

@@ -49,7 +49,7 @@ int32_t reduced_elements(const InceptionShape& s) {
 }
 
 size_t fused_shared_bytes(const InceptionShape& s, int element_bytes) {
-  const size_t stage = size_t(FusedPlan::kStageRows + FusedPlan::kStageCols) *
+  const size_t stage = size_t(FusedPlan::kStages) * size_t(FusedPlan::kStageRows + FusedPlan::kStageCols) *
                        size_t(FusedPlan::stage_stride(element_bytes));
   // The reduction follows the stages; keep it 16-byte aligned.
   const size_t stage_bytes = (stage * size_t(element_bytes) + 15) / 16 * 16;
@@ -82,6 +82,12 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
   p.num_tasks = plan_tasks(s, ctas_per_task, sm_count, p.tasks);
   if (p.num_tasks > FusedPlan::kMaxTasks) return refuse("too many output channels for one launch");
   p.reduced_elements = reduced_elements(s);
+  // 16-byte copies of x need whole vectors of channels at aligned addresses: channels contiguous, every
+  // other stride and the channel count multiples of a vector, an aligned base.
+  const int64_t vector = 16 / element_bytes;
+  p.x_vectorized = p.x_stride[1] == 1 && s.in_channels % vector == 0 && p.x_stride[0] % vector == 0 &&
+                   p.x_stride[2] % vector == 0 && p.x_stride[3] % vector == 0 &&
+                   reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
   return true;
 }
 

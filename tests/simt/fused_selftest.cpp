@@ -132,16 +132,18 @@ std::vector<T> pack(const Block& b) {
   return packed;
 }
 
+// `aligned`: x's channels padded to a multiple of 8 elements (16-byte copies of x); otherwise padded by one
+// element (element-wise loads).
 template <class T>
 void run_case(MathMode mode, const char* mode_name, InceptionShape s, int64_t n, int64_t h, int64_t w, bool channels_last,
-              unsigned seed) {
+              bool aligned, unsigned seed) {
   std::mt19937 rng(seed);
   const Block block = random_block(rng, s);
   const int64_t cin = s.in_channels, cout = s.out_channels();
   const std::vector<double> x64 = random_values(rng, n * cin * h * w, 1.0);
   const std::vector<double> expected = reference(block, x64, n, h, w);
-  // x with an extra channel of padding per pixel or plane (strided in C), in the chosen layout.
-  const int64_t c_stride_pad = cin + 1;
+  // x with padding channels per pixel or plane (strided in C), in the chosen layout.
+  const int64_t c_stride_pad = aligned ? fused_inception::round_up(cin + 1, 8) : cin + 1;
   std::vector<T> x(n * c_stride_pad * h * w, to_element<T>(1e30));
   int64_t xs[4], os[4];
   if (channels_last) {
@@ -169,7 +171,8 @@ void run_case(MathMode mode, const char* mode_name, InceptionShape s, int64_t n,
   std::string why;
   const bool planned = fused_inception::plan_fused_launch(p, int(sizeof(T)), 132, 227 * 1024, &why);
   std::string name = std::string(mode_name) + (channels_last ? " NHWC " : " NCHW ") + std::to_string(n) + "x" +
-                     std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w);
+                     std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w) +
+                     (p.x_vectorized ? " (16-byte copies of x)" : "");
   if (!planned) {
     std::printf("FAIL %s: not planned (%s)\n", name.c_str(), why.c_str());
     ++failures;
@@ -200,13 +203,19 @@ int main() {
   const InceptionShape odd{/*in*/ 19, /*1x1*/ 7, /*3r*/ 5, /*3*/ 9, /*5r*/ 3, /*5*/ 6, /*pool*/ 4, /*k3*/ 3, /*k5*/ 5};
   InceptionShape wide = odd;
   wide.in_channels = 40, wide.ch3x3 = 130, wide.ch3x3red = 33, wide.k5 = 3;  // two N passes, (3, 3) kernels
+  InceptionShape aligned = odd;
+  aligned.in_channels = 48;  // whole 16-byte vectors of channels in every dtype
   for (bool channels_last : {false, true}) {
-    run_case<simt::half>(MathMode::kF16, "fp16", odd, 2, 9, 11, channels_last, 1);
-    run_case<simt::bfloat16>(MathMode::kBF16, "bf16", odd, 1, 17, 5, channels_last, 2);
-    run_case<float>(MathMode::kTF32, "tf32", odd, 2, 3, 10, channels_last, 3);
-    run_case<float>(MathMode::kF32, "fp32", odd, 1, 12, 12, channels_last, 4);
-    run_case<float>(MathMode::kF32, "fp32", wide, 1, 10, 7, channels_last, 5);
+    run_case<simt::half>(MathMode::kF16, "fp16", odd, 2, 9, 11, channels_last, false, 1);
+    run_case<simt::bfloat16>(MathMode::kBF16, "bf16", odd, 1, 17, 5, channels_last, false, 2);
+    run_case<float>(MathMode::kTF32, "tf32", odd, 2, 3, 10, channels_last, false, 3);
+    run_case<float>(MathMode::kF32, "fp32", odd, 1, 12, 12, channels_last, false, 4);
+    run_case<float>(MathMode::kF32, "fp32", wide, 1, 10, 7, channels_last, false, 5);
   }
+  run_case<simt::bfloat16>(MathMode::kBF16, "bf16", aligned, 2, 13, 9, true, true, 6);
+  run_case<simt::half>(MathMode::kF16, "fp16", aligned, 1, 8, 8, true, true, 7);
+  run_case<float>(MathMode::kTF32, "tf32", aligned, 1, 9, 16, true, true, 8);
+  run_case<float>(MathMode::kF32, "fp32", aligned, 2, 5, 7, true, true, 9);
   std::printf("%d failure(s)\n", failures);
   return failures ? 1 : 0;
 }

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "inception.h"
-#include "kernels/inception_params.h"
+#include "kernels/inception_plan.h"
 
 namespace fused_inception {
 

@@ -2,7 +2,7 @@
 // Torch-free on purpose: kernels (nvcc, NVRTC, the CPU emulator) and host code share this one definition.
 #pragma once
 
-#include <cstdint>
+#include "simt/integers.h"
 
 // Shape arithmetic is used by kernels too.
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
@@ -13,6 +13,7 @@
 
 namespace fused_inception {
 
+#if !defined(__CUDACC_RTC__)
 // Kernel sizes a block's spatial branches may use: (3, 5) in the paper, (3, 3) in torchvision's GoogLeNet.
 // Python reads this list through fused_inception._C.build_info().
 constexpr int64_t kSupportedKernelSizes[] = {3, 5};
@@ -22,6 +23,7 @@ constexpr bool is_supported_kernel_size(int64_t k) {
   }
   return false;
 }
+#endif
 
 // Channel counts and kernel sizes of one block. Output channels are concatenated in branch order:
 // [1x1 | 1x1 reduce -> k3 x k3 | 1x1 reduce -> k5 x k5 | 3x3 max-pool -> 1x1 projection].

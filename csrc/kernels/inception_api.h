@@ -4,7 +4,7 @@
 
 #include <stdexcept>
 
-#include "kernels/inception_params.h"
+#include "kernels/inception_plan.h"
 
 struct CUstream_st;
 namespace simt {

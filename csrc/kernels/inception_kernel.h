@@ -1,5 +1,5 @@
 // The fused Inception block: the whole block's forward in one launch. Torch-free; compiled by nvcc for the
-// GPU and by g++ for the SIMT emulator (see docs/fused-kernel.md for the design).
+// GPU, by NVRTC for the CuPy path and by g++ for the SIMT emulator (see docs/fused-kernel.md for the design).
 //
 // Grid: x = image * tiles + tile (8x8 output pixels), y = task (a branch's chunk of output channels).
 // Every task is one or two GEMMs with the same engine (run_gemm): C[M x N] = A[M x K] * W[N x K]^T, A staged
@@ -9,9 +9,6 @@
 // either the output (each branch straight into its channel slice) or the recomputed reduction in shared
 // memory. Nothing intermediate goes to device memory.
 #pragma once
-
-#include <cmath>
-#include <type_traits>
 
 #include "kernels/inception_params.h"
 #include "simt/simt.h"
@@ -263,7 +260,7 @@ SIMT_DEVICE void stage_pixels(T* stage, int stride, const InceptionParams& p, in
       if (!pooled) {
         value = simt::to_float(plane[y * p.x_stride[2] + xx * p.x_stride[3]]);
       } else {
-        value = -__builtin_huge_valf();
+        value = simt::negative_infinity();
         for (int dy = -1; dy <= 1; ++dy) {
           for (int dx = -1; dx <= 1; ++dx) {
             const int64_t yy = y + dy, xs = xx + dx;
@@ -392,7 +389,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(con
       int(sizeof(T));
   T* reduced = base + kStageElements;
 
-  const Task task = p.tasks[blockIdx.y];
+  const Task task = task_of(p.shape, p.channel_chunk, blockIdx.y);
   const int64_t tiles = int64_t(p.tiles_h) * p.tiles_w;
   const int64_t image = int64_t(blockIdx.x) / tiles;
   const int tile = int(int64_t(blockIdx.x) % tiles);
@@ -402,7 +399,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(con
   const T* packed = static_cast<const T*>(p.packed);
   T* out = static_cast<T*>(p.out) + image * p.out_stride[0];
   const int64_t cin = s.in_channels;
-  const auto branch = static_cast<Branch>(task.branch);
+  const Branch branch = task.branch;
 
   if (branch == Branch::k1x1 || branch == Branch::kPool) {
     const bool pooled = branch == Branch::kPool;

@@ -1,10 +1,7 @@
-// The fused Inception kernel's launch parameters and tile plan: one definition for the kernel (nvcc and the
-// emulator) and the host code that plans a launch. Torch-free.
+// The fused Inception kernel's launch parameters, tile plan and task order: one definition for the kernel
+// (nvcc, NVRTC and the emulator) and the host code that plans a launch. Torch-free and NVRTC-clean (no
+// standard headers); the host-side planning is declared in inception_plan.h.
 #pragma once
-
-#include <cstddef>
-#include <cstdint>
-#include <string>
 
 #include "inception_shape.h"
 
@@ -15,16 +12,46 @@ namespace fused_inception {
 // (torch.backends.cudnn.allow_tf32), otherwise exact float32 FMA.
 enum class MathMode : int { kF16, kBF16, kTF32, kF32 };
 
-// One CTA's job: the output channels [channel_begin, channel_begin + channel_count) of one branch, on an
-// 8x8 tile of one image. A spatial branch's CTA first recomputes that branch's 1x1 reduction on the tile
-// plus its halo (kept in shared memory, zero outside the image), then runs the k x k convolution from there.
+// One CTA's job (a Task): the output channels [channel_begin, channel_begin + channel_count) of one
+// branch, on an 8x8 tile of one image. A spatial branch's CTA first recomputes that branch's 1x1 reduction
+// on the tile plus its halo (kept in shared memory, zero outside the image), then runs the k x k
+// convolution from there.
 enum class Branch : int32_t { k1x1 = 0, kSpatial3 = 1, kSpatial5 = 2, kPool = 3 };
 
 struct Task {
-  int32_t branch;  // Branch
+  Branch branch;
   int32_t channel_begin;
   int32_t channel_count;
 };
+
+// Tasks in launch order (grid.y): the spatial branches first, so the longest CTAs are dispatched first,
+// each branch's output channels in chunks of `chunk`. The host counts them, each CTA decodes its own.
+FUSED_INCEPTION_HOST_DEVICE constexpr Branch branch_in_order(int order) {
+  return order == 0 ? Branch::kSpatial3 : order == 1 ? Branch::kSpatial5 : order == 2 ? Branch::k1x1 : Branch::kPool;
+}
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t branch_channels(const InceptionShape& s, Branch branch) {
+  return branch == Branch::kSpatial3 ? s.ch3x3 : branch == Branch::kSpatial5 ? s.ch5x5
+                                               : branch == Branch::k1x1      ? s.ch1x1
+                                                                             : s.pool_proj;
+}
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t count_tasks(const InceptionShape& s, int64_t chunk) {
+  int64_t count = 0;
+  for (int order = 0; order < 4; ++order) count += (branch_channels(s, branch_in_order(order)) + chunk - 1) / chunk;
+  return count;
+}
+FUSED_INCEPTION_HOST_DEVICE constexpr Task task_of(const InceptionShape& s, int64_t chunk, int64_t index) {
+  for (int order = 0; order < 3; ++order) {
+    const Branch branch = branch_in_order(order);
+    const int64_t channels = branch_channels(s, branch), tasks = (channels + chunk - 1) / chunk;
+    if (index < tasks) {
+      const int64_t begin = index * chunk, rest = channels - begin;
+      return Task{branch, int32_t(begin), int32_t(rest < chunk ? rest : chunk)};
+    }
+    index -= tasks;
+  }
+  const int64_t begin = index * chunk, rest = s.pool_proj - begin;
+  return Task{Branch::kPool, int32_t(begin), int32_t(rest < chunk ? rest : chunk)};
+}
 
 struct FusedPlan {
   static constexpr int kThreads = 256;
@@ -41,7 +68,7 @@ struct FusedPlan {
   static constexpr int kStageCols = kWarpsN * kOutNI * 8;    // B stage rows: the largest N (128)
   // Double buffering: the copies of K chunk i + 1 are in flight while chunk i is multiplied.
   static constexpr int kStages = 2;
-  static constexpr int kMaxTasks = 64;
+  static constexpr int kMaxTasks = 65535;  // grid.y
   // Element stride of a staged row: kKChunk plus padding that puts the 8 rows of a fragment load in
   // distinct banks (a 16-bit row of 40 elements is 20 words; a 32-bit row of 36 is 36 words: 4 apart).
   FUSED_INCEPTION_HOST_DEVICE static constexpr int stage_stride(int element_bytes) {
@@ -53,7 +80,8 @@ static_assert(FusedPlan::kWarpsM * FusedPlan::kOutMI * 16 == FusedPlan::kTilePix
 static_assert(FusedPlan::kStageRows >= FusedPlan::kMaxHaloPixels);
 static_assert(FusedPlan::kStageCols >= FusedPlan::kWarpsN * FusedPlan::kHaloNI * 8);
 
-// Everything a launch needs, passed by value as the kernel's one parameter.
+// Everything a launch needs, passed by value as the kernel's one parameter. The CuPy path builds the same
+// bytes in Python (fused_inception/cupy/_params.py): change both together (a test compares them).
 struct InceptionParams {
   const void* x;       // (N, Cin, H, W) with any strides
   void* out;           // (N, Cout, H, W) with any strides
@@ -66,23 +94,8 @@ struct InceptionParams {
   int32_t tiles_h, tiles_w;
   int32_t x_vectorized;      // x is read in 16-byte cp.async copies (channels contiguous and aligned)
   int32_t reduced_elements;  // shared-memory elements for the recomputed reduction
-  int32_t num_tasks;
-  Task tasks[FusedPlan::kMaxTasks];
+  int32_t channel_chunk;     // output channels per task (task_of)
+  int32_t num_tasks;         // grid.y
 };
-
-// Splits each branch's output channels into tasks so that the grid fills `sm_count` multiprocessors twice
-// where it can: large chunks (no reduction recomputed) at large batch, 64-channel chunks at small batch.
-// Spatial branches come first, so the longest CTAs start first. Returns the number of tasks.
-int plan_tasks(const InceptionShape& s, int64_t ctas_per_task, int sm_count, Task* tasks);
-
-// Shared memory of a launch: the A and B stages of one K chunk and the recomputed reduction.
-size_t fused_shared_bytes(const InceptionShape& s, int element_bytes);
-int32_t reduced_elements(const InceptionShape& s);
-
-// Fills the fields of `p` that follow from the shape, pointers and strides (tiles, tasks, shared memory,
-// how x is read); returns false, with the reason, for a case the fused kernel does not cover (the caller
-// then runs the unfused path).
-bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size_t shared_memory_limit,
-                       std::string* why_not);
 
 }  // namespace fused_inception

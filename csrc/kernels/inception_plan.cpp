@@ -3,49 +3,25 @@
 #include <limits>
 #include <sstream>
 
-#include "kernels/inception_params.h"
+#include "kernels/inception_plan.h"
 
 namespace fused_inception {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-struct BranchChannels {
-  Branch branch;
-  int64_t channels;
-};
-
 }  // namespace
 
-int plan_tasks(const InceptionShape& s, int64_t ctas_per_task, int sm_count, Task* tasks) {
-  // Longest CTAs first: the spatial branches, then the 1x1 convolutions that read x.
-  const BranchChannels branches[] = {{Branch::kSpatial3, s.ch3x3},
-                                     {Branch::kSpatial5, s.ch5x5},
-                                     {Branch::k1x1, s.ch1x1},
-                                     {Branch::kPool, s.pool_proj}};
-  auto count_tasks = [&](int64_t chunk) {
-    int64_t count = 0;
-    for (const auto& b : branches) count += ceil_div(b.channels, chunk);
-    return count;
-  };
-  // The largest chunk (least recomputation) that still gives two CTAs per multiprocessor; never more tasks
-  // than the parameter block holds.
+int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int sm_count) {
   int64_t chunk = 256;
-  while (chunk > 64 && count_tasks(chunk) * ctas_per_task < 2 * int64_t(sm_count)) chunk /= 2;
-  while (count_tasks(chunk) > FusedPlan::kMaxTasks) chunk *= 2;
-  int n = 0;
-  for (const auto& b : branches) {
-    for (int64_t begin = 0; begin < b.channels; begin += chunk) {
-      tasks[n++] = Task{int32_t(b.branch), int32_t(begin), int32_t(std::min(chunk, b.channels - begin))};
-    }
-  }
-  return n;
+  while (chunk > 64 && count_tasks(s, chunk) * ctas_per_task < 2 * int64_t(sm_count)) chunk /= 2;
+  while (count_tasks(s, chunk) > FusedPlan::kMaxTasks) chunk *= 2;
+  return chunk;
 }
 
-int32_t reduced_elements(const InceptionShape& s) {
+int64_t reduced_elements(const InceptionShape& s) {
   auto halo_pixels = [](int64_t k) { return (FusedPlan::kTile + k - 1) * (FusedPlan::kTile + k - 1); };
-  const int64_t elements = std::max(halo_pixels(s.k3) * s.ch3x3red, halo_pixels(s.k5) * s.ch5x5red);
-  return int32_t(std::min<int64_t>(elements, std::numeric_limits<int32_t>::max()));
+  return std::max(halo_pixels(s.k3) * s.ch3x3red, halo_pixels(s.k5) * s.ch5x5red);
 }
 
 size_t fused_shared_bytes(const InceptionShape& s, int element_bytes) {
@@ -79,9 +55,11 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
   p.tiles_w = int32_t(ceil_div(p.width, FusedPlan::kTile));
   const int64_t ctas_per_task = p.batch * int64_t(p.tiles_h) * p.tiles_w;
   if (ctas_per_task > std::numeric_limits<int32_t>::max()) return refuse("more than 2^31 - 1 image tiles");
-  p.num_tasks = plan_tasks(s, ctas_per_task, sm_count, p.tasks);
-  if (p.num_tasks > FusedPlan::kMaxTasks) return refuse("too many output channels for one launch");
-  p.reduced_elements = reduced_elements(s);
+  const int64_t chunk = plan_channel_chunk(s, ctas_per_task, sm_count);
+  if (chunk > std::numeric_limits<int32_t>::max()) return refuse("too many output channels for one launch");
+  p.channel_chunk = int32_t(chunk);
+  p.num_tasks = int32_t(count_tasks(s, chunk));
+  p.reduced_elements = int32_t(reduced_elements(s));  // fits: the shared-memory check above bounds it
   // 16-byte copies of x need whole vectors of channels at aligned addresses: channels contiguous, every
   // other stride and the channel count multiples of a vector, an aligned base.
   const int64_t vector = 16 / element_bytes;

@@ -12,6 +12,7 @@
 // Include simt.h, not this file.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -179,6 +180,7 @@ T* dynamic_shared() {
   return static_cast<T*>(detail::dynamic_shared());
 }
 
+inline float negative_infinity() { return -HUGE_VALF; }
 inline uint32_t load_32(const void* p) {
   if (reinterpret_cast<uintptr_t>(p) % 4 != 0) throw Error("load_32: misaligned 4-byte access");
   uint32_t v;

@@ -1,6 +1,7 @@
 // The portability header: the only way kernels reach device-specific primitives.
 //
-// Under nvcc (__CUDACC__) every primitive is the real thing (CUDA built-ins, inline PTX). Under a host
+// Under nvcc (__CUDACC__) and NVRTC (__CUDACC_RTC__) every primitive is the real thing (CUDA built-ins,
+// inline PTX); this header and the kernels' own headers include no host-only header on that path. Under a host
 // compiler the same kernel source runs on the SIMT emulator (emulator.h): threads are fibers, warp
 // collectives are rendezvous with the PTX ISA's documented semantics. Kernel code therefore:
 //   - wraps itself in `namespace SIMT_NS` (`gpu` or `emu`), so both builds link into one library;
@@ -11,14 +12,14 @@
 // docs/simt-emulator.md says more, including what the emulator cannot tell.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
+#include "simt/integers.h"
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#if !defined(__CUDACC_RTC__)  // host code: launches and their checks (NVRTC compiles device code only)
 #include <stdexcept>
 #include <string>
 
@@ -36,6 +37,7 @@
     kernel<<<grid, block, shared_bytes, context>>>(__VA_ARGS__);     \
     SIMT_CUDA_CHECK(cudaGetLastError());                             \
   } while (0)
+#endif
 
 #define SIMT_NS gpu
 #define SIMT_GLOBAL __global__
@@ -53,6 +55,7 @@ using half = __half;
 using bfloat16 = __nv_bfloat16;
 using u32x4 = uint4;
 using dim3 = ::dim3;
+#if !defined(__CUDACC_RTC__)
 using LaunchContext = cudaStream_t;  // what a launcher receives: the stream
 
 // Allows `kernel` more than the default 48 KB of dynamic shared memory.
@@ -62,6 +65,7 @@ inline void allow_shared_memory(Kernel kernel, size_t bytes) {
     SIMT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
   }
 }
+#endif
 
 // Dynamic shared memory of the launch, 16-byte aligned.
 template <class T>
@@ -97,6 +101,7 @@ SIMT_DEVICE uint32_t to_tf32(float x) {
   return r;
 }
 
+SIMT_DEVICE float negative_infinity() { return __int_as_float(0xff800000); }
 SIMT_DEVICE uint32_t load_32(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }
 SIMT_DEVICE u32x4 load_128(const void* p) { return *reinterpret_cast<const uint4*>(p); }
 SIMT_DEVICE void store_128(void* p, u32x4 v) { *reinterpret_cast<uint4*>(p) = v; }

@@ -1,0 +1,27 @@
+// Host-side planning of a fused launch (inception_plan.cpp). Torch-free.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "kernels/inception_params.h"
+
+namespace fused_inception {
+
+// The output channels per task: the largest chunk of 256, 128 or 64 (the less a spatial branch's reduction
+// is recomputed, the better) that still gives two CTAs per multiprocessor, and never more tasks than a
+// grid's y dimension holds.
+int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int sm_count);
+
+// Shared memory of a launch: the A and B stages of the K chunks in flight and the recomputed reduction.
+size_t fused_shared_bytes(const InceptionShape& s, int element_bytes);
+int64_t reduced_elements(const InceptionShape& s);
+
+// Fills the fields of `p` that follow from the shape, pointers and strides (tiles, tasks, shared memory,
+// how x is read); returns false, with the reason, for a case the fused kernel does not cover (the caller
+// then runs the unfused path).
+bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size_t shared_memory_limit,
+                       std::string* why_not);
+
+}  // namespace fused_inception

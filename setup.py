@@ -9,14 +9,18 @@ Knobs (environment variables), all optional:
   TORCH_CUDA_ARCH_LIST   GPU architectures, e.g. "8.0;9.0" (the default: Ampere and Hopper).
   MAX_JOBS               parallel compile jobs (ninja); default: CPU count, capped by free memory.
   FUSED_INCEPTION_DEBUG  1 builds with -O0 -g (host) and -G (device).
+  FUSED_INCEPTION_EXTENSION  0 installs the Python package alone (no compiler needed): only the CuPy path,
+                         fused_inception.cupy, works then.
 The resolved configuration is printed at the start of the build.
 """
 
 import glob
 import os
+import re
 import sys
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCH_LIST = "8.0;9.0"
@@ -115,10 +119,41 @@ def make_extension():
     return extension_class(**kwargs), BuildExtension.with_options(use_ninja=True)
 
 
-extension, build_ext = make_extension()
+def kernel_headers(root="kernels/inception_kernel.h"):
+    """csrc-relative paths of the fused kernel's headers: `root` and every quoted include it reaches."""
+    found, pending = set(), [root]
+    while pending:
+        header = pending.pop()
+        path = os.path.join(ROOT, "csrc", header)
+        if header in found or not os.path.exists(path):
+            continue
+        found.add(header)
+        pending += re.findall(r'^\s*#\s*include\s+"([^"]+)"', open(path).read(), flags=re.M)
+    return sorted(found)
+
+
+class build_py_with_headers(build_py):
+    """Also installs the kernel headers as package data (fused_inception/include): the CuPy path compiles
+    them at run time."""
+
+    def run(self):
+        super().run()
+        for header in kernel_headers():
+            target = os.path.join(self.build_lib, "fused_inception", "include", header)
+            self.mkpath(os.path.dirname(target))
+            self.copy_file(os.path.join(ROOT, "csrc", header), target)
+
+
+cmdclass = {"build_py": build_py_with_headers}
+ext_modules = []
+if os.environ.get("FUSED_INCEPTION_EXTENSION", "1") != "0":
+    extension, cmdclass["build_ext"] = make_extension()
+    ext_modules.append(extension)
+else:
+    log("FUSED_INCEPTION_EXTENSION=0: the Python package alone (only fused_inception.cupy works)")
 
 setup(
     packages=find_packages(include=["fused_inception", "fused_inception.*"]),
-    ext_modules=[extension],
-    cmdclass={"build_ext": build_ext},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
 )

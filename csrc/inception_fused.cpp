@@ -4,7 +4,10 @@
 #include <ATen/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
+#include <cstring>
 #include <limits>
 
 #include "inception_fused.h"
@@ -116,9 +119,79 @@ std::string get_backend(const std::string& device) { return backend_name(backend
 
 }  // namespace
 
+// For the CuPy path, which builds launches in Python (fused_inception/cupy/_params.py): the byte layout of
+// InceptionParams, the host plan, and an emulated launch of parameters built in Python.
+std::vector<int64_t> fused_params_layout() {
+  return {int64_t(sizeof(InceptionParams)),       int64_t(offsetof(InceptionParams, x)),
+          int64_t(offsetof(InceptionParams, out)), int64_t(offsetof(InceptionParams, packed)),
+          int64_t(offsetof(InceptionParams, batch)), int64_t(offsetof(InceptionParams, height)),
+          int64_t(offsetof(InceptionParams, width)), int64_t(offsetof(InceptionParams, x_stride)),
+          int64_t(offsetof(InceptionParams, out_stride)), int64_t(offsetof(InceptionParams, shape)),
+          int64_t(offsetof(InceptionParams, layout)), int64_t(offsetof(InceptionParams, tiles_h)),
+          int64_t(offsetof(InceptionParams, tiles_w)), int64_t(offsetof(InceptionParams, x_vectorized)),
+          int64_t(offsetof(InceptionParams, reduced_elements)), int64_t(offsetof(InceptionParams, channel_chunk)),
+          int64_t(offsetof(InceptionParams, num_tasks))};
+}
+
+InceptionShape shape_from_list(const std::vector<int64_t>& v) {
+  TORCH_CHECK(v.size() == 9, "fused_inception: a block shape is 9 integers (in_channels, ch1x1, ch3x3red, ch3x3, ",
+              "ch5x5red, ch5x5, pool_proj, k3, k5), got ", v.size());
+  return InceptionShape{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
+}
+
+// [supported, channel_chunk, num_tasks, tiles_h, tiles_w, reduced_elements, shared_bytes, x_vectorized] for
+// a contiguous input in the given layout at a 16-byte aligned address.
+std::vector<int64_t> fused_plan(const std::vector<int64_t>& shape, int64_t batch, int64_t height, int64_t width,
+                                int64_t element_bytes, bool channels_last, int64_t sm_count,
+                                int64_t shared_memory_limit) {
+  InceptionParams p{};
+  p.shape = shape_from_list(shape);
+  p.layout = packed_layout(p.shape);
+  p.batch = batch, p.height = height, p.width = width;
+  const int64_t c = p.shape.in_channels;
+  const int64_t strides[4] = {c * height * width, channels_last ? 1 : height * width,
+                              channels_last ? width * c : width, channels_last ? c : 1};
+  std::copy(strides, strides + 4, p.x_stride);
+  alignas(16) static const unsigned char aligned[16] = {};
+  p.x = aligned;
+  p.packed = aligned;
+  const bool ok = plan_fused_launch(p, int(element_bytes), int(sm_count), size_t(shared_memory_limit), nullptr);
+  return {ok, p.channel_chunk, p.num_tasks, p.tiles_h, p.tiles_w, p.reduced_elements,
+          int64_t(fused_shared_bytes(p.shape, int(element_bytes))), p.x_vectorized};
+}
+
+MathMode parse_mode(const std::string& mode) {
+  if (mode == "f16") return MathMode::kF16;
+  if (mode == "bf16") return MathMode::kBF16;
+  if (mode == "tf32") return MathMode::kTF32;
+  if (mode == "f32") return MathMode::kF32;
+  TORCH_CHECK(false, "fused_inception: math mode must be f16, bf16, tf32 or f32, got ", mode);
+}
+
+// Runs the emulated kernel on parameters whose pointers address CPU memory (racecheck orders apply).
+void simt_launch_params(const at::Tensor& params, const std::string& mode) {
+  TORCH_CHECK(params.device().is_cpu() && params.scalar_type() == at::kByte && params.is_contiguous() &&
+                  params.numel() == int64_t(sizeof(InceptionParams)),
+              "fused_inception::_simt_launch_params: params must be ", sizeof(InceptionParams), " CPU bytes");
+  InceptionParams p;
+  std::memcpy(&p, params.data_ptr(), sizeof(p));
+  const MathMode math = parse_mode(mode);
+  const size_t element = math == MathMode::kF16 || math == MathMode::kBF16 ? 2 : 4;
+  int64_t extent = 1;  // elements the output spans through its strides
+  const int64_t sizes[4] = {p.batch, p.shape.out_channels(), p.height, p.width};
+  for (int d = 0; d < 4; ++d) extent += (sizes[d] - 1) * p.out_stride[d];
+  simt::run_checked([&](const simt::LaunchOptions& options) { emu::inception::forward(math, p, options); },
+                    {{p.out, size_t(extent) * element}});
+}
+
 TORCH_LIBRARY_FRAGMENT(fused_inception, m) {
   m.def("_set_backend(str device, str backend) -> str", &set_backend);
   m.def("_get_backend(str device) -> str", &get_backend);
+  m.def("_fused_params_layout() -> int[]", &fused_params_layout);
+  m.def("_fused_plan(int[] shape, int batch, int height, int width, int element_bytes, bool channels_last, "
+        "int sm_count, int shared_memory_limit) -> int[]",
+        &fused_plan);
+  m.def("_simt_launch_params(Tensor params, str mode) -> ()", &simt_launch_params);
 }
 
 TORCH_LIBRARY_IMPL(fused_inception, CPU, m) { m.impl("inception_forward", &inception_forward_cpu); }

@@ -6,14 +6,24 @@
     torch.Size([1, 256, 28, 28])
 """
 
-from ._library import SUPPORTED_KERNEL_SIZES, build_info
-from .backends import cpu_backend, cuda_backend
-from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
-from .convert import ConversionError
-from .fuse import FuseReport, FuseResult, fuse
-from .models import GoogLeNet, Inception, googlenet, googlenet_loss
-from .modules import FusedInception
-from .ops import inception, pack_weights
+import importlib.util as _importlib_util
+
+if _importlib_util.find_spec("torch") is not None and _importlib_util.find_spec("fused_inception._C") is not None:
+    from ._library import SUPPORTED_KERNEL_SIZES, build_info
+    from .backends import cpu_backend, cuda_backend
+    from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
+    from .convert import ConversionError
+    from .fuse import FuseReport, FuseResult, fuse
+    from .models import GoogLeNet, Inception, googlenet, googlenet_loss
+    from .modules import FusedInception
+    from .ops import inception, pack_weights
+else:
+    # Installed without torch or without the compiled extension (FUSED_INCEPTION_EXTENSION=0): only the CuPy
+    # path, fused_inception.cupy, works. Say so when anything else is asked for.
+    def __getattr__(name):
+        raise ImportError(f"fused_inception.{name} needs torch and the compiled extension fused_inception._C, "
+                          "which this installation lacks (build it with pip install --no-build-isolation .); "
+                          "fused_inception.cupy works without them")
 
 __version__ = "0.1.0"
 

@@ -10,11 +10,10 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from . import _library  # noqa: F401  (registers the operators)
+from .launch import WEIGHT_NAMES
 
 __all__ = ["backend", "backend_name", "inception", "pack_weights", "reads_packed_weights", "WEIGHT_NAMES"]
 
-#: Parameter order of the ops' schemas, after x.
-WEIGHT_NAMES = ("w1", "b1", "w3r", "b3r", "w3", "b3", "w5r", "b5r", "w5", "b5", "wp", "bp")
 
 _forward_op = torch.ops.fused_inception.inception_forward.default
 _backward_op = torch.ops.fused_inception.inception_backward.default

@@ -1,0 +1,211 @@
+"""The CuPy path: the kernel source compiled at run time with NVRTC, launched from Python.
+
+Without a GPU (here, CI): every instantiation compiles with NVRTC from the headers the package ships, and the
+Python launch code (parameter bytes, plan, packing) is held against the C++ and run through the emulator.
+With a GPU and CuPy: CuPy results equal the extension's bit for bit and pass the numerics rule.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import MEMORY_FORMATS, make_block, make_input, op_params
+
+import fused_inception
+from fused_inception import kernel_source, launch
+from fused_inception.testing import assert_numerics, float64_copy, simt_orders
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_nvrtc = pytest.mark.skipif(importlib.util.find_spec("cuda") is None or
+                                 importlib.util.find_spec("cuda.bindings") is None,
+                                 reason="cuda-bindings (NVRTC's Python bindings) is not installed")
+needs_cupy_gpu = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("cupy") is None,
+                                    reason="needs a CUDA device and CuPy (the launch code is checked on CPU above, "
+                                           "through the emulator)")
+MODES = {"f16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32, "f32": torch.float32}
+
+
+def block_shape(block):
+    return launch.BlockShape(*block.block_args, *block.kernel_sizes)
+
+
+# ---- without a GPU ----------------------------------------------------------------------------------------
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+def test_every_instantiation_compiles_with_nvrtc(arch):
+    lowered = kernel_source.compile_with_nvrtc(arch)
+    assert set(lowered) == set(kernel_source.KERNEL_NAMES)
+    assert all(name.startswith("_ZN15fused_inception3gpu9inception16inception_kernel") for name in lowered.values())
+
+
+def test_packaged_headers_are_what_the_kernel_includes(tmp_path):
+    # build_py installs the headers the kernel reaches; the CuPy path reads them from there.
+    env = dict(os.environ, FUSED_INCEPTION_EXTENSION="0")
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)], cwd=REPO, env=env,
+                   check=True, capture_output=True)
+    include = tmp_path / "fused_inception" / "include"
+    for header in ("kernels/inception_kernel.h", "kernels/inception_params.h", "inception_shape.h", "simt/simt.h",
+                   "simt/integers.h"):
+        assert (include / header).read_text() == open(os.path.join(REPO, "csrc", header)).read()
+
+
+def test_params_layout_matches_cpp():
+    size, *offsets = torch.ops.fused_inception._fused_params_layout()
+    dtype = launch.PARAMS_DTYPE
+    assert dtype.itemsize == size
+    assert [dtype.fields[name][1] for name in dtype.names] == offsets
+
+
+@pytest.mark.parametrize("element_bytes", [2, 4])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_plan_matches_cpp(element_bytes, channels_last):
+    shapes = [c.block_args + (3, 5) for c in fused_inception.GOOGLENET_BLOCKS]
+    shapes += [(3, 1, 2, 3, 1, 2, 1, 5, 3), (19, 7, 5, 900, 3, 6, 4, 3, 3), (8, 8, 3000, 8, 8, 8, 8, 3, 5)]
+    for shape in shapes:
+        s = launch.BlockShape(*shape)
+        for batch, side in ((1, 7), (2, 28), (256, 14), (3, 1)):
+            expected = torch.ops.fused_inception._fused_plan(list(shape), batch, side, side + 1, element_bytes,
+                                                             channels_last, 132, 227 * 1024)
+            c = s.in_channels
+            strides = [c * side * (side + 1), 1, (side + 1) * c, c] if channels_last else \
+                [c * side * (side + 1), side * (side + 1), side + 1, 1]
+            try:
+                params, grid, smem = launch.build_params(
+                    s, x_ptr=4096, out_ptr=4096, packed_ptr=4096, batch=batch, height=side, width=side + 1,
+                    x_strides=strides, out_strides=strides, element_bytes=element_bytes, sm_count=132,
+                    shared_memory_limit=227 * 1024)
+            except launch.UnsupportedCase:
+                assert expected[0] == 0, (shape, batch)
+                continue
+            got = [1, int(params["channel_chunk"]), int(params["num_tasks"]), int(params["tiles_h"]),
+                   int(params["tiles_w"]), int(params["reduced_elements"]), smem, int(params["x_vectorized"])]
+            assert got == expected, (shape, batch, side)
+            assert grid == (batch * got[3] * got[4], got[2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_pack_matches_the_extension(dtype):
+    block = make_block((19, 7, 5, 9, 3, 6, 4), (3, 5), dtype=dtype)
+    weights = op_params(block)
+    expected = fused_inception.pack_weights(*weights)
+    # bfloat16 through int16 bits: NumPy has no bfloat16 without ml_dtypes.
+    as_numpy = [(w.view(torch.int16) if dtype == torch.bfloat16 else w).numpy() for w in weights]
+    packed, shape = launch.pack_weights(np, as_numpy)
+    assert shape == block_shape(block)
+    got = torch.from_numpy(packed)
+    assert torch.equal(got.view(torch.bfloat16) if dtype == torch.bfloat16 else got, expected)
+
+
+def test_block_shape_names_the_bad_weight():
+    weights = [w.numpy() for w in op_params(make_block((8, 4, 6, 8, 2, 4, 3)))]
+    weights[4] = np.zeros((8, 5, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"w3 must have 6 input channels"):
+        launch.block_shape(weights)
+    weights = [w.numpy() for w in op_params(make_block((8, 4, 6, 8, 2, 4, 3)))]
+    weights[11] = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match=r"bp must be 1-D with 3 elements"):
+        launch.block_shape(weights)
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
+@pytest.mark.parametrize("mode", MODES)
+def test_python_built_launch_runs_under_the_emulator(mode, memory_format):
+    """The CuPy path's parameters, built in Python, drive the kernel (emulated here) to the extension's bits."""
+    dtype = MODES[mode]
+    block = make_block((24, 7, 5, 9, 3, 6, 4), (3, 5), dtype=dtype)
+    x = make_input(2, 24, 9, 11, dtype=dtype, memory_format=memory_format)
+    weights = op_params(block)
+    packed = fused_inception.pack_weights(*weights)
+    out = torch.empty(2, block.out_channels, 9, 11, dtype=dtype).contiguous(memory_format=memory_format)
+    params, _, _ = launch.build_params(
+        block_shape(block), x_ptr=x.data_ptr(), out_ptr=out.data_ptr(), packed_ptr=packed.data_ptr(), batch=2,
+        height=9, width=11, x_strides=list(x.stride()), out_strides=list(out.stride()),
+        element_bytes=x.element_size(), sm_count=132, shared_memory_limit=227 * 1024)
+    with simt_orders("forward", "reverse"):
+        torch.ops.fused_inception._simt_launch_params(torch.from_numpy(params.reshape(1).view(np.uint8)), mode)
+        previous = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = mode == "tf32"
+        try:
+            with fused_inception.cpu_backend("fused"):
+                expected = fused_inception.inception(x, *weights, packed=packed)
+        finally:
+            torch.backends.cudnn.allow_tf32 = previous
+    assert torch.equal(out, expected)
+
+
+def test_the_cupy_path_needs_no_extension(tmp_path):
+    """Installed without the extension, fused_inception.launch and kernel_source import; torch names say why
+    they are missing."""
+    package = tmp_path / "fused_inception"
+    package.mkdir()
+    for name in ("__init__.py", "launch.py", "kernel_source.py"):
+        (package / name).write_text(open(os.path.join(REPO, "fused_inception", name)).read())
+    code = ("import fused_inception, fused_inception.launch, fused_inception.kernel_source\n"
+            "try:\n    fused_inception.FusedInception\nexcept ImportError as e:\n    print('ImportError:', e)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "needs torch and the compiled extension" in result.stdout
+    assert "fused_inception.cupy works without them" in result.stdout
+
+
+# ---- with a GPU and CuPy ----------------------------------------------------------------------------------
+
+@needs_cupy_gpu
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
+@pytest.mark.parametrize("mode", ["f16", "tf32", "f32"])
+def test_cupy_equals_the_extension(mode, memory_format):
+    import cupy
+
+    import fused_inception.cupy as fic
+
+    dtype = MODES[mode]
+    config = fused_inception.BLOCKS_BY_NAME["4d"]
+    block = make_block(config.block_args, device="cuda", dtype=dtype)
+    x = make_input(2, config.in_channels, 14, 14, "cuda", dtype, memory_format)
+    packed = fused_inception.pack_weights(*op_params(block))
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = mode == "tf32"
+    try:
+        expected = fused_inception.inception(x, *op_params(block), packed=packed)
+        out = fic.inception_forward(cupy.from_dlpack(x), cupy.from_dlpack(packed), block_shape(block),
+                                    allow_tf32=mode == "tf32")
+        cupy.cuda.get_current_stream().synchronize()
+        result = torch.from_dlpack(out)
+        with torch.no_grad():
+            unfused = block(x)
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+    assert torch.equal(result, expected)
+    assert result.is_contiguous(memory_format=memory_format)
+    assert_numerics(result, unfused, float64_copy(block)(x.double()).detach())
+
+
+@needs_cupy_gpu
+def test_cupy_block_with_torch_tensors_and_bfloat16():
+    import fused_inception.cupy as fic
+
+    block = make_block((64, 16, 24, 32, 8, 16, 16), (3, 3), device="cuda", dtype=torch.bfloat16)
+    cupy_block = fic.FusedInceptionCuPy.from_torch(block)
+    x = make_input(3, 64, 15, 9, "cuda", torch.bfloat16, torch.channels_last)
+    result = cupy_block(x)  # a torch tensor in, a torch tensor out (DLPack, no copies)
+    assert isinstance(result, torch.Tensor) and result.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert_numerics(result, block(x), float64_copy(block)(x.double()))
+
+
+@needs_cupy_gpu
+def test_cupy_errors_name_the_argument():
+    import cupy
+
+    import fused_inception.cupy as fic
+
+    block = make_block((8, 4, 6, 8, 2, 4, 3), device="cuda")
+    cupy_block = fic.FusedInceptionCuPy.from_torch(block)
+    with pytest.raises(ValueError, match=r"x must be \(N, 8, H, W\)"):
+        cupy_block(cupy.zeros((1, 7, 4, 4), cupy.float32))
+    with pytest.raises(TypeError, match="x must be float16, bfloat16 or float32"):
+        cupy_block(cupy.zeros((1, 8, 4, 4), cupy.float64))

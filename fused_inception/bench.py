@@ -22,10 +22,12 @@ import torch
 from . import benchrun, report
 from .benchcases import DTYPES, IMPLS, MEMORY_FORMATS, MODES, PROFILES, TARGETS, grid, select
 
-#: Guessed seconds for a case before one of its kind has run (the budget check needs a number). A
-#: torch.compile case includes Inductor's start-up and codegen; max-autotune benchmarks many kernels.
-FIRST_GUESS_S = {"compile": 45.0, "compile-max-autotune": 300.0}
-OTHER_FIRST_GUESS_S = 2.0
+#: Guessed seconds for a case before one of its kind (implementation family, block or heavy) has run: the
+#: budget check needs a number. A torch.compile case includes Inductor's start-up and codegen, the whole
+#: network has ~80 convolutions to compile, and max-autotune benchmarks many kernels per convolution.
+FIRST_GUESS_S = {("compile", False): 60.0, ("compile", True): 180.0,
+                 ("compile-max-autotune", False): 300.0, ("compile-max-autotune", True): 900.0,
+                 ("run", False): 2.0, ("run", True): 5.0}
 JSON_EVERY_S = 5.0
 
 
@@ -132,22 +134,17 @@ class Budget:
     @staticmethod
     def kind(case):
         heavy = case.mode == "training" or case.target == "network"
-        return case.impl if case.impl.startswith("compile") else ("heavy" if heavy else "block")
+        return (case.impl if case.impl.startswith("compile") else "run", heavy)
 
     def guess(self, case):
         past = self.durations.get(self.kind(case))
-        return sum(past) / len(past) if past else FIRST_GUESS_S.get(case.impl, OTHER_FIRST_GUESS_S)
+        return sum(past) / len(past) if past else FIRST_GUESS_S[self.kind(case)]
 
     def allows(self, case, now):
         return self.seconds is None or now - self.started + self.guess(case) <= self.seconds
 
     def record(self, case, seconds):
         self.durations.setdefault(self.kind(case), []).append(seconds)
-
-
-def _document(outcomes, env, ceilings, settings, profile, started, budget):
-    return benchrun.document(outcomes, env, ceilings, settings, profile,
-                             elapsed_s=round(time.monotonic() - started, 1), budget_s=budget)
 
 
 def _write_json(document, path):
@@ -164,7 +161,10 @@ def main(argv=None) -> int:
     if args.quick and args.profile not in (None, "quick"):
         parser.error(f"--quick is the quick profile; it cannot be combined with --profile {args.profile}")
     profile = "quick" if args.quick else args.profile or "default"
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        parser.error(f"--device {args.device}: not a device (cpu, cuda, cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device is available here")
     if device.type not in ("cpu", "cuda"):
@@ -182,10 +182,17 @@ def main(argv=None) -> int:
                                              check_numerics=not args.no_check, max_autotune=args.max_autotune)
     except ValueError as error:
         parser.error(str(error))
+    previous = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+    try:
+        return _run(cases, device, profile, settings, args, started)
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _run(cases, device, profile, settings, args, started) -> int:
     os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, "bench.json")
-
     env = benchrun.environment(device)
     print(f"bench: {len(cases)} {profile} case(s) on {device} ({env['device_name']}); torch {env['torch']}; "
           f"op: {env['fused_inception_backend']}", flush=True)
@@ -193,6 +200,10 @@ def main(argv=None) -> int:
     print("ceilings: matmul " + ", ".join(f"{label} {report.format_rate(rate, 'FLOP/s')}"
                                           for label, rate in ceilings.matmul_flops_per_s.items())
           + f"; copy {report.format_rate(ceilings.copy_bytes_per_s, 'B/s')}", flush=True)
+
+    def document():
+        return benchrun.document(outcomes, env, ceilings, settings, profile,
+                                 elapsed_s=round(time.monotonic() - started, 1), budget_s=args.budget)
 
     workbench = benchrun.Workbench(device, ceilings, settings)
     budget = Budget(args.budget, started)
@@ -212,13 +223,13 @@ def main(argv=None) -> int:
         progress.update(outcome, time.monotonic() - started)
         # Saved every few seconds too: a run killed by an outer time limit keeps what it measured.
         if "json" in args.formats and time.monotonic() - last_write > JSON_EVERY_S:
-            _write_json(_document(outcomes, env, ceilings, settings, profile, started, args.budget), json_path)
+            _write_json(document(), json_path)
             last_write = time.monotonic()
 
-    document = _document(outcomes, env, ceilings, settings, profile, started, args.budget)
+    final = document()
     if "json" in args.formats:
-        _write_json(document, json_path)
-    results = report.from_document(document, json_path)
+        _write_json(final, json_path)
+    results = report.from_document(final, json_path)
     written = ([json_path] if "json" in args.formats else []) + report.write(results, args.out, args.formats)
     print("\n" + report.markdown(results), flush=True)
     counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "skipped", "failed")}

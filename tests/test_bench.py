@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+import fused_inception
 import fused_inception.__main__ as cli
 from fused_inception import BLOCKS_BY_NAME, FusedInception, benchcases, benchrun, report, roofline
 from fused_inception.bench import Budget
@@ -145,6 +146,22 @@ def test_workbench_compile_case_compiles():
     assert outcome.extra_info["numerics_passed"] is True
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_workbench_on_cuda_graphs_events_and_peak_memory():
+    device = torch.device("cuda")
+    ceilings_cuda = roofline.measure_ceilings(device, {"bf16": torch.bfloat16}, matmul_size=2048,
+                                              copy_bytes=64 << 20, repeats=3)
+    bench = benchrun.Workbench(device, ceilings_cuda, benchrun.Settings.for_run("cuda", "default", rounds=5))
+    for impl in ("fused", "eager", "eager-cudagraph"):
+        result = bench.run(Case("3a", "inference", impl, 2, "bf16", "nhwc"))
+        assert result.status == "ok", result.error
+        assert len(result.samples) == 5 and result.extra_info["numerics_passed"] is True, impl
+    training = bench.run(Case("3a", "training", "fused", 2, "bf16", "nhwc"))
+    assert training.status == "ok", training.error
+    assert training.extra_info["peak_memory_bytes"] > 0
+
+
 def test_settings_validate_overrides():
     assert quick_settings().heavy_rounds <= 2
     with pytest.raises(ValueError, match="rounds must be >= 1"):
@@ -265,14 +282,16 @@ def test_report_rejects_what_is_not_a_result(tmp_path, capsys):
 
 
 def run_bench(*args):
-    return cli.main(["bench", *args])
+    return cli.main(["bench", "--device", "cpu", *args])
 
 
 def test_bench_writes_json_table_and_plots(tmp_path, capsys):
     out = tmp_path / "results"
+    cudnn_benchmark = torch.backends.cudnn.benchmark
     code = run_bench("--quick", "--targets", "5a,5b", "--batch", "1", "--impl", "fused,eager,eager-cudagraph",
                      "--out", str(out))
     assert code == 0
+    assert torch.backends.cudnn.benchmark == cudnn_benchmark  # turned on for the run only
     doc = json.loads((out / "bench.json").read_text())
     assert [b["name"] for b in doc["benchmarks"]] == [
         f"{t}-inference-fp32-nhwc-b1-{i}" for t in ("5a", "5b") for i in ("fused", "eager")]
@@ -301,7 +320,10 @@ def test_budget_guesses_from_past_cases_of_the_same_kind():
     budget = Budget(10.0, started=0.0)
     block = Case("3a", "inference", "fused", 1, "fp32", "nhwc")
     compiled = Case("3a", "inference", "compile", 1, "fp32", "nhwc")
-    assert budget.allows(block, now=7.0) and not budget.allows(compiled, now=0.0)  # compile's first guess: 45 s
+    network = Case("network", "inference", "compile", 1, "fp32", "nhwc")
+    assert budget.allows(block, now=7.0) and not budget.allows(compiled, now=0.0)  # compile's first guess: 60 s
+    budget.record(compiled, 5.0)
+    assert budget.allows(compiled, now=0.0) and not budget.allows(network, now=0.0)  # the network's is its own
     budget.record(block, 4.0)
     budget.record(block, 2.0)
     assert budget.guess(block) == 3.0 and budget.allows(block, now=7.0) and not budget.allows(block, now=7.5)
@@ -324,7 +346,6 @@ def test_bench_lists_the_selection(capsys):
     (["--profile", "full"], "--quick is the quick profile; it cannot be combined with --profile full"),
     (["--targets", "3a", "--dtype", "bf16", "--memory-format", "nchw"], "no case of the quick profile matches"),
     (["--rounds", "0"], "rounds must be >= 1"),
-    (["--device", "mps"], "only cpu and cuda are benchmarked"),
 ])
 def test_bench_rejects_bad_input(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -333,10 +354,20 @@ def test_bench_rejects_bad_input(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_bench_rejects_an_unknown_device(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--quick", "--device", "mps"])
+    assert exit_info.value.code == 2
+    assert "only cpu and cuda are benchmarked" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--quick", "--device", "gpu0"])
+    assert "--device gpu0: not a device" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_bench_refuses_cuda_without_a_device(capsys):
     with pytest.raises(SystemExit):
-        run_bench("--device", "cuda")
+        cli.main(["bench", "--device", "cuda"])
     assert "no CUDA device is available here" in capsys.readouterr().err
 
 
@@ -353,10 +384,13 @@ def test_cli_lists_the_commands(capsys):
 
 def test_pytest_benchmark_suite_writes_json_the_report_reads(tmp_path):
     path = tmp_path / "suite.json"
+    # Run outside the checkout, importing the fused_inception this process imports (installed or in place).
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fused_inception.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", os.path.join(REPO, "benchmarks"), "-q", "-p", "no:cacheprovider",
-         "--bench-profile", "quick", "-k", "5a-inference-fp32-nhwc-b1", f"--benchmark-json={path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+         "--bench-device", "cpu", "--bench-profile", "quick", "-k", "5a-inference-fp32-nhwc-b1",
+         f"--benchmark-json={path}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed, 1 skipped" in result.stdout
     results = report.load(str(path))

@@ -80,7 +80,9 @@ def build_parser():
     selection.add_argument("--max-autotune", action="store_true",
                            help="run the torch.compile max-autotune cases (minutes per shape; skipped otherwise)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up calls per case")
-    parser.add_argument("--rounds", type=int, default=None, help="timed calls per case (the median is reported)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed calls per case, the median is reported (network and training cases use at "
+                             "most their own default)")
     parser.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
                         help="start no case that would end past this many seconds after the start; those are "
                              "recorded as skipped")
@@ -211,7 +213,8 @@ def _run(cases, device, profile, settings, args, started) -> int:
     outcomes = []
     last_write = time.monotonic()
     for case in cases:
-        if budget.allows(case, time.monotonic()):
+        # A case that skips anyway (CUDA graphs on a CPU, max-autotune not asked for) keeps its own reason.
+        if budget.allows(case, time.monotonic()) or benchrun.skip_reason(case, device, settings):
             begin = time.monotonic()
             outcome = workbench.run(case)
             if outcome.status == "ok":

@@ -336,7 +336,8 @@ def section(env, ceilings, settings, profile, not_run, elapsed_s=None, budget_s=
     """Our part of the JSON document (key "fused_inception"): environment, ceilings, settings, and every
     case that did not produce a timing (skipped or failed) with its reason."""
     return {"schema": SCHEMA_VERSION, "environment": env, "ceilings": ceilings.as_dict(),
-            "settings": {**dataclasses.asdict(settings), "rotation": ROTATION, "baseline": BASELINE}, "profile": profile,
+            "settings": {**dataclasses.asdict(settings), "rotation": ROTATION, "baseline": BASELINE},
+            "profile": profile,
             "not_run": [{**o.case.as_dict(), "case": o.case.id, "status": o.status,
                          "reason": o.skip_reason or o.error} for o in not_run],
             "elapsed_s": elapsed_s, "budget_s": budget_s}
@@ -355,7 +356,7 @@ def document(outcomes, env, ceilings, settings, profile, elapsed_s=None, budget_
                             "project": "fused_inception"},
             "benchmarks": [benchmark_entry(o) for o in done],
             "datetime": env["date"], "version": _pytest_benchmark_version(),
-            "fused_inception": section(env, ceilings, settings, profile, [o for o in outcomes if o not in done],
+            "fused_inception": section(env, ceilings, settings, profile, [o for o in outcomes if o.status != "ok"],
                                        elapsed_s, budget_s)}
 
 

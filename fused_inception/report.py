@@ -120,7 +120,7 @@ def from_document(data, path: str = "<document>") -> Results:
 
 def format_seconds(seconds: float) -> str:
     if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
+        return f"{seconds * 1e6:.3g} µs"
     if seconds < 1:
         return f"{seconds * 1e3:.3g} ms"
     return f"{seconds:.3g} s"
@@ -197,8 +197,10 @@ def _header(results):
     title = f"GPU: {env.get('device_name')}" if device.startswith("cuda") else f"CPU: {env.get('device_name')}"
     lines = [f"# fused_inception benchmarks — {title}", ""]
     if env:
+        commit = str(env.get("commit"))
+        commit = f"`{commit[:12]}`" + (" with uncommitted changes" if commit.endswith("+dirty") else "")
         lines.append(f"torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, Python "
-                     f"{env.get('python')}; commit `{str(env.get('commit'))[:12]}`; {env.get('date')}; profile "
+                     f"{env.get('python')}; commit {commit}; {env.get('date')}; profile "
                      f"`{results.meta.get('profile')}`; {env.get('cpu_threads')} CPU threads.")
         lines.append(f"The op's implementation here: {env.get('fused_inception_backend')}.")
     if ceilings:
@@ -384,14 +386,14 @@ def plot_roofline(results: Results, path: str) -> bool:
 
 def _plain_formatter(suffix="", minor=False):
     """Log-axis labels as plain numbers (0.5, 2, 300) instead of powers of ten; minor ticks labelled only at
-    2 and 5 times a power of ten, so a short axis still has labels and a long one is not crowded."""
+    2, 3 and 5 times a power of ten, so a short axis still has labels and a long one is not crowded."""
     from matplotlib.ticker import FuncFormatter
 
     def label(value, _):
         if value <= 0:
             return ""
         leading = round(value / 10 ** math.floor(math.log10(value)), 6)
-        if minor and leading not in (2, 5):
+        if minor and leading not in (2, 3, 5):
             return ""
         return f"{value:g}{suffix}"
 

@@ -155,17 +155,18 @@ def _gemm_rate(device, dtype, n, repeats) -> float:
     # The same GEMM as a 1x1 convolution: n output channels, n input channels, n pixels (32 x n/32), NHWC.
     x = torch.randn(1, n, 32, n // 32, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
     w = b.view(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
-    conv = measure(lambda i: torch.nn.functional.conv2d(x, w), device, warmup=2, repeats=repeats).median
+    conv = measure(lambda i: torch.nn.functional.conv2d(x, w), device, warmup=2, repeats=repeats).minimum
     # A first torch.mm call far slower than the convolution cannot win: skip its repeats (CPU fp16 takes
     # seconds per call there).
-    first = measure(lambda i: torch.mm(a, b), device, warmup=0, repeats=1).median
-    mm = first if first > 4 * conv else measure(lambda i: torch.mm(a, b), device, warmup=1, repeats=repeats).median
+    first = measure(lambda i: torch.mm(a, b), device, warmup=0, repeats=1).minimum
+    mm = first if first > 4 * conv else measure(lambda i: torch.mm(a, b), device, warmup=1, repeats=repeats).minimum
     return 2 * n ** 3 / min(conv, mm)
 
 
 def measure_ceilings(device, dtypes: dict, *, matmul_size: int | None = None, copy_bytes: int | None = None,
                      repeats: int | None = None) -> Ceilings:
-    """Times a square GEMM per dtype (label -> torch dtype) and a large copy on `device`; medians.
+    """Times a square GEMM per dtype (label -> torch dtype) and a large copy on `device`. A ceiling is the
+    best the device did, so each rate comes from the fastest repeat (noise only ever slows a run down).
 
     Sizes default to what fills the device: 8192^3 GEMMs and a 1 GiB copy on CUDA (far past L2), 1024^3 and
     256 MiB on the CPU (past its last-level cache). Operands are random: zeros can run faster than real data.
@@ -186,6 +187,6 @@ def measure_ceilings(device, dtypes: dict, *, matmul_size: int | None = None, co
         torch.backends.cuda.matmul.allow_tf32 = previous_tf32
     src = torch.randn(nbytes // 4, device=device)
     dst = torch.empty_like(src)
-    seconds = measure(lambda i: dst.copy_(src), device, warmup=2, repeats=repeats).median
+    seconds = measure(lambda i: dst.copy_(src), device, warmup=2, repeats=repeats).minimum
     copy_rate = 2 * src.numel() * src.element_size() / seconds  # read + write
     return Ceilings(str(device), rates, copy_rate, n, nbytes, tf32)

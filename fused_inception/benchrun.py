@@ -42,7 +42,7 @@ class Settings:
         if device_type == "cuda":
             base = cls(warmup=10, rounds=50, heavy_rounds=25)
         elif profile == "quick":
-            base = cls(warmup=2, rounds=3, heavy_rounds=2)
+            base = cls(warmup=2, rounds=5, heavy_rounds=3)
         else:
             base = cls(warmup=3, rounds=10, heavy_rounds=5)
         values = {**dataclasses.asdict(base), **{k: v for k, v in overrides.items() if v is not None}}

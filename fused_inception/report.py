@@ -346,8 +346,7 @@ def plot_roofline(results: Results, path: str) -> bool:
                          label=IMPL_LABELS[impl])
     left.set_xscale("log")
     left.set_yscale("log")
-    left.yaxis.set_major_formatter(_plain_formatter())
-    left.yaxis.set_minor_formatter(_plain_formatter(minor=True))
+    _plain_log_labels(left.yaxis)
     left.set_xlabel("arithmetic intensity (FLOPs / minimum bytes)")
     left.set_ylabel(f"achieved {prefix}FLOP/s")
     left.set_title("Roofline (marker size grows with batch)", fontsize=10)
@@ -371,8 +370,7 @@ def plot_roofline(results: Results, path: str) -> bool:
     right.set_xscale("log", base=2)
     right.set_xticks(all_batches, [str(b) for b in all_batches])
     right.set_yscale("log")
-    right.yaxis.set_major_formatter(_plain_formatter(suffix="%"))
-    right.yaxis.set_minor_formatter(_plain_formatter(suffix="%", minor=True))
+    _plain_log_labels(right.yaxis, suffix="%")
     right.set_xlabel("batch size")
     right.set_ylabel("% of the roofline floor reached")
     right.set_title("Blocks: median over the nine (band: min to max)", fontsize=10)
@@ -384,20 +382,23 @@ def plot_roofline(results: Results, path: str) -> bool:
     return True
 
 
-def _plain_formatter(suffix="", minor=False):
-    """Log-axis labels as plain numbers (0.5, 2, 300) instead of powers of ten; minor ticks labelled only at
-    2, 3 and 5 times a power of ten, so a short axis still has labels and a long one is not crowded."""
+def _plain_log_labels(axis, suffix=""):
+    """Log-axis labels as plain numbers (0.5, 2, 300) instead of powers of ten. Minor ticks are labelled as
+    the axis needs: all of them within one decade, 2x, 3x and 5x within two, none beyond (crowded)."""
     from matplotlib.ticker import FuncFormatter
 
-    def label(value, _):
+    def label(value, _, minor):
         if value <= 0:
             return ""
+        low, high = axis.get_view_interval()
+        decades = math.log10(high / low) if low > 0 else math.inf
         leading = round(value / 10 ** math.floor(math.log10(value)), 6)
-        if minor and leading not in (2, 3, 5):
+        if minor and (decades > 2 or (decades > 1 and leading not in (2, 3, 5))):
             return ""
         return f"{value:g}{suffix}"
 
-    return FuncFormatter(label)
+    axis.set_major_formatter(FuncFormatter(lambda value, pos: label(value, pos, minor=False)))
+    axis.set_minor_formatter(FuncFormatter(lambda value, pos: label(value, pos, minor=True)))
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

@@ -233,11 +233,14 @@ def _run(cases, device, profile, settings, args, started) -> int:
     if "json" in args.formats:
         _write_json(final, json_path)
     results = report.from_document(final, json_path)
-    written = ([json_path] if "json" in args.formats else []) + report.write(results, args.out, args.formats)
+    written, problems = report.write(results, args.out, args.formats)
+    written = ([json_path] if "json" in args.formats else []) + written
     print("\n" + report.markdown(results), flush=True)
+    for problem in problems:
+        print(f"bench: {problem}", flush=True)
     counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "skipped", "failed")}
     broken = [r.case for r in results.records if r.info.get("numerics_passed") is False]
     print(f"bench: {counts['ok']} measured, {counts['skipped']} skipped, {counts['failed']} failed, "
           f"{len(broken)} numerics failure(s) in {time.monotonic() - started:.0f} s; wrote {', '.join(written)}",
           flush=True)
-    return 1 if counts["failed"] or broken else 0
+    return 1 if counts["failed"] or broken or problems else 0

@@ -413,10 +413,11 @@ def parse_formats(text: str) -> tuple:
     return names
 
 
-def write(results: Results, out_dir: str, formats=("md", "png")) -> list:
-    """Writes the markdown table and the plots (as `formats` ask) into out_dir; returns the paths written."""
+def write(results: Results, out_dir: str, formats=("md", "png")):
+    """Writes the markdown table and the plots (as `formats` ask) into out_dir. Returns (paths written,
+    problems): a plot that cannot be drawn is a problem, named with its cause, not a lost table."""
     os.makedirs(out_dir, exist_ok=True)
-    written = []
+    written, problems = [], []
     if "md" in formats:
         path = os.path.join(out_dir, MARKDOWN_NAME)
         with open(path, "w") as handle:
@@ -425,9 +426,15 @@ def write(results: Results, out_dir: str, formats=("md", "png")) -> list:
     if "png" in formats:
         for name, plot in ((SPEEDUP_PNG, plot_speedup), (ROOFLINE_PNG, plot_roofline)):
             path = os.path.join(out_dir, name)
-            if plot(results, path):
-                written.append(path)
-    return written
+            try:
+                if plot(results, path):
+                    written.append(path)
+            except ImportError as error:
+                problems.append(f"{name} not drawn: the plots need matplotlib (pip install "
+                                f"'fused_inception[bench]'): {error}")
+            except Exception as error:  # noqa: BLE001 - the table and the other plot still get written
+                problems.append(f"{name} not drawn: {type(error).__name__}: {error}")
+    return written, problems
 
 
 def main(argv=None) -> int:
@@ -446,7 +453,9 @@ def main(argv=None) -> int:
         print(f"report: {error}", file=sys.stderr)
         return 2
     out_dir = args.out or os.path.dirname(os.path.abspath(args.json))
-    written = write(results, out_dir, args.formats)
+    written, problems = write(results, out_dir, args.formats)
     print(markdown(results))
     print("wrote " + ", ".join(written) if written else "nothing to write", file=sys.stderr)
-    return 0
+    for problem in problems:
+        print(f"report: {problem}", file=sys.stderr)
+    return 1 if problems else 0

@@ -61,13 +61,15 @@ def benchmark_summary(out):
         results = report.load(path)
         missing = [name for name in (report.SPEEDUP_PNG, report.ROOFLINE_PNG)
                    if not os.path.exists(os.path.join(out, name))]
+        problems = []
         if missing:  # the bench step was killed after its last save of bench.json
-            report.write(results, out, formats=("png",))
+            problems = report.write(results, out, formats=("png",))[1]
     except Exception as error:  # the summary must still be written
         return None, [f"bench.json could not be rendered: {type(error).__name__}: {error}"]
     counts = {"measured": len(results.records), "not_run": len(results.not_run)}
     # One heading level down: the benchmark report is a section of the device-check summary.
-    return counts, ["#" + line if line.startswith("#") else line for line in report.markdown(results).splitlines()]
+    lines = ["#" + line if line.startswith("#") else line for line in report.markdown(results).splitlines()]
+    return counts, lines + [f"- {problem}" for problem in problems]
 
 
 def main(out):

@@ -261,6 +261,20 @@ def test_report_command_reproduces_the_table_and_draws_the_plots(tmp_path, capsy
         assert width > 600 and height > 300 and (out / name).stat().st_size > 10_000
 
 
+def test_report_says_which_plot_failed_and_keeps_the_rest(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(hand_document()))
+
+    def broken(results, path):
+        raise ValueError("no axes today")
+
+    monkeypatch.setattr(report, "plot_roofline", broken)
+    assert report.main([str(path)]) == 1
+    assert "report: roofline.png not drawn: ValueError: no axes today" in capsys.readouterr().err
+    assert (tmp_path / "bench.md").exists() and png_size(tmp_path / "speedup.png")[0] > 600
+    assert not (tmp_path / "roofline.png").exists()
+
+
 def test_report_rejects_what_is_not_a_result(tmp_path, capsys):
     cases = {"missing.json": None, "broken.json": "{", "list.json": "[]",
              "foreign.json": json.dumps({"benchmarks": [{"name": "x", "extra_info": {}, "stats": {"median": 1}}]}),

@@ -19,7 +19,7 @@ from ._library import build_info
 from .benchcases import BASELINE, DTYPES, MEMORY_FORMATS, NETWORK, Case
 from .configs import BLOCKS_BY_NAME
 from .testing import check_numerics, float64_copy
-from .timing import measure, peak_memory, synchronize, time_first_call
+from .timing import measure, peak_memory, time_first_call
 
 #: Input sets each case cycles through, so caches do not flatter repeated calls on one buffer.
 ROTATION = 3
@@ -221,9 +221,12 @@ class Workbench:
             return self._run(case)
         except Exception as error:  # one broken case must not lose the others' results
             self._workload = None
+            if self.device.type == "cuda":
+                try:
+                    torch.cuda.empty_cache()  # after an out-of-memory error the next case needs the room
+                except RuntimeError:
+                    pass  # a sticky device error: the next cases will report it themselves
             return Outcome(case, error=f"{type(error).__name__}: {error}")
-        finally:
-            synchronize(self.device)
 
     def _run(self, case: Case) -> Outcome:
         if self._workload is None or self._workload.case.workload != case.workload:
@@ -272,6 +275,9 @@ def environment(device) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(device))) if cuda else None,
+        "multiprocessors": torch.cuda.get_device_properties(device).multi_processor_count if cuda else None,
+        "device_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / 2 ** 30, 1)
+        if cuda else None,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,

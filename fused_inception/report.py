@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from . import roofline
-from .benchcases import BASELINE, DTYPES, IMPLS, MEMORY_FORMATS, TARGETS
+from .benchcases import BASELINE, DTYPES, IMPLS, TARGETS
 
 FORMATS = ("json", "md", "png")
 MARKDOWN_NAME = "bench.md"
@@ -63,7 +63,6 @@ class Record:
 class Results:
     records: list
     meta: dict  # the "fused_inception" section: environment, ceilings, settings, cases not run
-    source: str
 
     def __post_init__(self):
         self._baselines = {r.workload: r for r in self.records if r.impl == BASELINE}
@@ -112,7 +111,7 @@ def from_document(data, path: str = "<document>") -> Results:
     meta = data.get("fused_inception") or {}
     if not records and not meta.get("not_run"):
         raise ReportError(f"{path}: no fused_inception benchmark in it (entries need extra_info['case'])")
-    return Results(records, meta, path)
+    return Results(records, meta)
 
 
 # ---------------------------------------------------------------------------------------------- markdown

@@ -1,19 +1,27 @@
-"""Command line: `python -m fused_inception demo` (also installed as `fused-inception`)."""
+"""Command line: `python -m fused_inception COMMAND` (also installed as `fused-inception`)."""
 
+import importlib
 import sys
+
+#: command -> (module that implements it, one-line description)
+COMMANDS = {
+    "demo": ("demo", "fuse the reference and torchvision GoogLeNets, check and time them against unfused PyTorch"),
+    "bench": ("bench", "benchmark fused vs eager, CUDA graph and torch.compile; JSON, table and plots"),
+    "report": ("report", "turn a saved benchmark JSON into the markdown table and plots"),
+}
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"demo": "fuse the reference and torchvision GoogLeNets, check and time them against unfused PyTorch"}
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: python -m fused_inception COMMAND [options]\n\ncommands:")
-        for name, text in commands.items():
+        for name, (_, text) in COMMANDS.items():
             print(f"  {name:<8} {text}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    from . import demo
-
-    return demo.main(argv[1:])
+    module = importlib.import_module(f".{COMMANDS[argv[0]][0]}", __package__)
+    return module.main(argv[1:])
 
 
 if __name__ == "__main__":

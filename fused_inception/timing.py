@@ -55,3 +55,26 @@ def measure(fn, device, *, warmup: int = 3, repeats: int = 20, calls_per_sample:
                 call += 1
             timing.samples.append((time.perf_counter() - begin) / calls_per_sample)
     return timing
+
+
+def peak_memory(fn, device) -> int | None:
+    """Bytes the caching allocator's peak rises above what was allocated before one fn() call, on CUDA: the
+    activations, gradients and workspaces that call needs. None on other devices (no allocator statistics)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def time_first_call(fn, device) -> float:
+    """Host seconds of one fn() call until the device is idle: a first call's compile, capture or autotuning."""
+    synchronize(device)
+    begin = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - begin

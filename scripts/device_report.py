@@ -1,6 +1,10 @@
-"""Turns a device-check output folder into results.json and summary.md, and prints the short table.
+"""Turns a device-check output folder into results.json and summary.md, and prints the short summary.
 
     python scripts/device_report.py OUT_DIR
+
+Benchmarks: bench.json (written by `python -m fused_inception bench`) is rendered into summary.md by
+fused_inception.report, the same code as `python -m fused_inception report`; the plots are drawn here too
+when the bench step was cut short before drawing them.
 """
 
 import datetime
@@ -35,7 +39,7 @@ def read_steps():
 
 
 def read_tests(out):
-    path = os.path.join(out, "tests.xml")
+    path = os.environ.get("JUNIT_XML") or os.path.join(out, "tests.xml")
     if not os.path.exists(path):
         return None
     root = ElementTree.parse(path).getroot()
@@ -46,34 +50,32 @@ def read_tests(out):
     return counts
 
 
-def read_benchmarks(out):
+def benchmark_summary(out):
+    """({measured, not_run} or None, markdown lines) for bench.json in `out`."""
     path = os.path.join(out, "bench.json")
     if not os.path.exists(path):
-        return []
-    rows = []
-    for bench in json.load(open(path))["benchmarks"]:
-        info = bench.get("extra_info", {})
-        rows.append({"name": bench["name"], **info, "median_s": bench["stats"]["median"],
-                     "min_s": bench["stats"]["min"], "rounds": bench["stats"]["rounds"]})
-    return rows
+        return None, ["No benchmark results: bench.json is missing (see the benchmarks section of check.log)."]
+    try:
+        from fused_inception import report
 
-
-def speedup_table(rows):
-    by_case = {}
-    for row in rows:
-        if "block" in row:
-            by_case.setdefault((row["block"], row["batch"]), {})[row["impl"]] = row["median_s"]
-    lines = ["| block | batch | fused ms | unfused ms | speedup |", "|---|---|---|---|---|"]
-    for (block, batch), times in sorted(by_case.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        if "fused" in times and "unfused" in times:
-            lines.append(f"| {block} | {batch} | {times['fused'] * 1e3:.3f} | {times['unfused'] * 1e3:.3f} | "
-                         f"{times['unfused'] / times['fused']:.2f}x |")
-    return lines
+        results = report.load(path)
+        missing = [name for name in (report.SPEEDUP_PNG, report.ROOFLINE_PNG)
+                   if not os.path.exists(os.path.join(out, name))]
+        problems = []
+        if missing:  # the bench step was killed after its last save of bench.json
+            problems = report.write(results, out, formats=("png",))[1]
+    except Exception as error:  # the summary must still be written
+        return None, [f"bench.json could not be rendered: {type(error).__name__}: {error}"]
+    counts = {"measured": len(results.records), "not_run": len(results.not_run)}
+    # One heading level down: the benchmark report is a section of the device-check summary.
+    lines = ["#" + line if line.startswith("#") else line for line in report.markdown(results).splitlines()]
+    return counts, lines + [f"- {problem}" for problem in problems]
 
 
 def main(out):
+    bench_counts, bench_lines = benchmark_summary(out)
     results = {"environment": environment(), "steps": read_steps(), "tests": read_tests(out),
-               "benchmarks": read_benchmarks(out)}
+               "benchmarks": bench_counts}
     json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
     env, tests = results["environment"], results["tests"]
     lines = [f"# Device check {env['date']}: {env.get('gpu')} (torch {env.get('torch')}, CUDA {env.get('cuda')}, "
@@ -84,7 +86,7 @@ def main(out):
         lines += ["", f"tests: {tests['tests']} run, {tests['failures']} failed, {tests['errors']} errors, "
                       f"{tests['skipped']} skipped"]
         lines += [f"- FAILED {name}" for name in tests["failed_cases"][:20]]
-    lines += ["", "Forward, median of the benchmark rounds:", ""] + speedup_table(results["benchmarks"])
+    lines += [""] + bench_lines
     summary = "\n".join(lines) + "\n"
     open(os.path.join(out, "summary.md"), "w").write(summary)
     print(summary)

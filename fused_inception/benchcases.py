@@ -18,8 +18,9 @@ TARGETS = BLOCKS + (NETWORK,)
 MODES = ("inference", "training")
 #: fused: this project's op / FusedInception. eager: the unfused reference modules (cuDNN on CUDA).
 #: eager-cudagraph: eager replayed from a captured CUDA graph (no launch overhead). compile*: torch.compile
-#: of the eager modules (Inductor), default mode and max-autotune.
-IMPLS = ("fused", "eager", "eager-cudagraph", "compile", "compile-max-autotune")
+#: of the eager modules (Inductor), default mode and max-autotune. cupy: the same kernel through
+#: fused_inception.cupy (NVRTC; its first call, timed apart, is the compile).
+IMPLS = ("fused", "eager", "eager-cudagraph", "compile", "compile-max-autotune", "cupy")
 TRAINING_IMPLS = ("fused", "eager")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MEMORY_FORMATS = {"nhwc": torch.channels_last, "nchw": torch.contiguous_format}
@@ -99,6 +100,8 @@ def _gpu_default():
         + product(TARGETS, inference, [32, 256], ["fp16", "fp32"], ["nhwc"], ["fused", "eager"])
         + product(TARGETS, inference, [32, 256], ["bf16"], ["nchw"], ["fused", "eager"])
         + product([NETWORK], inference, [32], ["bf16"], ["nhwc"], ["eager", "compile"])
+        # The CuPy path: its compile (first call) and cached calls, beside the extension.
+        + product(["3a", "5b"], inference, [1, 32], ["bf16"], ["nhwc"], ["fused", "cupy"])
         # max-autotune compiles for minutes per shape: skipped unless asked for (--max-autotune).
         + product(["3a", "4e"], inference, [32], ["bf16"], ["nhwc"], ["eager", "compile-max-autotune"])
     )

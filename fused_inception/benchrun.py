@@ -6,6 +6,7 @@ Used by both the pytest-benchmark suite (benchmarks/) and `python -m fused_incep
 
 import dataclasses
 import datetime
+import importlib.util
 import os
 import platform
 import statistics
@@ -81,6 +82,13 @@ def skip_reason(case: Case, device: torch.device, settings: Settings) -> str | N
         return "bf16 needs a GPU of compute capability 8.0 or newer"
     if case.impl.startswith("compile") and not torch._dynamo.is_dynamo_supported():
         return "torch.compile is not supported on this Python/platform"
+    if case.impl == "cupy":
+        if device.type != "cuda":
+            return "the CuPy path runs on a CUDA device"
+        if case.target == NETWORK:
+            return "the CuPy path runs single blocks"
+        if importlib.util.find_spec("cupy") is None:
+            return "CuPy is not installed"
     return None
 
 
@@ -136,6 +144,10 @@ def _implementation(case: Case, workload: _Workload) -> torch.nn.Module:
         if not report.replaced:
             raise RuntimeError(f"fuse() replaced no block of the {case.target} workload: {report}")
         return fused
+    if case.impl == "cupy":
+        from .cupy import FusedInceptionCuPy
+
+        return FusedInceptionCuPy.from_torch(module)  # takes and returns torch tensors (DLPack)
     if case.impl.startswith("compile"):
         # A fresh Dynamo cache per case: every workload compiles Inception.forward again, and past the
         # recompile limit Dynamo would silently fall back to eager.

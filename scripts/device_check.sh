@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The one script a session with a GPU runs first: build, the whole test suite on the GPU, one CUDA test under
-# compute-sanitizer (memcheck), the benchmarks. Budget: under 8 minutes (build ~1.5, tests ~2-3, sanitizer
-# ~1, benchmarks at most 3: `bench --budget 150` starts no case that would end past 150 s, and the step is
-# killed at 180 s; bench.json is saved every few seconds, so a killed run keeps what it measured).
+# The one script a session with a GPU runs first: build, the whole test suite on the GPU, CUDA tests under
+# compute-sanitizer (memcheck; racecheck of the fused kernel), the benchmarks. Budget: under 8 minutes
+# (build ~1, tests ~2-3, sanitizers ~1.5, benchmarks at most 3: `bench --budget 150` starts no case that
+# would end past 150 s, and the step is killed at 180 s; bench.json is saved every few seconds, so a killed
+# run keeps what it measured).
 #
 # $OUT receives 7 files (the device returns at most 8): build.log; check.log (tests, sanitizer and benchmark
 # output, one section each); bench.json (pytest-benchmark layout: every timing, GPU, versions, commit, date,
@@ -44,13 +45,19 @@ step() {
 
 step build 240 "$OUT/build.log" "$python" -m pip install -v --no-build-isolation --no-deps . || {
   "$python" "$repo/scripts/device_report.py" "$OUT"; exit 1; }
-# Run from outside the source tree so the installed package (with its compiled _C) is imported.
+# Run from outside the source tree so the installed package (with its compiled _C) is imported. pytest-xdist
+# (in the device image) spreads the emulated CPU cases over the cores; the GPU cases share the one GPU.
 cd /tmp
-step tests 240 "$OUT/check.log" "$python" -m pytest "$repo/tests" -q -p no:cacheprovider \
+parallel=()
+"$python" -c "import xdist" 2>/dev/null && parallel=(-n 8)
+step tests 240 "$OUT/check.log" "$python" -m pytest "$repo/tests" -q -p no:cacheprovider "${parallel[@]}" \
   --junitxml="$JUNIT_XML" -o junit_family=xunit2
-step sanitizer 150 "$OUT/check.log" compute-sanitizer --tool memcheck --error-exitcode 1 \
-  "$python" -m pytest "$repo/tests/test_forward.py" "$repo/tests/test_simt.py" -q -p no:cacheprovider \
-  -k "cuda and ((3a and bf16 and nhwc) or gemm)"
+# compute-sanitizer on a program that runs only our kernels (scripts/sanitize_fused.py: the fused kernel in
+# every math mode and layout, the emulator's test GEMM): memcheck, then racecheck (shared-memory hazards).
+step memcheck 120 "$OUT/check.log" compute-sanitizer --tool memcheck --error-exitcode 1 \
+  "$python" "$repo/scripts/sanitize_fused.py"
+step racecheck 150 "$OUT/check.log" compute-sanitizer --tool racecheck --error-exitcode 1 \
+  "$python" "$repo/scripts/sanitize_fused.py"
 # The table goes into summary.md (device_report.py), so bench writes no bench.md here. The budget stops new
 # cases; the step's limit (30 s more) covers the case in flight, the report and the plots.
 bench_budget=${BENCH_BUDGET:-150}

@@ -145,9 +145,14 @@ def test_the_cupy_path_needs_no_extension(tmp_path):
     package.mkdir()
     for name in ("__init__.py", "launch.py", "kernel_source.py"):
         (package / name).write_text(open(os.path.join(REPO, "fused_inception", name)).read())
-    code = ("import fused_inception, fused_inception.launch, fused_inception.kernel_source\n"
+    # An editable install's finder would resolve the real package (and its _C) past this copy: drop it.
+    code = ("import sys\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n"
+            "import fused_inception, fused_inception.launch, fused_inception.kernel_source\n"
+            "print('imported', fused_inception.__file__)\n"
             "try:\n    fused_inception.FusedInception\nexcept ImportError as e:\n    print('ImportError:', e)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert f"imported {package / '__init__.py'}" in result.stdout  # this copy, not an installed package
     assert "needs torch and the compiled extension" in result.stdout
     assert "fused_inception.cupy works without them" in result.stdout
 

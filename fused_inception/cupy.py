@@ -69,8 +69,9 @@ def inception_forward(x, packed, shape: BlockShape, *, allow_tf32=True):
     if _is_torch(x):
         import torch
 
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream)
-        with stream:
+        # torch's stream on x's device: CuPy's work stays ordered with torch's.
+        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream, x.device.index)
+        with cupy.cuda.Device(x.device.index), stream:
             out = inception_forward(cupy.from_dlpack(x.detach()), cupy.from_dlpack(packed), shape,
                                     allow_tf32=allow_tf32)
         return torch.from_dlpack(out)
@@ -103,10 +104,21 @@ def inception_forward(x, packed, shape: BlockShape, *, allow_tf32=True):
             element_bytes=item, sm_count=attributes["MultiProcessorCount"],
             shared_memory_limit=attributes["MaxSharedMemoryPerBlockOptin"])
         kernel = compile_kernels().get_function(kernel_source.KERNEL_NAMES[mode])
-        if smem > 48 * 1024:
-            kernel.max_dynamic_shared_size_bytes = smem
-        kernel(grid, (launch.THREADS,), (params[()],), shared_mem=smem)
+        _allow_shared_memory(kernel, mode, x.device.id, smem)
+        # A size-1 array goes by value, byte for byte (a numpy.void scalar is not a kernel argument).
+        kernel(grid, (launch.THREADS,), (params.reshape(1),), shared_mem=smem)
     return out
+
+
+_shared_allowed = {}  # (mode, device id) -> dynamic shared memory allowed
+
+
+def _allow_shared_memory(kernel, mode, device_id, smem):
+    """Raises the kernel's dynamic shared-memory limit past 48 KB as needed; never lowers it."""
+    key = (mode, device_id)
+    if smem > 48 * 1024 and smem > _shared_allowed.get(key, 0):
+        kernel.max_dynamic_shared_size_bytes = smem
+        _shared_allowed[key] = smem
 
 
 class FusedInceptionCuPy:

@@ -32,7 +32,7 @@ PARAMS_DTYPE = np.dtype([
     ("shape", "<i8", (len(SHAPE_FIELDS),)), ("layout", "<i8", (len(LAYOUT_FIELDS),)),
     ("tiles_h", "<i4"), ("tiles_w", "<i4"), ("x_vectorized", "<i4"), ("reduced_elements", "<i4"),
     ("channel_chunk", "<i4"), ("num_tasks", "<i4"),
-])
+], align=True)
 
 
 class UnsupportedCase(ValueError):
@@ -163,6 +163,10 @@ def block_shape(weights) -> BlockShape:
         if w[name].shape[1] != channels or w[name].shape[2:] != (k, k) or (k != 1 and k not in (3, 5)):
             raise ValueError(f"{name} must have {channels} input channels and a "
                              f"{'1x1' if k == 1 else '3x3 or 5x5'} kernel, got shape {tuple(w[name].shape)}")
+    for name in ("w1", "w3r", "w3", "w5r", "w5", "wp"):
+        if w[name].shape[0] < 1 or w[name].shape[1] < 1:
+            raise ValueError(f"{name} must have at least one input and one output channel, got shape "
+                             f"{tuple(w[name].shape)}")
     for bias, weight in (("b1", "w1"), ("b3r", "w3r"), ("b3", "w3"), ("b5r", "w5r"), ("b5", "w5"), ("bp", "wp")):
         if tuple(w[bias].shape) != (w[weight].shape[0],):
             raise ValueError(f"{bias} must be 1-D with {w[weight].shape[0]} elements, got shape "

@@ -110,6 +110,11 @@ def test_block_shape_names_the_bad_weight():
     weights[11] = np.zeros(5, np.float32)
     with pytest.raises(ValueError, match=r"bp must be 1-D with 3 elements"):
         launch.block_shape(weights)
+    weights = [w.numpy() for w in op_params(make_block((8, 4, 6, 8, 2, 4, 3)))]
+    weights[6], weights[7], weights[8] = np.zeros((0, 8, 1, 1), np.float32), np.zeros(0, np.float32), \
+        np.zeros((4, 0, 5, 5), np.float32)
+    with pytest.raises(ValueError, match=r"w5r must have at least one input and one output channel"):
+        launch.block_shape(weights)
 
 
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())

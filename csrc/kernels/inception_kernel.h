@@ -201,6 +201,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
   const int warp = threadIdx.x / simt::kWarpSize, lane = threadIdx.x % simt::kWarpSize;
   const int tile_m0 = (warp / Plan::kWarpsN) * MI, tile_n0 = (warp % Plan::kWarpsN) * NI;
   const int64_t chunks = (k_total + Plan::kKChunk - 1) / Plan::kKChunk;
+  if (chunks == 0) return;  // no K: nothing to issue (a committed group would outlive the kernel)
   for (int n0 = 0; n0 < count; n0 += kN) {
     float acc[MI][NI][4];
     SIMT_UNROLL

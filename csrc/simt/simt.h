@@ -20,8 +20,11 @@
 #include <cuda_fp16.h>
 
 #if !defined(__CUDACC_RTC__)  // host code: launches and their checks (NVRTC compiles device code only)
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 // Every CUDA call and launch is checked; a failure becomes an exception naming the call.
 #define SIMT_CUDA_CHECK(expr)                                                                          \
@@ -58,11 +61,21 @@ using dim3 = ::dim3;
 #if !defined(__CUDACC_RTC__)
 using LaunchContext = cudaStream_t;  // what a launcher receives: the stream
 
-// Allows `kernel` more than the default 48 KB of dynamic shared memory.
+// Allows `kernel` at least `bytes` of dynamic shared memory on the current device (past the default 48 KB).
+// The attribute only ever grows, and is set under a lock: lowering it per launch would let one host thread
+// shrink it between another's set and launch.
 template <class Kernel>
 inline void allow_shared_memory(Kernel kernel, size_t bytes) {
-  if (bytes > 48 * 1024) {
+  if (bytes <= 48 * 1024) return;
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, size_t> allowed;  // (kernel, device) -> bytes allowed
+  int device = 0;
+  SIMT_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  size_t& current = allowed[{reinterpret_cast<const void*>(kernel), device}];
+  if (bytes > current) {
     SIMT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    current = bytes;
   }
 }
 #endif
@@ -101,7 +114,7 @@ SIMT_DEVICE uint32_t to_tf32(float x) {
   return r;
 }
 
-SIMT_DEVICE float negative_infinity() { return __int_as_float(0xff800000); }
+SIMT_DEVICE float negative_infinity() { return __int_as_float(int(0xff800000u)); }
 SIMT_DEVICE uint32_t load_32(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }
 SIMT_DEVICE u32x4 load_128(const void* p) { return *reinterpret_cast<const uint4*>(p); }
 SIMT_DEVICE void store_128(void* p, u32x4 v) { *reinterpret_cast<uint4*>(p) = v; }
@@ -172,18 +185,21 @@ SIMT_DEVICE void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
 // of the 16 bytes; both addresses 16-byte aligned. Completes at a later cp_async_wait.
 SIMT_DEVICE void cp_async_16(void* smem_dst, const void* gmem_src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_address(smem_dst)), "l"(gmem_src),
-               "r"(src_bytes));
+               "r"(src_bytes)
+               : "memory");
 }
 // cp.async.ca.shared.global [dst], [src], 4, src_bytes: the 4-byte form (for unaligned channel counts).
 SIMT_DEVICE void cp_async_4(void* smem_dst, const void* gmem_src, int src_bytes) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(smem_dst)), "l"(gmem_src),
-               "r"(src_bytes));
+               "r"(src_bytes)
+               : "memory");
 }
-SIMT_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+// "memory" clobbers: the compiler must not move shared-memory accesses across the asynchronous copies.
+SIMT_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 // Waits until at most `pending` committed groups of this thread are still in flight.
 template <int pending>
 SIMT_DEVICE void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(pending));
+  asm volatile("cp.async.wait_group %0;" ::"n"(pending) : "memory");
 }
 
 }  // namespace simt

@@ -6,7 +6,7 @@ from conftest import make_block, make_input, randomize_batchnorm
 from torch import nn
 
 import fused_inception
-from fused_inception import ConversionError, FusedInception, Inception, fuse, googlenet
+from fused_inception import ConversionError, FusedInception, fuse, googlenet
 from fused_inception.testing import assert_numerics, float64_copy
 
 torchvision = pytest.importorskip("torchvision", reason="torchvision is needed for its GoogLeNet")

@@ -1,10 +1,9 @@
-// Host-side API of the Inception op: argument checks, weight packing and the unfused ATen composition.
+// Host-side API of the Inception op: argument checks and the unfused ATen composition.
 // Shared by the per-backend registrations (cpu: inception_unfused.cpp, cuda/inception_cuda.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
 
-#include <optional>
 #include <vector>
 
 #include "inception_shape.h"
@@ -33,18 +32,10 @@ InceptionShape check_weights(const char* op, const InceptionWeights& w, const at
 // Checks x and the weights against each other and returns the block's shape.
 InceptionShape check_inception_args(const char* op, const at::Tensor& x, const InceptionWeights& w);
 
-// Checks that `packed` is a pack of weights of shape `s` for x (device, dtype, size, contiguity).
-void check_packed(const char* op, const at::Tensor& packed, const at::Tensor& x, const InceptionShape& s);
-
-// Packs the weights into the layout of inception_shape.h (one flat tensor in their dtype).
-at::Tensor pack_weights(const InceptionWeights& w);
-
 // The block as a composition of ATen ops, the same calls eager PyTorch makes (so the same numerics), each
 // branch written into its channel slice of one preallocated output instead of a torch.cat. Runs on any
-// device ATen supports: the CPU implementation, and the unfused baseline on CUDA. `packed` is validated
-// and otherwise unused here.
-at::Tensor inception_forward_unfused(const at::Tensor& x, const InceptionWeights& w,
-                                     const std::optional<at::Tensor>& packed);
+// device ATen supports: the CPU implementation, and the unfused baseline on CUDA.
+at::Tensor inception_forward_unfused(const at::Tensor& x, const InceptionWeights& w);
 
 // Gradients of (x, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp), in that order. The reductions and
 // the pooled input are recomputed from x; the ReLU masks of the four branches come from `out`.

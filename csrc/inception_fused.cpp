@@ -5,7 +5,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstddef>
 #include <cstring>
 #include <limits>
@@ -17,10 +16,11 @@
 namespace fused_inception {
 namespace {
 
-std::atomic<Backend> cpu_backend{Backend::kUnfused};
-std::atomic<Backend> cuda_backend{Backend::kFused};
+// Per thread (see backend_for); a thread starts with the defaults.
+thread_local Backend cpu_backend = Backend::kUnfused;
+thread_local Backend cuda_backend = Backend::kFused;
 
-std::atomic<Backend>& backend_slot(c10::DeviceType device_type) {
+Backend& backend_slot(c10::DeviceType device_type) {
   TORCH_CHECK(device_type == c10::DeviceType::CPU || device_type == c10::DeviceType::CUDA,
               "fused_inception: backends exist for cpu and cuda, not ", device_type);
   return device_type == c10::DeviceType::CPU ? cpu_backend : cuda_backend;
@@ -36,8 +36,8 @@ const char* backend_name(Backend backend) { return backend == Backend::kFused ? 
 
 }  // namespace
 
-Backend backend_for(c10::DeviceType device_type) { return backend_slot(device_type).load(); }
-void set_backend_for(c10::DeviceType device_type, Backend backend) { backend_slot(device_type).store(backend); }
+Backend backend_for(c10::DeviceType device_type) { return backend_slot(device_type); }
+void set_backend_for(c10::DeviceType device_type, Backend backend) { backend_slot(device_type) = backend; }
 
 MathMode math_mode_for(at::ScalarType dtype) {
   switch (dtype) {
@@ -51,36 +51,64 @@ MathMode math_mode_for(at::ScalarType dtype) {
   }
 }
 
+namespace {
+
+// True when t's strides past the first dimension are those of a dense tensor whose dimensions run, from
+// outermost to innermost, in `order` (size-1 dimensions may have any stride).
+bool dense_past_first(const at::Tensor& t, std::initializer_list<int64_t> order) {
+  int64_t expected = 1;
+  for (auto d = std::rbegin(order); d != std::rend(order); ++d) {
+    if (t.size(*d) != 1 && t.stride(*d) != expected) return false;
+    expected *= t.size(*d);
+  }
+  return true;
+}
+
+// Where the kernel reads convolution (weight, bias): in place when every output channel's row is dense in
+// one of the two K orders the kernel knows, (channel, tap) as in OIHW or (tap, channel) as in channels_last;
+// otherwise from contiguous copies made for this call, kept alive in `copies`.
+WeightView weight_view(const at::Tensor& weight, const at::Tensor& bias, std::vector<at::Tensor>& copies) {
+  WeightView view{};
+  at::Tensor w = weight, b = bias;
+  const bool oihw = dense_past_first(w, {1, 2, 3}), ohwi = dense_past_first(w, {2, 3, 1});
+  if (!oihw && !ohwi) w = copies.emplace_back(w.contiguous());
+  if (b.size(0) != 1 && b.stride(0) != 1) b = copies.emplace_back(b.contiguous());
+  view.weight = w.data_ptr();
+  view.bias = b.data_ptr();
+  view.row_stride = w.stride(0);
+  view.taps_outer = !oihw && ohwi;  // vectorized: decided by plan_fused_launch
+  return view;
+}
+
+}  // namespace
+
 at::Tensor inception_forward_dispatch(const at::Tensor& x, const InceptionWeights& w,
-                                      const std::optional<at::Tensor>& packed, const FusedLauncher& launcher) {
+                                      const FusedLauncher& launcher) {
   constexpr const char* op = "fused_inception::inception_forward";
   const auto s = check_inception_args(op, x, w);
   const auto dtype = x.scalar_type();
   const bool fused_dtype = dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat;
   if (backend_for(x.device().type()) != Backend::kFused || !fused_dtype) {
-    return inception_forward_unfused(x, w, packed);
+    return inception_forward_unfused(x, w);
   }
   const at::OptionalDeviceGuard device_guard(at::device_of(x));
-  at::Tensor weights;
-  if (packed.has_value() && packed->defined()) {
-    check_packed(op, *packed, x, s);
-    weights = *packed;
-  } else {
-    weights = pack_weights(w);  // per call: FusedInception passes a pack it keeps per weight version
-  }
-
   InceptionParams p{};
   p.x = x.data_ptr();
-  p.packed = weights.data_ptr();
+  std::vector<at::Tensor> copies;  // alive until the launch is queued (stream order protects the reads)
+  p.weights[kW1] = weight_view(w.w1, w.b1, copies);
+  p.weights[kW3r] = weight_view(w.w3r, w.b3r, copies);
+  p.weights[kW3] = weight_view(w.w3, w.b3, copies);
+  p.weights[kW5r] = weight_view(w.w5r, w.b5r, copies);
+  p.weights[kW5] = weight_view(w.w5, w.b5, copies);
+  p.weights[kWp] = weight_view(w.wp, w.bp, copies);
   p.batch = x.size(0);
   p.height = x.size(2);
   p.width = x.size(3);
   p.shape = s;
-  p.layout = packed_layout(s);
   for (int d = 0; d < 4; ++d) p.x_stride[d] = x.stride(d);
   std::string why_not;
   if (!plan_fused_launch(p, int(x.element_size()), launcher.sm_count, launcher.shared_memory_limit, &why_not)) {
-    return inception_forward_unfused(x, w, packed);  // a correct general path for what the kernel skips
+    return inception_forward_unfused(x, w);  // a correct general path for what the kernel skips
   }
   const auto out = at::empty({x.size(0), s.out_channels(), x.size(2), x.size(3)},
                              x.options().memory_format(x.suggest_memory_format()));
@@ -98,14 +126,13 @@ namespace {
 constexpr int kEmulatedSmCount = 132;
 constexpr size_t kEmulatedSharedMemory = 227 * 1024;
 
-at::Tensor inception_forward_cpu(const at::Tensor& x, FUSED_INCEPTION_WEIGHT_PARAMS,
-                                 const std::optional<at::Tensor>& packed) {
+at::Tensor inception_forward_cpu(const at::Tensor& x, FUSED_INCEPTION_WEIGHT_PARAMS) {
   static const FusedLauncher emulated{
       kEmulatedSmCount, kEmulatedSharedMemory, [](MathMode mode, const InceptionParams& p, const at::Tensor& out) {
         simt::run_checked([&](const simt::LaunchOptions& options) { emu::inception::forward(mode, p, options); },
                           {{out.data_ptr(), size_t(out.nbytes())}});
       }};
-  return inception_forward_dispatch(x, FUSED_INCEPTION_WEIGHTS_STRUCT, packed, emulated);
+  return inception_forward_dispatch(x, FUSED_INCEPTION_WEIGHTS_STRUCT, emulated);
 }
 
 std::string set_backend(const std::string& device, const std::string& name) {
@@ -119,15 +146,18 @@ std::string get_backend(const std::string& device) { return backend_name(backend
 
 }  // namespace
 
-// For the CuPy path, which builds launches in Python (fused_inception/cupy/_params.py): the byte layout of
+// For the CuPy path, which builds launches in Python (fused_inception/launch.py): the byte layout of
 // InceptionParams, the host plan, and an emulated launch of parameters built in Python.
 std::vector<int64_t> fused_params_layout() {
   return {int64_t(sizeof(InceptionParams)),       int64_t(offsetof(InceptionParams, x)),
-          int64_t(offsetof(InceptionParams, out)), int64_t(offsetof(InceptionParams, packed)),
+          int64_t(offsetof(InceptionParams, out)), int64_t(offsetof(InceptionParams, weights)),
+          int64_t(sizeof(WeightView)),             int64_t(offsetof(WeightView, bias)),
+          int64_t(offsetof(WeightView, row_stride)), int64_t(offsetof(WeightView, taps_outer)),
+          int64_t(offsetof(WeightView, vectorized)),
           int64_t(offsetof(InceptionParams, batch)), int64_t(offsetof(InceptionParams, height)),
           int64_t(offsetof(InceptionParams, width)), int64_t(offsetof(InceptionParams, x_stride)),
           int64_t(offsetof(InceptionParams, out_stride)), int64_t(offsetof(InceptionParams, shape)),
-          int64_t(offsetof(InceptionParams, layout)), int64_t(offsetof(InceptionParams, tiles_h)),
+          int64_t(offsetof(InceptionParams, tiles_h)),
           int64_t(offsetof(InceptionParams, tiles_w)), int64_t(offsetof(InceptionParams, x_vectorized)),
           int64_t(offsetof(InceptionParams, reduced_elements)), int64_t(offsetof(InceptionParams, channel_chunk)),
           int64_t(offsetof(InceptionParams, num_tasks))};
@@ -139,14 +169,14 @@ InceptionShape shape_from_list(const std::vector<int64_t>& v) {
   return InceptionShape{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
 }
 
-// [supported, channel_chunk, num_tasks, tiles_h, tiles_w, reduced_elements, shared_bytes, x_vectorized] for
-// a contiguous input in the given layout at a 16-byte aligned address.
+// [supported, channel_chunk, num_tasks, tiles_h, tiles_w, reduced_elements, shared_bytes, x_vectorized,
+// weights_vectorized (bit i: weight i)] for a contiguous input in the given layout and contiguous weights, all at
+// 16-byte aligned addresses.
 std::vector<int64_t> fused_plan(const std::vector<int64_t>& shape, int64_t batch, int64_t height, int64_t width,
                                 int64_t element_bytes, bool channels_last, int64_t sm_count,
                                 int64_t shared_memory_limit) {
   InceptionParams p{};
   p.shape = shape_from_list(shape);
-  p.layout = packed_layout(p.shape);
   p.batch = batch, p.height = height, p.width = width;
   const int64_t c = p.shape.in_channels;
   const int64_t strides[4] = {c * height * width, channels_last ? 1 : height * width,
@@ -154,10 +184,15 @@ std::vector<int64_t> fused_plan(const std::vector<int64_t>& shape, int64_t batch
   std::copy(strides, strides + 4, p.x_stride);
   alignas(16) static const unsigned char aligned[16] = {};
   p.x = aligned;
-  p.packed = aligned;
+  for (int index = 0; index < kNumWeights; ++index) {
+    p.weights[index].weight = aligned;
+    p.weights[index].row_stride = weight_row_length(p.shape, index);
+  }
   const bool ok = plan_fused_launch(p, int(element_bytes), int(sm_count), size_t(shared_memory_limit), nullptr);
+  int64_t weights_vectorized = 0;
+  for (int index = 0; index < kNumWeights; ++index) weights_vectorized |= int64_t(p.weights[index].vectorized) << index;
   return {ok, p.channel_chunk, p.num_tasks, p.tiles_h, p.tiles_w, p.reduced_elements,
-          int64_t(fused_shared_bytes(p.shape, int(element_bytes))), p.x_vectorized};
+          int64_t(fused_shared_bytes(p.shape, int(element_bytes))), p.x_vectorized, weights_vectorized};
 }
 
 MathMode parse_mode(const std::string& mode) {

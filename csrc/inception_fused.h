@@ -3,7 +3,6 @@
 #pragma once
 
 #include <functional>
-#include <optional>
 #include <string>
 
 #include "inception.h"
@@ -13,7 +12,8 @@ namespace fused_inception {
 
 // What runs the forward on a device type: "fused" (the one-launch kernel: on CUDA the GPU, on CPU the
 // same source under the SIMT emulator) or "unfused" (the ATen composition). Defaults: CUDA fused, CPU
-// unfused (the emulator is test infrastructure).
+// unfused (the emulator is test infrastructure). A setting is per thread, like torch.autocast's: a switch
+// in one thread never changes what another computes.
 enum class Backend { kFused, kUnfused };
 Backend backend_for(c10::DeviceType device_type);
 void set_backend_for(c10::DeviceType device_type, Backend backend);
@@ -31,6 +31,6 @@ MathMode math_mode_for(at::ScalarType dtype);
 // device's backend is fused and the kernel covers the case (float16, bfloat16, float32; shared memory
 // within the device's limit), else the unfused composition.
 at::Tensor inception_forward_dispatch(const at::Tensor& x, const InceptionWeights& w,
-                                      const std::optional<at::Tensor>& packed, const FusedLauncher& launcher);
+                                      const FusedLauncher& launcher);
 
 }  // namespace fused_inception

@@ -1,4 +1,4 @@
-// Argument checks, weight packing, and the unfused ATen composition of the block (forward and backward).
+// Argument checks and the unfused ATen composition of the block (forward and backward).
 // The unfused path of every device; the CPU registration of the backward.
 #include <ATen/DeviceGuard.h>
 #include <torch/library.h>
@@ -112,27 +112,6 @@ InceptionShape check_inception_args(const char* op, const at::Tensor& x, const I
   return s;
 }
 
-void check_packed(const char* op, const at::Tensor& packed, const at::Tensor& x, const InceptionShape& s) {
-  check_dense_like(op, "packed", packed, "x", x);
-  TORCH_CHECK(packed.dim() == 1 && packed.numel() == packed_layout(s).total && packed.is_contiguous(), op,
-              ": packed must be a contiguous 1-D tensor of ", packed_layout(s).total,
-              " elements from pack_weights for these weights, got shape ", sizes_str(packed));
-}
-
-at::Tensor pack_weights(const InceptionWeights& w) {
-  const auto s = check_weights("fused_inception::pack_weights", w, w.w1, "w1");
-  const auto layout = packed_layout(s);
-  // [out][K] matrices, K = (kh, kw, in) for the spatial kernels ("OHWI"), rows zero-padded to the layout.
-  auto rows = [](const at::Tensor& t, int64_t row_length) {
-    auto matrix = t.permute({0, 2, 3, 1}).reshape({t.size(0), -1});
-    return at::constant_pad_nd(matrix, {0, row_length - matrix.size(1)}).reshape(-1);
-  };
-  auto packed = at::cat({rows(at::cat({w.w1, w.w3r, w.w5r, w.wp}), layout.row_1x1), rows(w.w3, layout.row_w3),
-                         rows(w.w5, layout.row_w5), w.b1, w.b3r, w.b5r, w.bp, w.b3, w.b5});
-  TORCH_INTERNAL_ASSERT(packed.numel() == layout.total, "pack_weights disagrees with packed_layout");
-  return packed;
-}
-
 namespace {
 
 at::Tensor conv_same(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
@@ -144,8 +123,7 @@ at::Tensor max_pool_3x3(const at::Tensor& x) { return at::max_pool2d(x, {3, 3}, 
 
 }  // namespace
 
-at::Tensor inception_forward_unfused(const at::Tensor& x_in, const InceptionWeights& w,
-                                     const std::optional<at::Tensor>& packed) {
+at::Tensor inception_forward_unfused(const at::Tensor& x_in, const InceptionWeights& w) {
   constexpr const char* op = "fused_inception::inception_forward";
   const auto s = check_inception_args(op, x_in, w);
   const at::OptionalDeviceGuard device_guard(at::device_of(x_in));
@@ -155,9 +133,7 @@ at::Tensor inception_forward_unfused(const at::Tensor& x_in, const InceptionWeig
   if (out.numel() == 0) return out;
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
 
-  // Validated for every backend, read by the fused kernel only: this path computes from the raw weights,
-  // call for call like eager PyTorch, so its numerics are the baseline's.
-  if (packed.has_value() && packed->defined()) check_packed(op, *packed, x_in, s);
+  // Call for call like eager PyTorch, so its numerics are the baseline's.
   const auto x = x_in.contiguous(format);
   auto conv_relu = [](const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
     return conv_same(input, weight, bias).relu_();
@@ -237,14 +213,9 @@ std::vector<at::Tensor> inception_backward_cpu(const at::Tensor& grad_out, const
   return inception_backward_unfused(grad_out, x, out, FUSED_INCEPTION_WEIGHTS_STRUCT);
 }
 
-at::Tensor pack_weights_op(FUSED_INCEPTION_WEIGHT_PARAMS) { return pack_weights(FUSED_INCEPTION_WEIGHTS_STRUCT); }
-
 }  // namespace
 
 // The CPU forward is registered with the fused kernel's glue (inception_fused.cpp).
 TORCH_LIBRARY_IMPL(fused_inception, CPU, m) { m.impl("inception_backward", &inception_backward_cpu); }
-
-// Packing is a few views and one cat: composite, so autograd, meta and torch.compile all see through it.
-TORCH_LIBRARY_IMPL(fused_inception, CompositeImplicitAutograd, m) { m.impl("pack_weights", &pack_weights_op); }
 
 }  // namespace fused_inception

@@ -16,7 +16,7 @@ if _importlib_util.find_spec("torch") is not None and _importlib_util.find_spec(
     from .fuse import FuseReport, FuseResult, fuse
     from .models import GoogLeNet, Inception, googlenet, googlenet_loss
     from .modules import FusedInception
-    from .ops import inception, pack_weights
+    from .ops import inception
 else:
     # Installed without torch or without the compiled extension (FUSED_INCEPTION_EXTENSION=0): only the CuPy
     # path, fused_inception.cupy, works. Say so when anything else is asked for.
@@ -45,5 +45,4 @@ __all__ = [
     "googlenet",
     "googlenet_loss",
     "inception",
-    "pack_weights",
 ]

@@ -8,8 +8,9 @@ accepted too and exchanged without copies through DLPack.
     >>> block = fic.FusedInceptionCuPy(*weights)            # 12 arrays: w1, b1, w3r, b3r, ..., wp, bp
     >>> y = block(x)                                       # x: (N, Cin, H, W), NCHW or NHWC strides
 
-Kernels are compiled on first use per device (CuPy also caches the binaries on disk) and weights are packed
-once per dtype.
+Kernels are compiled on first use per device (CuPy also caches the binaries on disk). The kernel reads the
+weights where they are, so a call always computes with their current values; weights in another dtype than
+x are cast for that call.
 """
 
 try:
@@ -22,10 +23,8 @@ import numpy as np
 from . import kernel_source
 from . import launch
 from .launch import BlockShape, UnsupportedCase, block_shape
-from .launch import pack_weights as _pack_weights
 
-__all__ = ["BlockShape", "FusedInceptionCuPy", "UnsupportedCase", "compile_kernels", "inception_forward",
-           "pack_weights"]
+__all__ = ["BlockShape", "FusedInceptionCuPy", "UnsupportedCase", "compile_kernels", "inception_forward"]
 
 _modules = {}  # device id -> cupy.RawModule with the four instantiations
 
@@ -56,37 +55,58 @@ def _is_torch(t):
     return type(t).__module__.split(".")[0] == "torch"
 
 
-def pack_weights(w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp):
-    """Packs a block's 12 weights (CuPy arrays, schema order) for the kernel; returns (packed, BlockShape)."""
-    weights = [cupy.asarray(w) for w in (w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp)]
-    return _pack_weights(cupy, weights)
+def _dense_rows(w, order):
+    """Whether the dimensions past the first of CuPy array `w` are dense in `order` (outermost first)."""
+    expected = w.itemsize
+    for d in reversed(order):
+        if w.shape[d] != 1 and w.strides[d] != expected:
+            return False
+        expected *= w.shape[d]
+    return True
 
 
-def inception_forward(x, packed, shape: BlockShape, *, allow_tf32=True):
+def _weight_views(weights, dtype):
+    """Per convolution, (weight_ptr, bias_ptr, row_stride, taps_outer) for launch.build_params, and the
+    arrays they point into (cast to `dtype` or made dense for this call where needed)."""
+    views, keep = [], []
+    for index in range(len(launch.CONVOLUTIONS)):
+        w, b = weights[2 * index].astype(dtype, copy=False), weights[2 * index + 1].astype(dtype, copy=False)
+        oihw, ohwi = _dense_rows(w, (1, 2, 3)), _dense_rows(w, (2, 3, 1))
+        if not (oihw or ohwi):
+            w, oihw = cupy.ascontiguousarray(w), True
+        if b.shape[0] != 1 and b.strides[0] != b.itemsize:
+            b = cupy.ascontiguousarray(b)
+        keep += [w, b]
+        views.append((w.data.ptr, b.data.ptr, w.strides[0] // w.itemsize, not oihw))
+    return views, keep
+
+
+def inception_forward(x, weights, *, allow_tf32=True):
     """One Inception block in one launch. `x` is (N, Cin, H, W), a CuPy array or a CUDA torch tensor, with
-    any strides (NCHW or NHWC); `packed` comes from :func:`pack_weights` in x's dtype. The output has x's
-    layout and type. float32 uses TF32 tensor cores unless `allow_tf32` is False (then exact FMA)."""
+    any strides (NCHW or NHWC); `weights` are the block's 12 parameters in schema order (w1, b1, w3r, b3r,
+    w3, b3, w5r, b5r, w5, b5, wp, bp), of the same kind as x, read in place (cast to x's dtype for this call
+    where they differ). The output has x's layout and type. float32 uses TF32 tensor cores unless
+    `allow_tf32` is False (then exact FMA)."""
     if _is_torch(x):
         import torch
 
         # torch's stream on x's device: CuPy's work stays ordered with torch's.
         stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream, x.device.index)
         with cupy.cuda.Device(x.device.index), stream:
-            out = inception_forward(cupy.from_dlpack(x.detach()), cupy.from_dlpack(packed), shape,
+            out = inception_forward(cupy.from_dlpack(x.detach()), [cupy.from_dlpack(w.detach()) for w in weights],
                                     allow_tf32=allow_tf32)
         return torch.from_dlpack(out)
     if not isinstance(x, cupy.ndarray):
         raise TypeError(f"x must be a cupy.ndarray or a CUDA torch.Tensor, got {type(x).__name__}")
+    weights = list(weights)
+    for name, w in zip(launch.WEIGHT_NAMES, weights):
+        if not isinstance(w, cupy.ndarray) or w.device.id != x.device.id:
+            raise ValueError(f"{name} must be a cupy.ndarray on x's device ({x.device.id}), got "
+                             f"{type(w).__name__} on {getattr(getattr(w, 'device', None), 'id', None)}")
+    shape = block_shape(weights)
     if x.ndim != 4 or x.shape[1] != shape.in_channels:
         raise ValueError(f"x must be (N, {shape.in_channels}, H, W), got shape {x.shape}")
     mode = _math_mode(x.dtype, allow_tf32)
-    layout = launch.packed_layout(shape)
-    if not isinstance(packed, cupy.ndarray) or packed.dtype != x.dtype or packed.shape != (layout["total"],):
-        raise ValueError(f"packed must be a 1-D cupy array of {layout['total']} {x.dtype} elements from "
-                         f"pack_weights, got {type(packed).__name__} {getattr(packed, 'dtype', None)} "
-                         f"{getattr(packed, 'shape', None)}")
-    if packed.device.id != x.device.id or not packed.flags.c_contiguous:
-        raise ValueError("packed must be contiguous and on x's device")
     n, _, h, w = x.shape
     item = x.dtype.itemsize
     channels_last = x.strides[1] == item and not x.flags.c_contiguous
@@ -97,9 +117,10 @@ def inception_forward(x, packed, shape: BlockShape, *, allow_tf32=True):
             out = cupy.empty((n, shape.out_channels, h, w), dtype=x.dtype)
         if out.size == 0:
             return out
+        views, _alive = _weight_views(weights, x.dtype)  # alive until the launch is queued (stream order)
         attributes = x.device.attributes
         params, grid, smem = launch.build_params(
-            shape, x_ptr=x.data.ptr, out_ptr=out.data.ptr, packed_ptr=packed.data.ptr, batch=n, height=h, width=w,
+            shape, x_ptr=x.data.ptr, out_ptr=out.data.ptr, weights=views, batch=n, height=h, width=w,
             x_strides=[s // item for s in x.strides], out_strides=[s // item for s in out.strides],
             element_bytes=item, sm_count=attributes["MultiProcessorCount"],
             shared_memory_limit=attributes["MaxSharedMemoryPerBlockOptin"])
@@ -122,12 +143,12 @@ def _allow_shared_memory(kernel, mode, device_id, smem):
 
 
 class FusedInceptionCuPy:
-    """An Inception block for CuPy arrays: weights packed once per dtype, one launch per call."""
+    """An Inception block for CuPy arrays: holds the 12 parameters (CuPy arrays, read in place), one launch
+    per call."""
 
     def __init__(self, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp):
-        self._weights = [cupy.asarray(w) for w in (w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp)]
-        self.shape = block_shape(self._weights)
-        self._packed = {}  # dtype -> packed weights
+        self.weights = [cupy.asarray(w) for w in (w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp)]
+        self.shape = block_shape(self.weights)
 
     @classmethod
     def from_torch(cls, module):
@@ -138,23 +159,12 @@ class FusedInceptionCuPy:
         fused = module if isinstance(module, FusedInception) else FusedInception.from_module(module)
         return cls(*[cupy.from_dlpack(p.detach()) for p in fused.op_parameters()])
 
-    def packed(self, dtype):
-        dtype = np.dtype(dtype)
-        if dtype not in self._packed:
-            self._packed[dtype], _ = _pack_weights(cupy, [w.astype(dtype) for w in self._weights])
-        return self._packed[dtype]
-
     def __call__(self, x, *, allow_tf32=True):
         if _is_torch(x):
             import torch
 
-            dtype = np.dtype(str(x.dtype).replace("torch.", "")) if x.dtype != torch.bfloat16 else _bfloat16()
-            return inception_forward(x, torch.from_dlpack(self.packed(dtype)), self.shape, allow_tf32=allow_tf32)
-        return inception_forward(x, self.packed(x.dtype), self.shape, allow_tf32=allow_tf32)
-
-
-def _bfloat16():
-    import ml_dtypes
-
-    return np.dtype(ml_dtypes.bfloat16)
-
+            stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream, x.device.index)
+            with cupy.cuda.Device(x.device.index), stream:
+                out = inception_forward(cupy.from_dlpack(x.detach()), self.weights, allow_tf32=allow_tf32)
+            return torch.from_dlpack(out)
+        return inception_forward(x, self.weights, allow_tf32=allow_tf32)

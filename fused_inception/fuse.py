@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from .convert import ConversionError, is_torchvision_inception
+from .convert import ConversionError, is_torchvision_inception, training_batchnorms
 from .models.inception import Inception
 from .modules import FusedInception
 
@@ -83,7 +83,9 @@ def fuse(model: nn.Module, inplace: bool = False) -> FuseResult:
     sites = []  # (parent or None for the root, attribute name, qualified name, block)
     _find_blocks(None, "", "", model, sites, report)
 
-    training_bn = [_display(name) for _, _, name, block in sites if block.training and _has_batchnorm(block)]
+    # Every BatchNorm counts, not the block's flag: a BatchNorm left in training mode inside an eval-mode block
+    # would be folded with statistics it does not use.
+    training_bn = [_display(name) for _, _, name, block in sites if training_batchnorms(block)]
     if training_bn:
         raise ConversionError(
             f"fuse: {len(training_bn)} block(s) carry BatchNorm and are in training mode ({', '.join(training_bn)}); "

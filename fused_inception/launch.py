@@ -1,10 +1,9 @@
 """Launching the fused kernel from Python, for the CuPy path (which has no C++ extension): the launch
-parameters and the host plan, and the weight packing, with NumPy or CuPy arrays. Needs only NumPy.
+parameters and the host plan, with NumPy or CuPy arrays. Needs only NumPy.
 
-Mirrors csrc/kernels/inception_params.h (InceptionParams, FusedPlan, the task order),
-csrc/kernels/inception_plan.cpp (the host plan) and pack_weights in csrc/inception_unfused.cpp.
-tests/test_cupy.py holds them against the C++: the byte layout, the plan over a grid of shapes, packs
-compared bit for bit, and emulated launches of parameters built here.
+Mirrors csrc/kernels/inception_params.h (InceptionParams, WeightView, FusedPlan, the task order) and
+csrc/kernels/inception_plan.cpp (the host plan). tests/test_cupy.py holds them against the C++: the byte
+layout, the plan over a grid of shapes, and emulated launches of parameters built here.
 """
 
 from dataclasses import dataclass
@@ -19,17 +18,22 @@ STAGES = 2
 STAGE_ROWS = 160
 STAGE_COLS = 128
 MAX_TASKS = 65535
-PACK_ROW_ALIGN = 8  # kPackRowAlign (csrc/inception_shape.h)
 
 SHAPE_FIELDS = ("in_channels", "ch1x1", "ch3x3red", "ch3x3", "ch5x5red", "ch5x5", "pool_proj", "k3", "k5")
-LAYOUT_FIELDS = ("row_1x1", "row_w3", "row_w5", "w_1x1", "w3", "w5", "b_1x1", "b3", "b5", "total")
+#: The convolutions in InceptionParams::weights order (WeightIndex), and their biases.
+CONVOLUTIONS = (("w1", "b1"), ("w3r", "b3r"), ("w3", "b3"), ("w5r", "b5r"), ("w5", "b5"), ("wp", "bp"))
+
+#: WeightView: one convolution's weight and bias where they lie (row stride in elements).
+WEIGHT_VIEW_DTYPE = np.dtype([
+    ("weight", "<u8"), ("bias", "<u8"), ("row_stride", "<i8"), ("taps_outer", "<i4"), ("vectorized", "<i4"),
+], align=True)
 
 #: InceptionParams, field for field (natural alignment: 8-byte pointers and int64, 4-byte int32).
 PARAMS_DTYPE = np.dtype([
-    ("x", "<u8"), ("out", "<u8"), ("packed", "<u8"),
+    ("x", "<u8"), ("out", "<u8"), ("weights", WEIGHT_VIEW_DTYPE, (len(CONVOLUTIONS),)),
     ("batch", "<i8"), ("height", "<i8"), ("width", "<i8"),
     ("x_stride", "<i8", (4,)), ("out_stride", "<i8", (4,)),
-    ("shape", "<i8", (len(SHAPE_FIELDS),)), ("layout", "<i8", (len(LAYOUT_FIELDS),)),
+    ("shape", "<i8", (len(SHAPE_FIELDS),)),
     ("tiles_h", "<i4"), ("tiles_w", "<i4"), ("x_vectorized", "<i4"), ("reduced_elements", "<i4"),
     ("channel_chunk", "<i4"), ("num_tasks", "<i4"),
 ], align=True)
@@ -55,10 +59,6 @@ class BlockShape:
     def out_channels(self):
         return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
 
-    @property
-    def rows_1x1(self):
-        return self.ch1x1 + self.ch3x3red + self.ch5x5red + self.pool_proj
-
     def as_tuple(self):
         return tuple(getattr(self, f) for f in SHAPE_FIELDS)
 
@@ -67,18 +67,10 @@ def _round_up(value, multiple):
     return (value + multiple - 1) // multiple * multiple
 
 
-def packed_layout(s: BlockShape) -> dict:
-    """packed_layout() of csrc/inception_shape.h: padded row lengths and element offsets of the pack."""
-    row_1x1 = _round_up(s.in_channels, PACK_ROW_ALIGN)
-    row_w3 = _round_up(s.k3 * s.k3 * s.ch3x3red, PACK_ROW_ALIGN)
-    row_w5 = _round_up(s.k5 * s.k5 * s.ch5x5red, PACK_ROW_ALIGN)
-    w3 = s.rows_1x1 * row_1x1
-    w5 = w3 + s.ch3x3 * row_w3
-    b_1x1 = w5 + s.ch5x5 * row_w5
-    b3 = b_1x1 + s.rows_1x1
-    b5 = b3 + s.ch3x3
-    return dict(row_1x1=row_1x1, row_w3=row_w3, row_w5=row_w5, w_1x1=0, w3=w3, w5=w5, b_1x1=b_1x1, b3=b3, b5=b5,
-                total=b5 + s.ch5x5)
+def weight_row_length(s: BlockShape, index):
+    """K of convolution `index` (CONVOLUTIONS order): weight_row_length() of inception_params.h."""
+    name = CONVOLUTIONS[index][0]
+    return s.k3 * s.k3 * s.ch3x3red if name == "w3" else s.k5 * s.k5 * s.ch5x5red if name == "w5" else s.in_channels
 
 
 def stage_stride(element_bytes):
@@ -107,16 +99,17 @@ def shared_bytes(s: BlockShape, element_bytes):
     return _round_up(stage * element_bytes, 16) + reduced_elements(s) * element_bytes
 
 
-def build_params(s: BlockShape, *, x_ptr, out_ptr, packed_ptr, batch, height, width, x_strides, out_strides,
+def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width, x_strides, out_strides,
                  element_bytes, sm_count, shared_memory_limit):
     """InceptionParams for one launch (strides in elements), with its grid and shared memory:
-    ``(params, (grid_x, grid_y), shared_bytes)``. Raises UnsupportedCase where plan_fused_launch refuses."""
+    ``(params, (grid_x, grid_y), shared_bytes)``. ``weights`` holds, per convolution in CONVOLUTIONS order,
+    ``(weight_ptr, bias_ptr, row_stride, taps_outer)``: the weight's output-channel rows are dense in K order
+    (channel, tap) (OIHW), or (tap, channel) with ``taps_outer`` (OHWI), ``row_stride`` elements apart; the bias
+    is contiguous. Raises UnsupportedCase where plan_fused_launch refuses."""
     if s.k3 not in (3, 5) or s.k5 not in (3, 5):
         raise UnsupportedCase("kernel sizes other than 3 and 5")
     if height > 2**30 - 1 or width > 2**30 - 1:
         raise UnsupportedCase("an image side over 2^30 pixels")
-    if packed_ptr % 16:
-        raise UnsupportedCase("packed weights not 16-byte aligned")
     smem = shared_bytes(s, element_bytes)
     if smem > shared_memory_limit:
         raise UnsupportedCase(f"the recomputed reduction needs {smem} bytes of shared memory, over the device's "
@@ -129,20 +122,27 @@ def build_params(s: BlockShape, *, x_ptr, out_ptr, packed_ptr, batch, height, wi
     vector = 16 // element_bytes
     vectorized = (x_strides[1] == 1 and s.in_channels % vector == 0 and x_strides[0] % vector == 0
                   and x_strides[2] % vector == 0 and x_strides[3] % vector == 0 and x_ptr % 16 == 0)
-    layout = packed_layout(s)
+    if len(weights) != len(CONVOLUTIONS):
+        raise ValueError(f"weights must describe the {len(CONVOLUTIONS)} convolutions {CONVOLUTIONS}, "
+                         f"got {len(weights)}")
     params = np.zeros((), dtype=PARAMS_DTYPE)
-    params["x"], params["out"], params["packed"] = x_ptr, out_ptr, packed_ptr
+    params["x"], params["out"] = x_ptr, out_ptr
+    for index, (weight_ptr, bias_ptr, row_stride, taps_outer) in enumerate(weights):
+        view = params["weights"][index]
+        view["weight"], view["bias"], view["row_stride"], view["taps_outer"] = (weight_ptr, bias_ptr, row_stride,
+                                                                                int(taps_outer))
+        view["vectorized"] = int(row_stride % vector == 0 and weight_row_length(s, index) % vector == 0
+                                 and weight_ptr % 16 == 0)
     params["batch"], params["height"], params["width"] = batch, height, width
     params["x_stride"], params["out_stride"] = x_strides, out_strides
     params["shape"] = s.as_tuple()
-    params["layout"] = [layout[f] for f in LAYOUT_FIELDS]
     params["tiles_h"], params["tiles_w"], params["x_vectorized"] = tiles_h, tiles_w, int(vectorized)
     params["reduced_elements"], params["channel_chunk"] = reduced_elements(s), chunk
     params["num_tasks"] = count_tasks(s, chunk)
     return params, (ctas_per_task, int(params["num_tasks"])), smem
 
 
-# ---- packing --------------------------------------------------------------------------------------------
+# ---- weights --------------------------------------------------------------------------------------------
 #: Parameter order of the ops' schemas, after x.
 WEIGHT_NAMES = ("w1", "b1", "w3r", "b3r", "w3", "b3", "w5r", "b5r", "w5", "b5", "wp", "bp")
 
@@ -177,24 +177,3 @@ def block_shape(weights) -> BlockShape:
             raise ValueError(f"{name} has dtype {t.dtype} but w1 has {dtype}; all weights must share one dtype")
     return BlockShape(cin, w["w1"].shape[0], w["w3r"].shape[0], w["w3"].shape[0], w["w5r"].shape[0],
                       w["w5"].shape[0], w["wp"].shape[0], w["w3"].shape[2], w["w5"].shape[2])
-
-
-def pack_weights(xp, weights):
-    """One flat array in the weights' dtype: [out][K] matrices (K = (kh, kw, in) for the spatial kernels),
-    rows zero-padded to the layout's row length, then the biases. `xp` is numpy or cupy."""
-    s = block_shape(weights)
-    w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp = weights
-    layout = packed_layout(s)
-    packed = xp.zeros(layout["total"], dtype=w1.dtype)
-
-    def put_rows(offset, row_length, matrix):
-        rows = xp.transpose(matrix, (0, 2, 3, 1)).reshape(matrix.shape[0], -1)
-        view = packed[offset:offset + rows.shape[0] * row_length].reshape(rows.shape[0], row_length)
-        view[:, :rows.shape[1]] = rows
-
-    put_rows(layout["w_1x1"], layout["row_1x1"], xp.concatenate([w1, w3r, w5r, wp]))
-    put_rows(layout["w3"], layout["row_w3"], w3)
-    put_rows(layout["w5"], layout["row_w5"], w5)
-    biases = xp.concatenate([b1, b3r, b5r, bp, b3, b5])
-    packed[layout["b_1x1"]:] = biases
-    return packed, s

@@ -11,58 +11,39 @@ class FusedInception(Inception):
     """An Inception block computed by ``torch.ops.fused_inception.inception_forward``.
 
     Same constructor, parameters and state-dict keys as :class:`fused_inception.models.Inception` (it is a
-    subclass), so state dicts load both ways and ``isinstance(m, Inception)`` holds. Where the op's
-    implementation reads packed weights, they are packed into the kernels' layout once and repacked only
-    when a parameter changes (an optimizer step, a ``load_state_dict``, ``.to()``); the pack is derived
-    data and gets no gradient.
+    subclass), so state dicts load both ways and ``isinstance(m, Inception)`` holds. The op reads the
+    parameters themselves on every call: the module keeps no derived copy of them, so whatever changed a
+    parameter (an optimizer step, fused or not, ``.data``, ``load_state_dict``, ``.to()``) the next forward
+    computes with its current value.
     """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._pack_cache = None  # (parameter aliases, their versions, packed tensor)
 
     @classmethod
     def from_module(cls, module: nn.Module) -> "FusedInception":
         """Builds a FusedInception equal to ``module``: the reference Inception or torchvision's Inception.
 
         torchvision's blocks carry BatchNorm after each conv; it is folded into the conv's weight and bias
-        with the running statistics, so the module must be in eval mode. The result has the module's device,
-        dtype, weight memory format and training flag.
+        with the running statistics, so every BatchNorm in the block must be in eval mode. The result has the
+        module's device, dtype, weight memory format, training flag and each parameter's ``requires_grad``
+        (a folded parameter requires grad where any parameter it is folded from does).
         """
         if isinstance(module, Inception):
             fused = cls(*module.block_args, kernel_sizes=module.kernel_sizes)
-            tensors = [p.detach() for p in module.op_parameters()]
+            sources = list(module.op_parameters())
+            tensors = [p.detach() for p in sources]
+            requires_grad = [p.requires_grad for p in sources]
         else:
             from .convert import torchvision_block_parameters  # torchvision is optional
 
-            block_args, kernel_sizes, tensors = torchvision_block_parameters(module)
+            block_args, kernel_sizes, tensors, requires_grad = torchvision_block_parameters(module)
             fused = cls(*block_args, kernel_sizes=kernel_sizes)
         with torch.no_grad():
-            for param, source in zip(fused.op_parameters(), tensors):
+            for param, source, grad_flag in zip(fused.op_parameters(), tensors, requires_grad):
                 # clone() keeps the source's memory format; .data swaps device, dtype and strides at once.
                 param.data = source.clone()
+                param.requires_grad_(grad_flag)
         return fused.train(module.training)
-
-    def _packed_weights(self, params):
-        """The packed weights for the current parameter values, cached per parameter version."""
-        cache = self._pack_cache
-        if cache is not None:
-            aliases, versions, packed = cache
-            # The aliases keep the old storages alive, so a matching data_ptr cannot be a reused address.
-            if all(a.data_ptr() == p.data_ptr() and a.dtype == p.dtype and v == p._version
-                   for a, v, p in zip(aliases, versions, params)):
-                return packed
-        with torch.no_grad():
-            packed = ops.pack_weights(*params)
-        self._pack_cache = (tuple(p.detach() for p in params), tuple(p._version for p in params), packed)
-        return packed
 
     def forward(self, x):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"FusedInception.forward: x must be a torch.Tensor, got {type(x).__name__}")
-        params = self.op_parameters()
-        packed = None
-        # Under torch.compile the pack is traced into the graph by the op itself instead of read from here.
-        if not torch.compiler.is_compiling() and ops.reads_packed_weights(x.device):
-            packed = self._packed_weights(params)
-        return ops.inception(x, *params, packed=packed)
+        return ops.inception(x, *self.op_parameters())

@@ -2,31 +2,38 @@
 
 The schemas and the CPU/CUDA/autocast kernels live in C++ (csrc/); this module adds what torch.compile and
 autograd need: a fake implementation per op and the backward formula, itself the registered op
-``fused_inception::inception_backward``.
+``fused_inception::inception_backward`` (a differentiable composition of PyTorch operators when the backward
+itself is differentiated).
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
+from torch.autograd import forward_ad
 
 from . import _library  # noqa: F401  (registers the operators)
 from .launch import WEIGHT_NAMES
 
-__all__ = ["backend", "backend_name", "inception", "pack_weights", "reads_packed_weights", "WEIGHT_NAMES"]
+__all__ = ["backend", "backend_name", "inception", "WEIGHT_NAMES"]
 
 
 _forward_op = torch.ops.fused_inception.inception_forward.default
 _backward_op = torch.ops.fused_inception.inception_backward.default
-_pack_op = torch.ops.fused_inception.pack_weights.default
 
 
-def inception(x: Tensor, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp, packed: Tensor | None = None) -> Tensor:
+def inception(x: Tensor, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp) -> Tensor:
     """One Inception block: concat(relu(1x1), relu(kxk(relu(1x1))), relu(kxk(relu(1x1))), relu(1x1(maxpool3x3))).
 
     ``x`` is (N, Cin, H, W), NCHW or channels_last; the output (N, c1 + c3 + c5 + cp, H, W) has the input's
     memory format. Weights are convolution weights (out, in, k, k) with k = 1 for the 1x1s and 3 or 5 for
-    ``w3`` / ``w5``; biases are 1-D. ``packed``, from :func:`pack_weights` on the same weights, saves the
-    per-call packing; it is derived data and receives no gradient.
+    ``w3`` / ``w5``; biases are 1-D. The kernels read the weights where they are, so every call computes with
+    their current values.
+
+    Differentiable in every argument: backward (and double backward), forward-mode AD (``torch.func.jvp``,
+    ``torch.autograd.forward_ad``) and the ``torch.func`` transforms (``grad``, ``vmap``, ``jacrev``,
+    ``jacfwd``). Inside a ``torch.func`` transform or a forward-AD level with dual inputs the block runs as
+    the composition of PyTorch's own operators (which every transform supports), not as the fused op.
     """
     tensors = (x, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp)
     # The dispatcher routes a sparse or non-tensor argument before any kernel can name it; name it here.
@@ -35,23 +42,40 @@ def inception(x: Tensor, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp, pac
             raise TypeError(f"fused_inception.inception: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.layout != torch.strided:
             raise ValueError(f"fused_inception.inception: {name} must be a dense (strided) tensor, got {t.layout}")
-    return _forward_op(*tensors, packed)
+    if not torch.compiler.is_compiling() and _needs_composite(tensors):
+        return composite_inception(*tensors)
+    return _forward_op(*tensors)
 
 
-def pack_weights(w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp) -> Tensor:
-    """Packs a block's weights into the flat layout the kernels read (csrc/inception_shape.h)."""
-    return _pack_op(w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp)
+def _needs_composite(tensors) -> bool:
+    """Whether a torch.func transform or forward-mode AD is active for these inputs: the registered op's
+    autograd formula covers reverse mode only (its tangents would silently be zero)."""
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    if forward_ad._current_level >= 0:  # inside forward_ad.dual_level()
+        return any(forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+    return False
+
+
+def composite_inception(x, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp) -> Tensor:
+    """The block as PyTorch operators (conv2d, relu, max_pool2d, cat): the same function as the op, for
+    autograd modes the op does not implement itself (forward-mode AD, torch.func transforms, double
+    backward). Arguments are checked as the op checks them."""
+    weights = (w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp)
+    _check_fake_args(x, weights)
+
+    def conv_relu(t, weight, bias):
+        return F.relu(F.conv2d(t, weight, bias, padding=weight.shape[-1] // 2))
+
+    out = torch.cat([conv_relu(x, w1, b1), conv_relu(conv_relu(x, w3r, b3r), w3, b3),
+                     conv_relu(conv_relu(x, w5r, b5r), w5, b5),
+                     conv_relu(F.max_pool2d(x, 3, stride=1, padding=1), wp, bp)], dim=1)
+    return out.contiguous(memory_format=suggest_memory_format(x))
 
 
 def backend(device_type: str) -> str:
     """What runs the forward for inputs on ``device_type`` ("cpu" or "cuda"): "fused" or "unfused"."""
     return torch.ops.fused_inception._get_backend(device_type)
-
-
-def reads_packed_weights(device) -> bool:
-    """Whether the forward on ``device`` reads ``packed`` (FusedInception then keeps a pack per weight version)."""
-    device_type = torch.device(device).type
-    return device_type in ("cpu", "cuda") and backend(device_type) == "fused"
 
 
 def backend_name(device) -> str:
@@ -89,7 +113,7 @@ def _check_fake_args(x, weights):
 
 
 @torch.library.register_fake("fused_inception::inception_forward")
-def _inception_forward_fake(x, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp, packed=None):
+def _inception_forward_fake(x, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp):
     _check_fake_args(x, (w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp))
     n, _, h, w = x.shape
     return torch.empty((n, _output_channels(w1, w3, w5, wp), h, w), dtype=x.dtype, device=x.device,
@@ -105,14 +129,19 @@ def _inception_backward_fake(grad_out, x, out, *weights):
 
 
 def _setup_context(ctx, inputs, output):
-    x, *weights, _packed = inputs
-    ctx.save_for_backward(x, output, *weights)
+    ctx.save_for_backward(*inputs, output)
 
 
 def _backward(ctx, grad_out):
-    x, out, *weights = ctx.saved_tensors
-    grads = _backward_op(grad_out, x, out, *weights)
-    return (*grads, None)
+    *inputs, out = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        # A differentiable backward (create_graph=True: double backward, Hessians): the gradients as a graph
+        # of PyTorch operators, through the composition's own autograd formulas.
+        wanted = [t for t, needed in zip(inputs, ctx.needs_input_grad) if needed]
+        grads = iter(torch.autograd.grad(composite_inception(*inputs), wanted, grad_out, create_graph=True,
+                                         allow_unused=True))
+        return tuple(next(grads) if needed else None for needed in ctx.needs_input_grad)
+    return tuple(_backward_op(grad_out, inputs[0], out, *inputs[1:]))
 
 
 torch.library.register_autograd("fused_inception::inception_forward", _backward, setup_context=_setup_context)

@@ -1,7 +1,7 @@
 """The CuPy path: the kernel source compiled at run time with NVRTC, launched from Python.
 
 Without a GPU (here, CI): every instantiation compiles with NVRTC from the headers the package ships, and the
-Python launch code (parameter bytes, plan, packing) is held against the C++ and run through the emulator.
+Python launch code (parameter bytes, plan) is held against the C++ and run through the emulator.
 With a GPU and CuPy: CuPy results equal the extension's bit for bit and pass the numerics rule.
 """
 
@@ -55,10 +55,19 @@ def test_packaged_headers_are_what_the_kernel_includes(tmp_path):
 
 
 def test_params_layout_matches_cpp():
-    size, *offsets = torch.ops.fused_inception._fused_params_layout()
-    dtype = launch.PARAMS_DTYPE
-    assert dtype.itemsize == size
-    assert [dtype.fields[name][1] for name in dtype.names] == offsets
+    size, x, out, weights, view_size, *rest = torch.ops.fused_inception._fused_params_layout()
+    view_offsets, offsets = rest[:4], rest[4:]
+    dtype, view = launch.PARAMS_DTYPE, launch.WEIGHT_VIEW_DTYPE
+    assert dtype.itemsize == size and view.itemsize == view_size
+    assert [dtype.fields[name][1] for name in ("x", "out", "weights")] == [x, out, weights]
+    assert [view.fields[name][1] for name in view.names[1:]] == view_offsets
+    assert [dtype.fields[name][1] for name in dtype.names[3:]] == offsets
+
+
+def views_of(block):
+    """build_params' weight descriptions of a block's contiguous (OIHW) parameters."""
+    params = op_params(block)
+    return [(w.data_ptr(), b.data_ptr(), w.stride(0), False) for w, b in zip(params[0::2], params[1::2])]
 
 
 @pytest.mark.parametrize("element_bytes", [2, 4])
@@ -76,29 +85,18 @@ def test_plan_matches_cpp(element_bytes, channels_last):
                 [c * side * (side + 1), side * (side + 1), side + 1, 1]
             try:
                 params, grid, smem = launch.build_params(
-                    s, x_ptr=4096, out_ptr=4096, packed_ptr=4096, batch=batch, height=side, width=side + 1,
+                    s, x_ptr=4096, out_ptr=4096, batch=batch, height=side, width=side + 1,
+                    weights=[(4096, 4096, launch.weight_row_length(s, i), False) for i in range(6)],
                     x_strides=strides, out_strides=strides, element_bytes=element_bytes, sm_count=132,
                     shared_memory_limit=227 * 1024)
             except launch.UnsupportedCase:
                 assert expected[0] == 0, (shape, batch)
                 continue
             got = [1, int(params["channel_chunk"]), int(params["num_tasks"]), int(params["tiles_h"]),
-                   int(params["tiles_w"]), int(params["reduced_elements"]), smem, int(params["x_vectorized"])]
+                   int(params["tiles_w"]), int(params["reduced_elements"]), smem, int(params["x_vectorized"]),
+                   sum(int(v) << i for i, v in enumerate(params["weights"]["vectorized"]))]
             assert got == expected, (shape, batch, side)
             assert grid == (batch * got[3] * got[4], got[2])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_pack_matches_the_extension(dtype):
-    block = make_block((19, 7, 5, 9, 3, 6, 4), (3, 5), dtype=dtype)
-    weights = op_params(block)
-    expected = fused_inception.pack_weights(*weights)
-    # bfloat16 through int16 bits: NumPy has no bfloat16 without ml_dtypes.
-    as_numpy = [(w.view(torch.int16) if dtype == torch.bfloat16 else w).numpy() for w in weights]
-    packed, shape = launch.pack_weights(np, as_numpy)
-    assert shape == block_shape(block)
-    got = torch.from_numpy(packed)
-    assert torch.equal(got.view(torch.bfloat16) if dtype == torch.bfloat16 else got, expected)
 
 
 def test_block_shape_names_the_bad_weight():
@@ -125,10 +123,9 @@ def test_python_built_launch_runs_under_the_emulator(mode, memory_format):
     block = make_block((24, 7, 5, 9, 3, 6, 4), (3, 5), dtype=dtype)
     x = make_input(2, 24, 9, 11, dtype=dtype, memory_format=memory_format)
     weights = op_params(block)
-    packed = fused_inception.pack_weights(*weights)
     out = torch.empty(2, block.out_channels, 9, 11, dtype=dtype).contiguous(memory_format=memory_format)
     params, _, _ = launch.build_params(
-        block_shape(block), x_ptr=x.data_ptr(), out_ptr=out.data_ptr(), packed_ptr=packed.data_ptr(), batch=2,
+        block_shape(block), x_ptr=x.data_ptr(), out_ptr=out.data_ptr(), weights=views_of(block), batch=2,
         height=9, width=11, x_strides=list(x.stride()), out_strides=list(out.stride()),
         element_bytes=x.element_size(), sm_count=132, shared_memory_limit=227 * 1024)
     with simt_orders("forward", "reverse"):
@@ -137,7 +134,7 @@ def test_python_built_launch_runs_under_the_emulator(mode, memory_format):
         torch.backends.cudnn.allow_tf32 = mode == "tf32"
         try:
             with fused_inception.cpu_backend("fused"):
-                expected = fused_inception.inception(x, *weights, packed=packed)
+                expected = fused_inception.inception(x, *weights)
         finally:
             torch.backends.cudnn.allow_tf32 = previous
     assert torch.equal(out, expected)
@@ -176,12 +173,11 @@ def test_cupy_equals_the_extension(mode, memory_format):
     config = fused_inception.BLOCKS_BY_NAME["4d"]
     block = make_block(config.block_args, device="cuda", dtype=dtype)
     x = make_input(2, config.in_channels, 14, 14, "cuda", dtype, memory_format)
-    packed = fused_inception.pack_weights(*op_params(block))
     previous = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = mode == "tf32"
     try:
-        expected = fused_inception.inception(x, *op_params(block), packed=packed)
-        out = fic.inception_forward(cupy.from_dlpack(x), cupy.from_dlpack(packed), block_shape(block),
+        expected = fused_inception.inception(x, *op_params(block))
+        out = fic.inception_forward(cupy.from_dlpack(x), [cupy.from_dlpack(p) for p in op_params(block)],
                                     allow_tf32=mode == "tf32")
         cupy.cuda.get_current_stream().synchronize()
         result = torch.from_dlpack(out)

@@ -63,12 +63,6 @@ def test_bad_input_raises_clear_error(case):
         fused_inception.inception(x, *weights.values())
 
 
-def test_bad_packed_weights():
-    x, weights = valid_args()
-    with pytest.raises(RuntimeError, match=r"packed must be a contiguous 1-D tensor of \d+ elements"):
-        fused_inception.inception(x, *weights.values(), packed=torch.randn(10))
-
-
 def test_bad_grad_out_shape():
     x, weights = valid_args()
     out = fused_inception.inception(x, *weights.values())

@@ -75,16 +75,6 @@ def test_float64(device):
     run_case(block, make_input(2, 16, 7, 7, device, torch.float64))
 
 
-def test_packed_weights_match_unpacked(device):
-    block = make_block((32, 8, 12, 16, 4, 8, 8), device=device)
-    params = op_params(block)
-    x = make_input(2, 32, 7, 7, device)
-    packed = fused_inception.pack_weights(*params)
-    assert packed.dim() == 1 and packed.numel() >= sum(p.numel() for p in params)
-    torch.testing.assert_close(fused_inception.inception(x, *params, packed=packed),
-                               fused_inception.inception(x, *params), rtol=0, atol=0)
-
-
 def test_nan_propagates_through_max_pool(device):
     block = make_block((8, 2, 3, 4, 2, 3, 2), device=device)
     x = make_input(1, 8, 5, 5, device)

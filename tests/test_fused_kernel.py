@@ -111,7 +111,7 @@ def test_forward_is_one_launch_with_fixed_weights(device, fused):
     block = fused_inception.FusedInception(*fused_inception.BLOCKS_BY_NAME["4a"].block_args).to(device).eval()
     x = make_input(2, 480, 14, 14, device)
     with torch.no_grad(), fused_inception.testing.poison_outputs(False):
-        block(x)  # first call packs the weights (kept per weight version)
+        block(x)  # warm-up
         if device == "cpu":
             before = simt_launch_count()
             with simt_orders("forward"):
@@ -126,18 +126,28 @@ def test_forward_is_one_launch_with_fixed_weights(device, fused):
             assert len(kernels) == 1, [e.name for e in kernels]
 
 
-def test_module_packs_weights_once_for_the_fused_kernel(device, fused, monkeypatch):
-    calls = []
-    real_pack = ops.pack_weights
-    monkeypatch.setattr(ops, "pack_weights", lambda *ws: calls.append(1) or real_pack(*ws))
-    reference = make_block((16, 8, 8, 16, 4, 8, 8), device=device)
-    block = fused_inception.FusedInception.from_module(reference)
-    assert ops.reads_packed_weights(torch.device(device))
-    x = make_input(1, 16, 8, 8, device)
-    with torch.no_grad(), allow_tf32(False):
-        for _ in range(3):
-            assert_numerics(block(x), reference(x), float64_copy(reference)(x.double()))
-    assert len(calls) == 1
+@pytest.mark.parametrize("weight_layout", ["channels_last", "strided", "unaligned_rows"])
+def test_kernel_reads_weights_in_any_layout(device, fused, weight_layout):
+    # The kernel reads the parameters in place: OIHW rows, channels_last (OHWI) rows, rows of a view whose
+    # stride is not their length, and rows that are not whole 16-byte vectors (element-wise loads).
+    in_channels = 13 if weight_layout == "unaligned_rows" else 16
+    block = make_block((in_channels, 8, 8, 16, 4, 8, 8), (3, 5), device=device, dtype=torch.float16)
+    if weight_layout == "channels_last":
+        block = block.to(memory_format=torch.channels_last)
+        assert not block.branch2[1].conv.weight.is_contiguous()
+    elif weight_layout == "strided":
+        with torch.no_grad():
+            for conv in (m for m in block.modules() if isinstance(m, torch.nn.Conv2d)):
+                # The same values, read through a view with 3 more output channels' room per row.
+                w = conv.weight
+                wide = torch.empty(w.shape[0], w.shape[1] + 3, *w.shape[2:], dtype=w.dtype, device=w.device)
+                wide[:, :w.shape[1]] = w
+                conv.weight.data = wide[:, :w.shape[1]]
+                assert conv.weight.stride(0) != conv.weight[0].numel()
+    x = make_input(2, in_channels, 9, 10, device, torch.float16, torch.channels_last)
+    before = simt_launch_count()
+    check_fused(block, x, "fp16")
+    assert device != "cpu" or simt_launch_count() > before  # the kernel ran, not the fallback
 
 
 def test_cases_the_kernel_skips_run_unfused(device, fused):
@@ -163,7 +173,7 @@ def test_backend_switches(device):
     with switch("fused"):
         assert ops.backend(device_type) == "fused" and "fused" in ops.backend_name(device).lower()
         with switch("unfused"):
-            assert ops.backend(device_type) == "unfused" and not ops.reads_packed_weights(torch.device(device))
+            assert ops.backend(device_type) == "unfused"
     with pytest.raises(ValueError, match="backend must be one of"):
         with switch("fast"):
             pass

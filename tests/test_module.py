@@ -95,29 +95,6 @@ def test_from_unrelated_module_is_refused():
         FusedInception.from_module(torch.nn.Conv2d(3, 3, 1))
 
 
-def test_weight_pack_is_built_once_per_weight_version(monkeypatch):
-    calls = []
-    real_pack = ops.pack_weights
-    monkeypatch.setattr(ops, "pack_weights", lambda *ws: calls.append(1) or real_pack(*ws))
-    fused = FusedInception(*BLOCK_ARGS)
-    first = fused._packed_weights(fused.op_parameters())
-    assert fused._packed_weights(fused.op_parameters()) is first and len(calls) == 1
-
-    with torch.no_grad():
-        fused.branch3[1].conv.weight.mul_(2)  # an in-place update, as an optimizer step makes
-    second = fused._packed_weights(fused.op_parameters())
-    assert len(calls) == 2 and torch.equal(second, real_pack(*fused.op_parameters()))
-    assert not torch.equal(first, second)
-
-    fused.load_state_dict(make_block(BLOCK_ARGS, seed=9).state_dict())
-    assert torch.equal(fused._packed_weights(fused.op_parameters()), real_pack(*fused.op_parameters()))
-    assert len(calls) == 3
-    fused.double()  # new parameter tensors
-    assert fused._packed_weights(fused.op_parameters()).dtype == torch.float64 and len(calls) == 4
-    fused._packed_weights(fused.op_parameters())
-    assert len(calls) == 4
-
-
 def test_module_training_step_matches_reference(device):
     reference = make_block(BLOCK_ARGS, device=device, seed=2)
     fused = FusedInception.from_module(reference)

@@ -34,8 +34,7 @@ DeviceLimits limits_of(int device) {
   return cache.emplace(device, limits).first->second;
 }
 
-at::Tensor inception_forward_cuda(const at::Tensor& x, FUSED_INCEPTION_WEIGHT_PARAMS,
-                                  const std::optional<at::Tensor>& packed) {
+at::Tensor inception_forward_cuda(const at::Tensor& x, FUSED_INCEPTION_WEIGHT_PARAMS) {
   // The checks in inception_forward_dispatch name any tensor on the wrong device; until then, x's.
   const int device = x.is_cuda() ? x.get_device() : c10::cuda::current_device();
   const DeviceLimits limits = limits_of(device);
@@ -43,7 +42,7 @@ at::Tensor inception_forward_cuda(const at::Tensor& x, FUSED_INCEPTION_WEIGHT_PA
       limits.sm_count, limits.shared_memory, [](MathMode mode, const InceptionParams& p, const at::Tensor& out) {
         gpu::inception::forward(mode, p, c10::cuda::getCurrentCUDAStream(out.get_device()).stream());
       }};
-  return inception_forward_dispatch(x, FUSED_INCEPTION_WEIGHTS_STRUCT, packed, launcher);
+  return inception_forward_dispatch(x, FUSED_INCEPTION_WEIGHTS_STRUCT, launcher);
 }
 
 std::vector<at::Tensor> inception_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,

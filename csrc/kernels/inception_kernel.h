@@ -150,19 +150,38 @@ struct Math<MathMode::kF32> {
 
 SIMT_DEVICE float relu(float v) { return v <= 0.0f ? 0.0f : v; }  // NaN stays NaN, as torch.relu
 
-// Streams rows [n0, n0 + rows) x [k0, k0 + kKChunk) of a weight matrix (rows of `row_length` elements,
-// 16-byte aligned) into the B stage; rows past `count` and columns past the row are zero-filled.
+// The weight rows a GEMM reads: `data` is the first output channel's row of `length` (K) elements, the next
+// row `stride` elements on (a WeightView, offset to a task's first channel).
 template <class T>
-SIMT_DEVICE void stage_weights(T* stage, int stride, const T* weights, int64_t row_length, int count, int n0,
-                               int rows, int64_t k0) {
-  constexpr int kVector = 16 / int(sizeof(T));
-  constexpr int kChunksPerRow = Plan::kKChunk / kVector;
-  for (int i = threadIdx.x; i < rows * kChunksPerRow; i += Plan::kThreads) {
-    const int r = i / kChunksPerRow, chunk = i % kChunksPerRow;
-    const int64_t n = n0 + r, k = k0 + int64_t(chunk) * kVector;
-    const bool inside = n < count && k < row_length;
-    simt::cp_async_16(stage + r * stride + chunk * kVector, inside ? weights + n * row_length + k : weights,
-                      inside ? 16 : 0);
+struct WeightRows {
+  const T* data;
+  int64_t stride, length;
+  bool vectorized;
+};
+
+// Streams rows [n0, n0 + rows) x [k0, k0 + kKChunk) of the weight rows into the B stage; rows past `count`
+// and columns past the row are zero-filled. Rows of whole aligned 16-byte vectors go as cp.async copies (in
+// the chunk's group); others element by element, with plain stores that the barrier before the multiply
+// publishes.
+template <class T>
+SIMT_DEVICE void stage_weights(T* stage, int stride, const WeightRows<T>& w, int count, int n0, int rows,
+                               int64_t k0) {
+  if (w.vectorized) {
+    constexpr int kVector = 16 / int(sizeof(T));
+    constexpr int kChunksPerRow = Plan::kKChunk / kVector;
+    for (int i = threadIdx.x; i < rows * kChunksPerRow; i += Plan::kThreads) {
+      const int r = i / kChunksPerRow, chunk = i % kChunksPerRow;
+      const int64_t n = n0 + r, k = k0 + int64_t(chunk) * kVector;
+      const bool inside = n < count && k < w.length;
+      simt::cp_async_16(stage + r * stride + chunk * kVector, inside ? w.data + n * w.stride + k : w.data,
+                        inside ? 16 : 0);
+    }
+  } else {
+    for (int i = threadIdx.x; i < rows * Plan::kKChunk; i += Plan::kThreads) {
+      const int r = i / Plan::kKChunk, kk = i % Plan::kKChunk;
+      const int64_t n = n0 + r, k = k0 + kk;
+      stage[r * stride + kk] = n < count && k < w.length ? w.data[n * w.stride + k] : simt::from_float<T>(0.0f);
+    }
   }
 }
 
@@ -183,15 +202,15 @@ SIMT_DEVICE void for_each_accumulator(const float (&acc)[MI][NI][4], int n0, int
   }
 }
 
-// C[m_rows x count] = A * W^T over K = k_total in passes of N = kWarpsN * NI * 8 channels. `load_a(stage,
+// C[m_rows x count] = A * W^T over K = w.length in passes of N = kWarpsN * NI * 8 channels. `load_a(stage,
 // k0)` fills the A stage (all kWarpsM * MI * 16 rows, zeros where there is no data); `store(row, column,
 // value)` receives every accumulator of a pass. Loaders and stores are functors, not lambdas, so that they
 // inline and the accumulators stay in registers. Every thread of the CTA calls it with the same arguments
 // (it synchronises the CTA).
 template <MathMode kMode, int MI, int NI, class LoadA, class Store>
 SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math<kMode>::Element* b_stages,
-                          const typename Math<kMode>::Element* weights, int64_t row_length, int count,
-                          int64_t k_total, int m_tiles, const LoadA& load_a, const Store& store) {
+                          const WeightRows<typename Math<kMode>::Element>& w, int count, int m_tiles,
+                          const LoadA& load_a, const Store& store) {
   using M = Math<kMode>;
   // Stage i of A and B (computed, not an array of pointers: a run-time index would put that in local memory).
   auto a_stage = [&](int stage) { return a_stages + stage * Plan::kStageRows * M::kStride; };
@@ -200,7 +219,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
   constexpr int kN = Plan::kWarpsN * NI * 8;
   const int warp = threadIdx.x / simt::kWarpSize, lane = threadIdx.x % simt::kWarpSize;
   const int tile_m0 = (warp / Plan::kWarpsN) * MI, tile_n0 = (warp % Plan::kWarpsN) * NI;
-  const int64_t chunks = (k_total + Plan::kKChunk - 1) / Plan::kKChunk;
+  const int64_t chunks = (w.length + Plan::kKChunk - 1) / Plan::kKChunk;
   if (chunks == 0) return;  // no K: nothing to issue (a committed group would outlive the kernel)
   for (int n0 = 0; n0 < count; n0 += kN) {
     float acc[MI][NI][4];
@@ -214,7 +233,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
     }
     // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group.
     auto issue = [&](int64_t chunk, int stage) {
-      stage_weights(b_stage(stage), M::kStride, weights, row_length, count, n0, kN, chunk * Plan::kKChunk);
+      stage_weights(b_stage(stage), M::kStride, w, count, n0, kN, chunk * Plan::kKChunk);
       load_a(a_stage(stage), chunk * Plan::kKChunk);
       simt::cp_async_commit();
     };
@@ -297,17 +316,21 @@ SIMT_DEVICE void stage_pixels_async(T* stage, int stride, const InceptionParams&
 }
 
 // Stages the implicit-GEMM A of a k x k convolution over the reduction in shared memory: row r is output
-// pixel r of the 8x8 tile, column k = (dy * ks + dx) * channels + c reads reduced[(py + dy, px + dx)][c].
+// pixel r of the 8x8 tile, column k reads reduced[(py + dy, px + dx)][c] for the (c, tap = dy * ks + dx) that
+// k stands for in the weight's K order: k = c * ks * ks + tap (OIHW), or k = tap * channels + c (OHWI).
 template <class T>
-SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kernel, int channels, int64_t k0) {
+SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kernel, int channels, bool taps_outer,
+                               int64_t k0) {
   const int halo_width = Plan::kTile + kernel - 1;
-  const int64_t k_total = int64_t(kernel) * kernel * channels;
+  const int taps = kernel * kernel;
+  const int64_t k_total = int64_t(taps) * channels;
   for (int i = threadIdx.x; i < Plan::kTilePixels * Plan::kKChunk; i += Plan::kThreads) {
     const int row = i / Plan::kKChunk, kk = i % Plan::kKChunk;
     const int64_t k = k0 + kk;
     T value = simt::from_float<T>(0.0f);
     if (k < k_total) {
-      const int tap = int(k / channels), c = int(k % channels);
+      const int tap = taps_outer ? int(k / channels) : int(k % taps);
+      const int c = taps_outer ? int(k % channels) : int(k / taps);
       const int hy = row / Plan::kTile + tap / kernel, hx = row % Plan::kTile + tap % kernel;
       value = reduced[(hy * halo_width + hx) * channels + c];
     }
@@ -336,8 +359,9 @@ template <class T>
 struct WindowLoader {
   const T* reduced;
   int kernel, channels;
+  bool taps_outer;
   SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
-    stage_windows(stage, Plan::stage_stride(int(sizeof(T))), reduced, kernel, channels, k0);
+    stage_windows(stage, Plan::stage_stride(int(sizeof(T))), reduced, kernel, channels, taps_outer, k0);
   }
 };
 
@@ -396,44 +420,46 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(con
   const int tile = int(int64_t(blockIdx.x) % tiles);
   const int y0 = (tile / p.tiles_w) * Plan::kTile, x0 = (tile % p.tiles_w) * Plan::kTile;
   const InceptionShape& s = p.shape;
-  const PackedLayout& l = p.layout;
-  const T* packed = static_cast<const T*>(p.packed);
   T* out = static_cast<T*>(p.out) + image * p.out_stride[0];
-  const int64_t cin = s.in_channels;
+  // Weight rows and biases of convolution `index`, from output channel `first` on.
+  auto weight_rows = [&](int index, int64_t first) {
+    const WeightView& v = p.weights[index];
+    return WeightRows<T>{static_cast<const T*>(v.weight) + first * v.row_stride, v.row_stride,
+                         weight_row_length(s, index), v.vectorized != 0};
+  };
+  auto bias = [&](int index, int64_t first) { return static_cast<const T*>(p.weights[index].bias) + first; };
   const Branch branch = task.branch;
 
   if (branch == Branch::k1x1 || branch == Branch::kPool) {
     const bool pooled = branch == Branch::kPool;
-    const int64_t row0 = (pooled ? s.ch1x1 + s.ch3x3red + s.ch5x5red : 0) + task.channel_begin;
+    const int conv = pooled ? kWp : kW1;
     const int64_t out0 = (pooled ? s.out_offset_branch4() : s.out_offset_branch1()) + task.channel_begin;
     const PixelBox tile_box{y0, x0, Plan::kTile, Plan::kTilePixels};
     run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
-        a_stage, b_stage, packed + l.w_1x1 + row0 * l.row_1x1, l.row_1x1, task.channel_count, cin,
-        Plan::kTilePixels / 16, PixelLoader<T>{p, image, tile_box, Plan::kWarpsM * Plan::kOutMI * 16, pooled},
-        OutputStore<T>{p, out, packed + l.b_1x1 + row0, out0, task.channel_count, y0, x0});
+        a_stage, b_stage, weight_rows(conv, task.channel_begin), task.channel_count, Plan::kTilePixels / 16,
+        PixelLoader<T>{p, image, tile_box, Plan::kWarpsM * Plan::kOutMI * 16, pooled},
+        OutputStore<T>{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0});
     return;  // no barrier follows
   }
 
   // A spatial branch: its reduction over the tile and halo into shared memory, then the k x k convolution.
   const bool three = branch == Branch::kSpatial3;
+  const int reduce = three ? kW3r : kW5r, conv = three ? kW3 : kW5;
   const int kernel = int(three ? s.k3 : s.k5);
   const int channels = int(three ? s.ch3x3red : s.ch5x5red);
-  const int64_t reduce_row0 = three ? s.ch1x1 : s.ch1x1 + s.ch3x3red;
   const int halo = kernel / 2, halo_width = Plan::kTile + kernel - 1;
   const PixelBox halo_box{y0 - halo, x0 - halo, halo_width, halo_width * halo_width};
   run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(
-      a_stage, b_stage, packed + l.w_1x1 + reduce_row0 * l.row_1x1, l.row_1x1, channels, cin,
-      (halo_box.pixels + 15) / 16, PixelLoader<T>{p, image, halo_box, Plan::kStageRows, false},
-      ReductionStore<T>{p, reduced, packed + l.b_1x1 + reduce_row0, halo_box, channels});
+      a_stage, b_stage, weight_rows(reduce, 0), channels, (halo_box.pixels + 15) / 16,
+      PixelLoader<T>{p, image, halo_box, Plan::kStageRows, false},
+      ReductionStore<T>{p, reduced, bias(reduce, 0), halo_box, channels});
   __syncthreads();  // the reduction is complete before any window reads it
 
-  const int64_t row_length = three ? l.row_w3 : l.row_w5;
-  const int64_t weights = (three ? l.w3 : l.w5) + task.channel_begin * row_length;
   const int64_t out0 = (three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;
   run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
-      a_stage, b_stage, packed + weights, row_length, task.channel_count, int64_t(kernel) * kernel * channels,
-      Plan::kTilePixels / 16, WindowLoader<T>{reduced, kernel, channels},
-      OutputStore<T>{p, out, packed + (three ? l.b3 : l.b5) + task.channel_begin, out0, task.channel_count, y0, x0});
+      a_stage, b_stage, weight_rows(conv, task.channel_begin), task.channel_count, Plan::kTilePixels / 16,
+      WindowLoader<T>{reduced, kernel, channels, p.weights[conv].taps_outer != 0},
+      OutputStore<T>{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0});
 }
 
 }  // namespace inception

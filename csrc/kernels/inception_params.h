@@ -80,17 +80,37 @@ static_assert(FusedPlan::kWarpsM * FusedPlan::kOutMI * 16 == FusedPlan::kTilePix
 static_assert(FusedPlan::kStageRows >= FusedPlan::kMaxHaloPixels);
 static_assert(FusedPlan::kStageCols >= FusedPlan::kWarpsN * FusedPlan::kHaloNI * 8);
 
+// The block's six convolutions, in schema order; InceptionParams::weights is indexed by these.
+enum WeightIndex : int { kW1 = 0, kW3r = 1, kW3 = 2, kW5r = 3, kW5 = 4, kWp = 5, kNumWeights = 6 };
+
+// K of a convolution's GEMM (input channels x taps): the length of one output channel's weight row.
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t weight_row_length(const InceptionShape& s, int index) {
+  return index == kW3 ? s.k3 * s.k3 * s.ch3x3red : index == kW5 ? s.k5 * s.k5 * s.ch5x5red : s.in_channels;
+}
+
+// One convolution's parameters, read where PyTorch keeps them: no packed copy exists, so the kernel can never
+// compute with anything but the parameters' current values. The weight is a GEMM operand [out][K], each
+// output channel's row of K elements contiguous and `row_stride` elements after the previous one. K runs
+// over (channel, tap) for a contiguous (OIHW) k x k weight and over (tap, channel) for a channels_last
+// (OHWI) one; the host makes any other layout contiguous first.
+struct WeightView {
+  const void* weight;
+  const void* bias;    // [out], contiguous
+  int64_t row_stride;  // elements
+  int32_t taps_outer;  // K = (tap, channel): a channels_last k x k weight
+  int32_t vectorized;  // rows start 16-byte aligned and hold whole 16-byte vectors: cp.async copies
+};
+
 // Everything a launch needs, passed by value as the kernel's one parameter. The CuPy path builds the same
-// bytes in Python (fused_inception/cupy/_params.py): change both together (a test compares them).
+// bytes in Python (fused_inception/launch.py): change both together (a test compares them).
 struct InceptionParams {
-  const void* x;       // (N, Cin, H, W) with any strides
-  void* out;           // (N, Cout, H, W) with any strides
-  const void* packed;  // pack_weights(...), 16-byte aligned
+  const void* x;  // (N, Cin, H, W) with any strides
+  void* out;      // (N, Cout, H, W) with any strides
+  WeightView weights[kNumWeights];
   int64_t batch, height, width;
   int64_t x_stride[4];  // in elements, for N, C, H, W
   int64_t out_stride[4];
   InceptionShape shape;
-  PackedLayout layout;
   int32_t tiles_h, tiles_w;
   int32_t x_vectorized;      // x is read in 16-byte cp.async copies (channels contiguous and aligned)
   int32_t reduced_elements;  // shared-memory elements for the recomputed reduction

@@ -43,7 +43,6 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
   if (p.height > std::numeric_limits<int32_t>::max() / 2 || p.width > std::numeric_limits<int32_t>::max() / 2) {
     return refuse("an image side over 2^30 pixels");
   }
-  if (reinterpret_cast<uintptr_t>(p.packed) % 16 != 0) return refuse("packed weights not 16-byte aligned");
   const size_t shared_bytes = fused_shared_bytes(s, element_bytes);
   if (shared_bytes > shared_memory_limit) {
     std::ostringstream os;
@@ -66,6 +65,12 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
   p.x_vectorized = p.x_stride[1] == 1 && s.in_channels % vector == 0 && p.x_stride[0] % vector == 0 &&
                    p.x_stride[2] % vector == 0 && p.x_stride[3] % vector == 0 &&
                    reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
+  // The same for each weight's rows: 16-byte copies where every row starts aligned and K is whole vectors.
+  for (int index = 0; index < kNumWeights; ++index) {
+    auto& view = p.weights[index];
+    view.vectorized = view.row_stride % vector == 0 && weight_row_length(s, index) % vector == 0 &&
+                      reinterpret_cast<uintptr_t>(view.weight) % 16 == 0;
+  }
   return true;
 }
 

@@ -19,7 +19,7 @@ size_t fused_shared_bytes(const InceptionShape& s, int element_bytes);
 int64_t reduced_elements(const InceptionShape& s);
 
 // Fills the fields of `p` that follow from the shape, pointers and strides (tiles, tasks, shared memory,
-// how x is read); returns false, with the reason, for a case the fused kernel does not cover (the caller
+// how x and the weights are read); returns false, with the reason, for a case the fused kernel does not cover (the caller
 // then runs the unfused path).
 bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size_t shared_memory_limit,
                        std::string* why_not);

@@ -1,5 +1,7 @@
 // C++ test of libfused_inception: the op through the dispatcher (as a C++ user calls it) against the block
-// composed from torch's own ops in float64, plus packing and argument checking. Exit code 0 on success.
+// composed from torch's own ops in float64, on both CPU backends (the unfused composition, and the fused
+// kernel's source under the SIMT emulator), plus argument checking. Exit code 0 on success.
+#include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/torch.h>
 
@@ -45,14 +47,21 @@ fused_inception::InceptionWeights random_weights(int64_t cin, torch::ScalarType 
 
 int main() {
   torch::manual_seed(0);
+  // Float32 held to the float32 rule: exact FMA in the fused kernel, not TF32 (cuDNN's default).
+  at::globalContext().setAllowTF32CuDNN(false);
   const auto op = c10::Dispatcher::singleton()
                       .findSchemaOrThrow("fused_inception::inception_forward", "")
                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                         const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                         const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                         const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                        const at::Tensor&, const std::optional<at::Tensor>&)>();
+                                        const at::Tensor&)>();
+  const auto set_backend = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("fused_inception::_set_backend", "")
+                               .typed<std::string(const std::string&, const std::string&)>();
+  for (const std::string backend : {"unfused", "fused"})
   for (const bool channels_last : {false, true}) {
+    set_backend.call("cpu", backend);
     const auto w64 = random_weights(12, torch::kFloat64);
     auto x64 = torch::randn({2, 12, 9, 7}, torch::kFloat64);
     const auto expected = reference(x64, w64);
@@ -62,33 +71,23 @@ int main() {
     }
     auto x = x64.to(torch::kFloat32);
     if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
-    const auto out = op.call(x, w.w1, w.b1, w.w3r, w.b3r, w.w3, w.b3, w.w5r, w.b5r, w.w5, w.b5, w.wp, w.bp,
-                             fused_inception::pack_weights(w));
-    const std::string layout = channels_last ? "channels_last" : "NCHW";
+    const auto out = op.call(x, w.w1, w.b1, w.w3r, w.b3r, w.w3, w.b3, w.w5r, w.b5r, w.w5, w.b5, w.wp, w.bp);
+    const std::string layout = std::string(channels_last ? "channels_last" : "NCHW") + ", " + backend;
     expect(out.sizes() == expected.sizes(), "output shape, " + layout);
     expect(out.is_contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous),
            "output keeps the input's memory format, " + layout);
     const double error = (out.to(torch::kFloat64) - expected).abs().max().item<double>();
     const double baseline = (reference(x, w).to(torch::kFloat64) - expected).abs().max().item<double>();
+    set_backend.call("cpu", "unfused");
     expect(error <= 2 * baseline + 1e-7, "float32 error " + format_error(error) + " <= 2 x unfused error " +
                                              format_error(baseline) + ", " + layout);
   }
 
   auto w = random_weights(12, torch::kFloat32);
-  const auto packed = fused_inception::pack_weights(w);
-  const auto shape = fused_inception::check_weights("test", w, w.w1, "w1");
-  expect(packed.numel() == fused_inception::packed_layout(shape).total, "packed size matches packed_layout");
-  const auto layout = fused_inception::packed_layout(shape);
-  const auto w3_rows = packed.narrow(0, layout.w3, w.w3.size(0) * layout.row_w3).view({w.w3.size(0), layout.row_w3});
-  const int64_t k3 = w.w3[0].numel();
-  expect(torch::equal(w3_rows.narrow(1, 0, k3), w.w3.permute({0, 2, 3, 1}).reshape({w.w3.size(0), k3})) &&
-             w3_rows.narrow(1, k3, layout.row_w3 - k3).abs().sum().item<float>() == 0,
-         "w3 is packed OHWI at its offset, rows zero-padded");
-
   w.w3 = torch::randn({10, 5, 3, 3});
   try {
     op.call(torch::randn({1, 12, 4, 4}), w.w1, w.b1, w.w3r, w.b3r, w.w3, w.b3, w.w5r, w.b5r, w.w5, w.b5, w.wp,
-            w.bp, std::nullopt);
+            w.bp);
     expect(false, "mismatched w3 raises");
   } catch (const c10::Error& e) {
     const std::string message = e.what_without_backtrace();

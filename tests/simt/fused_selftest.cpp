@@ -104,33 +104,34 @@ T to_element(double v) {
   return simt::from_float<T>(float(v));
 }
 
-// The packed layout of inception_shape.h, written out independently of pack_weights.
+// A block's parameters in T, as the kernel reads them from PyTorch's tensors: weights OIHW, or, with
+// `taps_outer`, the k x k weights in channels_last order (OHWI); the views point into `storage`.
 template <class T>
-std::vector<T> pack(const Block& b) {
-  const auto& s = b.s;
-  const auto l = fused_inception::packed_layout(s);
-  std::vector<T> packed(l.total, to_element<T>(0.0));
-  int64_t row = 0;
-  for (const auto* w : {&b.w1, &b.w3r, &b.w5r, &b.wp}) {
-    for (size_t o = 0; o < w->size() / s.in_channels; ++o, ++row)
-      for (int64_t c = 0; c < s.in_channels; ++c) packed[l.w_1x1 + row * l.row_1x1 + c] = to_element<T>((*w)[o * s.in_channels + c]);
+struct Weights {
+  std::vector<T> storage[2 * fused_inception::kNumWeights];
+  fused_inception::WeightView views[fused_inception::kNumWeights];
+
+  Weights(const Block& b, bool taps_outer) {
+    const auto& s = b.s;
+    const std::vector<double>* weights[] = {&b.w1, &b.w3r, &b.w3, &b.w5r, &b.w5, &b.wp};
+    const std::vector<double>* biases[] = {&b.b1, &b.b3r, &b.b3, &b.b5r, &b.b5, &b.bp};
+    const int64_t in[] = {s.in_channels, s.in_channels, s.ch3x3red, s.in_channels, s.ch5x5red, s.in_channels};
+    const int64_t kernel[] = {1, 1, s.k3, 1, s.k5, 1};
+    for (int i = 0; i < fused_inception::kNumWeights; ++i) {
+      const auto& w = *weights[i];
+      const int64_t k = kernel[i], taps = k * k, row = in[i] * taps, out = int64_t(w.size()) / row;
+      auto& rows = storage[2 * i];
+      rows.resize(w.size());
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t c = 0; c < in[i]; ++c)
+          for (int64_t tap = 0; tap < taps; ++tap)
+            rows[o * row + (taps_outer ? tap * in[i] + c : c * taps + tap)] = to_element<T>(w[(o * in[i] + c) * taps + tap]);
+      auto& bias = storage[2 * i + 1];
+      for (double v : *biases[i]) bias.push_back(to_element<T>(v));
+      views[i] = fused_inception::WeightView{rows.data(), bias.data(), row, int32_t(taps_outer && k > 1), 0};
+    }
   }
-  auto ohwi = [&](const std::vector<double>& w, int64_t out, int64_t in, int64_t k, int64_t offset, int64_t row_length) {
-    for (int64_t o = 0; o < out; ++o)
-      for (int64_t dy = 0; dy < k; ++dy)
-        for (int64_t dx = 0; dx < k; ++dx)
-          for (int64_t c = 0; c < in; ++c)
-            packed[offset + o * row_length + (dy * k + dx) * in + c] = to_element<T>(w[((o * in + c) * k + dy) * k + dx]);
-  };
-  ohwi(b.w3, s.ch3x3, s.ch3x3red, s.k3, l.w3, l.row_w3);
-  ohwi(b.w5, s.ch5x5, s.ch5x5red, s.k5, l.w5, l.row_w5);
-  int64_t bias_index = l.b_1x1;
-  for (auto [bias, count] : {std::pair{&b.b1, s.ch1x1}, {&b.b3r, s.ch3x3red}, {&b.b5r, s.ch5x5red}, {&b.bp, s.pool_proj},
-                             {&b.b3, s.ch3x3}, {&b.b5, s.ch5x5}}) {
-    for (int64_t i = 0; i < count; ++i) packed[bias_index++] = to_element<T>((*bias)[i]);
-  }
-  return packed;
-}
+};
 
 // `aligned`: x's channels padded to a multiple of 8 elements (16-byte copies of x); otherwise padded by one
 // element (element-wise loads).
@@ -143,7 +144,7 @@ void run_case(MathMode mode, const char* mode_name, InceptionShape s, int64_t n,
   const std::vector<double> x64 = random_values(rng, n * cin * h * w, 1.0);
   const std::vector<double> expected = reference(block, x64, n, h, w);
   // x with padding channels per pixel or plane (strided in C), in the chosen layout.
-  const int64_t c_stride_pad = aligned ? fused_inception::round_up(cin + 1, 8) : cin + 1;
+  const int64_t c_stride_pad = aligned ? (cin + 1 + 7) / 8 * 8 : cin + 1;
   std::vector<T> x(n * c_stride_pad * h * w, to_element<T>(1e30));
   int64_t xs[4], os[4];
   if (channels_last) {
@@ -157,22 +158,22 @@ void run_case(MathMode mode, const char* mode_name, InceptionShape s, int64_t n,
     for (int64_t c = 0; c < cin; ++c)
       for (int64_t y = 0; y < h; ++y)
         for (int64_t xx = 0; xx < w; ++xx) x[i * xs[0] + c * xs[1] + y * xs[2] + xx * xs[3]] = to_element<T>(x64[((i * cin + c) * h + y) * w + xx]);
-  const std::vector<T> packed = pack<T>(block);
+  const Weights<T> weights(block, channels_last);  // channels_last models hold channels_last weights too
   std::vector<T> out(n * cout * h * w, to_element<T>(NAN));
   InceptionParams p{};
   p.x = x.data();
   p.out = out.data();
-  p.packed = packed.data();
+  std::memcpy(p.weights, weights.views, sizeof(p.weights));
   p.batch = n, p.height = h, p.width = w;
   std::memcpy(p.x_stride, xs, sizeof(xs));
   std::memcpy(p.out_stride, os, sizeof(os));
   p.shape = s;
-  p.layout = fused_inception::packed_layout(s);
   std::string why;
   const bool planned = fused_inception::plan_fused_launch(p, int(sizeof(T)), 132, 227 * 1024, &why);
   std::string name = std::string(mode_name) + (channels_last ? " NHWC " : " NCHW ") + std::to_string(n) + "x" +
                      std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w) +
-                     (p.x_vectorized ? " (16-byte copies of x)" : "");
+                     (p.x_vectorized ? " (16-byte copies of x)" : "") +
+                     (channels_last ? " (OHWI k x k weights)" : "");
   if (!planned) {
     std::printf("FAIL %s: not planned (%s)\n", name.c_str(), why.c_str());
     ++failures;

@@ -14,6 +14,7 @@ the warp tiling below mirrors FusedPlan, and tests/test_plan.py holds it against
 import argparse
 import heapq
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
@@ -277,18 +278,20 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
 
 
 def sass_from_report(report: dict) -> dict:
-    """Registers and instructions per tensor op per dtype from `scripts/sass_report.py --json` output: each
-    inception_kernel<MathMode> instantiation's registers and its largest inner-loop ratio."""
+    """Registers and instructions per tensor op per dtype from `scripts/sass_report.py --json` output: over the
+    inception_kernel instantiations of each MathMode, the most registers and the largest inner-loop ratio."""
     modes = {mode: name for name, (_, mode) in DTYPES.items()}
     result = {}
     for kernel in report.get("kernels", []):
-        name = kernel.get("kernel", "")
-        marker = "inception_kernel<(fused_inception::MathMode)"
-        if marker not in name:
+        match = re.search(r"inception_kernel<\(fused_inception::MathMode\)(\d+)", kernel.get("kernel", ""))
+        if not match or int(match.group(1)) not in modes:
             continue
-        mode = int(name.split(marker)[1].split(">")[0])
+        dtype = modes[int(match.group(1))]
         ratios = [loop["instructions_per_tensor_op"] for loop in kernel.get("tensor_loops", [])]
-        result[modes[mode]] = dict(registers=kernel["registers"], instructions_per_tensor_op=max(ratios, default=None))
+        previous = result.get(dtype, dict(registers=0, instructions_per_tensor_op=None))
+        ratio = max(ratios + [previous["instructions_per_tensor_op"] or 0], default=0) or None
+        result[dtype] = dict(registers=max(kernel["registers"], previous["registers"]),
+                             instructions_per_tensor_op=ratio)
     missing = set(DTYPES) - set(result)
     if missing:
         raise ValueError(f"the SASS report lacks the inception_kernel instantiations for {sorted(missing)}")

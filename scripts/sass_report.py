@@ -243,6 +243,8 @@ def dump(cuobjdump: str, so: str, arch: str) -> str:
     """SASS and resource usage of the `arch` cubins, in one pass over the binary."""
     result = subprocess.run([cuobjdump, "-arch", arch, "-res-usage", "-sass", so], capture_output=True, text=True,
                             check=False)
+    if result.returncode != 0 and "does not contain device code" in result.stderr:
+        return ""  # a CPU-only build: no kernels to report
     if result.returncode != 0:
         raise RuntimeError(f"{os.path.basename(cuobjdump)} failed: {result.stderr.strip()}")
     return result.stdout

@@ -125,11 +125,15 @@ def test_sass_report_numbers_replace_the_defaults(tmp_path, capsys):
                            f"(fused_inception::InceptionParams)", registers=120,
                     tensor_loops=[] if m == 3 else [dict(instructions_per_tensor_op=r) for r in (5.0, 8.0)])
                for m in range(4)]
+    # A second bf16 instantiation (say, templated on N): the plan takes the worst of the two.
+    kernels.append(dict(kernel="void fused_inception::gpu::inception::inception_kernel<(fused_inception::MathMode)1, "
+                               "64>(fused_inception::InceptionParams)", registers=100,
+                        tensor_loops=[dict(instructions_per_tensor_op=9.0)]))
     report = tmp_path / "sass.json"
     report.write_text(json.dumps(dict(kernels=kernels)))
     assert plan.main(["--block", "4e", "--batch", "1", "--sass-report", str(report), "--json"]) == 0
     (case,) = json.loads(capsys.readouterr().out)
-    assert case["registers"] == 120 and case["instructions_per_tensor_op"] == 8.0  # the largest loop's
+    assert case["registers"] == 120 and case["instructions_per_tensor_op"] == 9.0  # the largest loop's
     assert case["ctas_per_sm"] == 2
     with pytest.raises(ValueError, match="lacks the inception_kernel instantiations"):
         plan.sass_from_report(dict(kernels=kernels[:2]))

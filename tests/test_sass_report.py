@@ -5,7 +5,6 @@ import importlib.util
 import json
 import os
 import stat
-import sys
 
 import pytest
 

@@ -217,7 +217,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     smem = shared_bytes(s, element_bytes)
     if smem > device.shared_bytes_per_cta:
         raise UnsupportedCase(f"the recomputed reduction needs {smem} bytes of shared memory, over the "
-                                     f"device's {device.shared_bytes_per_cta}")
+                              f"device's {device.shared_bytes_per_cta}")
     tiles = _ceil_div(height, TILE) * _ceil_div(width, TILE)
     grid_x = batch * tiles
     chunk = plan_channel_chunk(s, grid_x, device.sms)

@@ -42,6 +42,24 @@ class InceptionConfig:
         side = self.spatial if spatial is None else spatial
         return 2 * self.macs_per_pixel(kernel_sizes) * side * side * batch
 
+    def weight_count(self, kernel_sizes=(3, 5)) -> int:
+        """Weights plus biases of the block's six convolutions."""
+        k3, k5 = kernel_sizes
+        weights = (self.in_channels * (self.ch1x1 + self.ch3x3red + self.ch5x5red + self.pool_proj)
+                   + self.ch3x3red * self.ch3x3 * k3 * k3 + self.ch5x5red * self.ch5x5 * k5 * k5)
+        biases = self.ch1x1 + self.ch3x3red + self.ch3x3 + self.ch5x5red + self.ch5x5 + self.pool_proj
+        return weights + biases
+
+    def min_bytes(self, batch: int, element_size: int, spatial: int | None = None, kernel_sizes=(3, 5)) -> int:
+        """Minimum device-memory bytes of one forward = (input + output + weights once) * element size.
+
+        input = batch * Cin * H * W, output = batch * Cout * H * W; the reduced activations, the pooled tensor
+        and the per-branch outputs need never leave the chip in a fused kernel, so they are not counted.
+        """
+        side = self.spatial if spatial is None else spatial
+        pixels = batch * side * side
+        return (pixels * (self.in_channels + self.out_channels) + self.weight_count(kernel_sizes)) * element_size
+
 
 GOOGLENET_BLOCKS = (
     InceptionConfig("3a", 192, 64, 96, 128, 16, 32, 32, spatial=28),

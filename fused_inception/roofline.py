@@ -33,23 +33,12 @@ def element_size(dtype: torch.dtype) -> int:
 
 def block_weight_count(config: InceptionConfig, kernel_sizes=(3, 5)) -> int:
     """Weights plus biases of one block (what `pack_weights` holds, without its alignment padding)."""
-    k3, k5 = kernel_sizes
-    cin = config.in_channels
-    weights = (cin * (config.ch1x1 + config.ch3x3red + config.ch5x5red + config.pool_proj)
-               + config.ch3x3red * config.ch3x3 * k3 * k3 + config.ch5x5red * config.ch5x5 * k5 * k5)
-    biases = config.ch1x1 + config.ch3x3red + config.ch3x3 + config.ch5x5red + config.ch5x5 + config.pool_proj
-    return weights + biases
+    return config.weight_count(kernel_sizes)
 
 
 def block_min_bytes(config: InceptionConfig, batch: int, dtype: torch.dtype) -> int:
-    """Minimum bytes of one block's forward = (input + output + weights once) * element size.
-
-    input = batch * Cin * H * W, output = batch * Cout * H * W; the reduced activations, the pooled tensor
-    and the per-branch outputs need never leave the chip in a fused kernel, so they are not counted.
-    """
-    pixels = batch * config.spatial * config.spatial
-    elements = pixels * (config.in_channels + config.out_channels) + block_weight_count(config)
-    return elements * element_size(dtype)
+    """Minimum bytes of one block's forward (InceptionConfig.min_bytes) at `dtype`'s element size."""
+    return config.min_bytes(batch, element_size(dtype))
 
 
 def _conv_linear_flops(model: nn.Module, x: torch.Tensor, skip: tuple) -> int:

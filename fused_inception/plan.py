@@ -1,0 +1,400 @@
+"""`python -m fused_inception plan`: what the fused kernel will do for a block, batch and dtype, and what that
+should cost on an H100, from the kernel's own plan (no GPU, no torch, no extension).
+
+Per case: the grid (x = image tiles, y = tasks), CTAs and waves, the tasks (each a branch's chunk of output
+channels), the work multiplier (tensor-core FLOPs the plan executes / the block's ideal FLOPs), the longest
+CTA's K steps, shared memory, modeled DRAM bytes against the minimum, and a modeled kernel time.
+docs/performance.md states the model and its assumptions; the first GPU run calibrates it.
+
+The plan is the kernel's: task split, channel chunk and shared memory come from fused_inception.launch (the
+Python mirror of csrc/kernels/inception_params.h and inception_plan.cpp that the CuPy path launches with);
+the warp tiling below mirrors FusedPlan, and tests/test_plan.py holds it against the header.
+"""
+
+import argparse
+import heapq
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field, replace
+
+from .launch import (K_CHUNK, STAGE_COLS, STAGE_ROWS, THREADS, TILE, BlockShape, UnsupportedCase, count_tasks,
+                     plan_channel_chunk, shared_bytes)
+from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
+
+# FusedPlan's warp tiling (csrc/kernels/inception_params.h), beyond what launch.py mirrors.
+WARPS_M, WARPS_N = 2, 4
+OUT_MI, OUT_NI = 2, 4    # output GEMMs: each warp 2 x 4 m16n8 tiles
+HALO_MI, HALO_NI = 5, 2  # reduction GEMMs over the tile and its halo: each warp 5 x 2 tiles
+OUT_ROWS = WARPS_M * OUT_MI * 16       # M of an output GEMM: the 8x8 tile's 64 pixels
+OUT_PASS_N = WARPS_N * OUT_NI * 8      # N of one output pass: 128 channels
+HALO_ROWS = WARPS_M * HALO_MI * 16     # the warp grid's M of a reduction GEMM: 160 (rows past the halo skip)
+HALO_PASS_N = WARPS_N * HALO_NI * 8    # N of one reduction pass: 64 channels
+assert OUT_ROWS == TILE * TILE and HALO_ROWS == STAGE_ROWS and OUT_PASS_N == STAGE_COLS
+WARPS = THREADS // 32
+MMA_FLOPS = 2 * 16 * 8 * 16  # one m16n8k16: the unit of tensor work below
+
+#: dtype label -> (element bytes, MathMode value of the kernel instantiation)
+DTYPES = {"f16": (2, 0), "bf16": (2, 1), "tf32": (4, 2), "f32": (4, 3)}
+
+#: The kernel as it builds today (sass_report.py on sm_90 at commit c25fad9): registers per thread and the
+#: largest SASS instructions per m16n8k16-equivalent tensor op over its tensor-core inner loops. The exact
+#: float32 kernel has no tensor loops. `--sass-report FILE` replaces these with a fresh report's numbers.
+MEASURED_SASS = {
+    "f16": dict(registers=161, instructions_per_tensor_op=44.125),
+    "bf16": dict(registers=161, instructions_per_tensor_op=44.125),
+    "tf32": dict(registers=197, instructions_per_tensor_op=57.7),
+    "f32": dict(registers=216, instructions_per_tensor_op=None),
+}
+
+
+@dataclass(frozen=True)
+class Device:
+    """An H100 SXM5 (docs/performance.md says where each number comes from)."""
+
+    sms: int = 132
+    clock_hz: float = 1.83e9            # the clock NVIDIA's peak numbers are quoted at
+    schedulers_per_sm: int = 4          # each issues at most one instruction per cycle
+    registers_per_sm: int = 65536
+    max_threads_per_sm: int = 2048
+    max_ctas_per_sm: int = 32
+    shared_bytes_per_sm: int = 233472   # 228 KiB
+    shared_bytes_per_cta: int = 232448  # 227 KiB: the most one CTA may opt into
+    shared_reserved_per_cta: int = 1024
+    l2_bytes: float = 50e6
+    dram_bytes_per_s: float = 3.35e12 * 0.8  # HBM3 peak, of which a streaming kernel reaches about 80%
+    # m16n8k16-equivalents per SM per cycle: the dense tensor peak (989 TFLOP/s in 16 bits, 495 in TF32) is
+    # 1 per cycle; mma.sync (what the kernel issues; wgmma is needed for the rest) reaches about 2/3 of it.
+    mma_sync_fraction: float = 2 / 3
+    fp32_flops_per_sm_cycle: int = 256  # 128 FMA lanes: the exact float32 kernel's rate
+
+    def tensor_ops_per_cycle(self, dtype: str) -> float:
+        if dtype == "f32":
+            return self.fp32_flops_per_sm_cycle / MMA_FLOPS
+        return (1.0 if dtype in ("f16", "bf16") else 0.5) * self.mma_sync_fraction
+
+    def dense_peak_flops(self, dtype: str) -> float:
+        """The device's dense peak (wgmma, or FMA for float32): for the floor, not for this kernel."""
+        per_cycle = self.fp32_flops_per_sm_cycle if dtype == "f32" else (MMA_FLOPS if dtype in ("f16", "bf16")
+                                                                         else MMA_FLOPS / 2)
+        return per_cycle * self.sms * self.clock_hz
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One run_gemm call of a CTA: `passes` passes of N = pass_n channels, each over `k_chunks` K steps."""
+
+    rows: int         # M the tensor cores compute (the pixels rounded up to 16-row tiles)
+    issued_rows: int  # M of the warp grid: its warps run the whole loop even where their tiles are skipped
+    pass_n: int
+    passes: int
+    k_chunks: int
+
+    @property
+    def k_steps(self) -> int:
+        return self.passes * self.k_chunks
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.rows * self.pass_n * self.k_steps * K_CHUNK
+
+    @property
+    def issued_tensor_ops(self) -> float:
+        """m16n8k16 equivalents of the loop iterations its warps run (skipped tiles included)."""
+        return self.issued_rows * self.pass_n * self.k_steps * K_CHUNK * 2 / MMA_FLOPS
+
+
+@dataclass(frozen=True)
+class Task:
+    branch: str  # "3x3", "5x5", "1x1", "pool": the kernel's launch order (task_of)
+    channel_begin: int
+    channel_count: int
+    gemms: tuple
+
+    @property
+    def k_steps(self) -> int:
+        return sum(g.k_steps for g in self.gemms)
+
+    @property
+    def flops(self) -> int:
+        return sum(g.flops for g in self.gemms)
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def block_shape(config: InceptionConfig, kernel_sizes=(3, 5)) -> BlockShape:
+    return BlockShape(*config.block_args, *kernel_sizes)
+
+
+def tasks(s: BlockShape, chunk: int) -> list:
+    """The tasks in grid.y order (task_of in inception_params.h) with the GEMMs each CTA runs."""
+    k_chunks_x = _ceil_div(s.in_channels, K_CHUNK)
+    result = []
+    for branch, channels in (("3x3", s.ch3x3), ("5x5", s.ch5x5), ("1x1", s.ch1x1), ("pool", s.pool_proj)):
+        for begin in range(0, channels, chunk):
+            count = min(chunk, channels - begin)
+            output_passes = _ceil_div(count, OUT_PASS_N)
+            if branch in ("1x1", "pool"):
+                gemms = (Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes, k_chunks_x),)
+            else:
+                kernel, reduced = (s.k3, s.ch3x3red) if branch == "3x3" else (s.k5, s.ch5x5red)
+                halo_pixels = (TILE + kernel - 1) ** 2
+                reduction = Gemm(16 * _ceil_div(halo_pixels, 16), HALO_ROWS, HALO_PASS_N,
+                                 _ceil_div(reduced, HALO_PASS_N), k_chunks_x)
+                window = Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes,
+                              _ceil_div(kernel * kernel * reduced, K_CHUNK))
+                gemms = (reduction, window)
+            result.append(Task(branch, begin, count, gemms))
+    assert len(result) == count_tasks(s, chunk)
+    return result
+
+
+def ctas_per_sm(registers: int, shared_bytes: int, device: Device) -> int:
+    """Occupancy: CTAs of THREADS threads that fit on one SM by registers, shared memory and threads."""
+    registers_per_warp = _ceil_div(registers * 32, 256) * 256  # allocated per warp in units of 256
+    by_registers = device.registers_per_sm // (registers_per_warp * WARPS)
+    by_shared = device.shared_bytes_per_sm // (shared_bytes + device.shared_reserved_per_cta)
+    by_threads = device.max_threads_per_sm // THREADS
+    return min(by_registers, by_shared, by_threads, device.max_ctas_per_sm)
+
+
+def _makespan(durations_in_order, slots: int) -> float:
+    """CTAs dispatched in grid order to the first free slot (what the block scheduler does, roughly)."""
+    free = [0.0] * slots
+    for duration in durations_in_order:
+        heapq.heapreplace(free, free[0] + duration)
+    return max(free)
+
+
+@dataclass
+class Case:
+    block: str
+    batch: int
+    dtype: str
+    height: int
+    width: int
+    grid: tuple
+    ctas: int
+    ctas_per_sm: int
+    waves: int
+    channel_chunk: int
+    tasks: int
+    tasks_per_branch: dict
+    work_multiplier: float
+    executed_flops: int
+    ideal_flops: int
+    longest_cta_ksteps: int
+    shared_bytes: int
+    x_reads: int
+    dram_bytes: int
+    min_dram_bytes: int
+    registers: int
+    instructions_per_tensor_op: float | None
+    issue_us: float
+    tensor_us: float
+    dram_us: float
+    model_us: float
+    bound: str
+    floor_us: float
+    assumptions: dict = field(default_factory=dict)
+
+
+def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = Device(), sass: dict | None = None,
+              kernel_sizes=(3, 5)) -> Case:
+    """The plan and the model for one block, batch and dtype. Raises UnsupportedCase where the kernel
+    does not run the case (it falls back to the unfused path)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if batch < 1:
+        raise ValueError(f"batch must be positive, got {batch}")
+    element_bytes = DTYPES[dtype][0]
+    measured = (sass or MEASURED_SASS)[dtype]
+    s = block_shape(config, kernel_sizes)
+    height = width = config.spatial
+
+    smem = shared_bytes(s, element_bytes)
+    if smem > device.shared_bytes_per_cta:
+        raise UnsupportedCase(f"the recomputed reduction needs {smem} bytes of shared memory, over the "
+                              f"device's {device.shared_bytes_per_cta}")
+    tiles = _ceil_div(height, TILE) * _ceil_div(width, TILE)
+    grid_x = batch * tiles
+    chunk = plan_channel_chunk(s, grid_x, device.sms)
+    task_list = tasks(s, chunk)
+    ctas = grid_x * len(task_list)
+    occupancy = ctas_per_sm(measured["registers"], smem, device)
+    slots = device.sms * occupancy
+
+    executed = grid_x * sum(t.flops for t in task_list)
+    ideal = config.flops(batch, kernel_sizes=kernel_sizes)
+
+    # DRAM: grid.x (tiles, then images) is the fastest index, so each task sweeps all of x before the next
+    # task starts on the first tile again. x stays in L2 between tasks only if one sweep's footprint does.
+    pixels = batch * height * width
+    x_bytes = pixels * s.in_channels * element_bytes
+    weight_bytes = config.weight_count(kernel_sizes) * element_bytes
+    sweep_bytes = x_bytes + pixels * chunk * element_bytes + weight_bytes  # x, one task's output, the weights
+    x_reads = 1 if sweep_bytes <= device.l2_bytes else len(task_list)
+    dram_bytes = x_bytes * x_reads + pixels * s.out_channels * element_bytes + weight_bytes
+    min_bytes = config.min_bytes(batch, element_bytes, kernel_sizes=kernel_sizes)
+
+    # Time: each CTA's loop is issue-bound (every warp issues R instructions per tensor op, four schedulers
+    # share them) or tensor-bound, whichever is longer; CTAs sharing an SM share both; CTAs are list-scheduled
+    # in grid order onto SMs x occupancy slots. Then the larger of that and the DRAM time.
+    ratio = measured["instructions_per_tensor_op"]
+    rate = device.tensor_ops_per_cycle(dtype)
+
+    def cta_cycles(task):
+        issue = (ratio or 0.0) * sum(g.issued_tensor_ops for g in task.gemms) / device.schedulers_per_sm
+        tensor = task.flops / MMA_FLOPS / rate
+        return issue, tensor
+
+    per_task = [cta_cycles(t) for t in task_list]
+    durations = [occupancy * max(issue, tensor) for issue, tensor in per_task for _ in range(grid_x)]
+    compute_s = _makespan(durations, slots) / device.clock_hz
+    # The same schedule with only one of the two limits, to say which one binds.
+    issue_s = _makespan([occupancy * i for i, _ in per_task for _ in range(grid_x)], slots) / device.clock_hz
+    tensor_s = _makespan([occupancy * t for _, t in per_task for _ in range(grid_x)], slots) / device.clock_hz
+    dram_s = dram_bytes / device.dram_bytes_per_s
+    model_s = max(compute_s, dram_s)
+    bound = "dram" if dram_s >= compute_s else ("issue" if issue_s >= tensor_s else "tensor")
+    floor_s = max(ideal / device.dense_peak_flops(dtype), min_bytes / device.dram_bytes_per_s)
+
+    per_branch = {}
+    for t in task_list:
+        per_branch[t.branch] = per_branch.get(t.branch, 0) + 1
+    return Case(block=config.name, batch=batch, dtype=dtype, height=height, width=width, grid=(grid_x, len(task_list)),
+                ctas=ctas, ctas_per_sm=occupancy, waves=_ceil_div(ctas, slots), channel_chunk=chunk,
+                tasks=len(task_list), tasks_per_branch=per_branch, work_multiplier=executed / ideal,
+                executed_flops=executed, ideal_flops=ideal, longest_cta_ksteps=max(t.k_steps for t in task_list),
+                shared_bytes=smem, x_reads=x_reads, dram_bytes=dram_bytes, min_dram_bytes=min_bytes,
+                registers=measured["registers"], instructions_per_tensor_op=ratio, issue_us=issue_s * 1e6,
+                tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6, bound=bound,
+                floor_us=floor_s * 1e6,
+                assumptions=dict(sms=device.sms, l2_bytes=device.l2_bytes, clock_hz=device.clock_hz,
+                                 dram_bytes_per_s=device.dram_bytes_per_s,
+                                 tensor_ops_per_sm_cycle=rate, schedulers_per_sm=device.schedulers_per_sm))
+
+
+def sass_from_report(report: dict) -> dict:
+    """Registers and instructions per tensor op per dtype from `scripts/sass_report.py --json` output: over the
+    inception_kernel instantiations of each MathMode, the most registers and the largest inner-loop ratio."""
+    modes = {mode: name for name, (_, mode) in DTYPES.items()}
+    result = {}
+    for kernel in report.get("kernels", []):
+        match = re.search(r"inception_kernel<\(fused_inception::MathMode\)(\d+)", kernel.get("kernel", ""))
+        if not match or int(match.group(1)) not in modes:
+            continue
+        dtype = modes[int(match.group(1))]
+        ratios = [loop["instructions_per_tensor_op"] for loop in kernel.get("tensor_loops", [])]
+        previous = result.get(dtype, dict(registers=0, instructions_per_tensor_op=None))
+        ratio = max(ratios + [previous["instructions_per_tensor_op"] or 0], default=0) or None
+        result[dtype] = dict(registers=max(kernel["registers"], previous["registers"]),
+                             instructions_per_tensor_op=ratio)
+    missing = set(DTYPES) - set(result)
+    if missing:
+        raise ValueError(f"the SASS report lacks the inception_kernel instantiations for {sorted(missing)}")
+    return result
+
+
+# ---- command line -------------------------------------------------------------------------------------------
+
+
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _dtype_list(text):
+    values = [v for v in text.split(",") if v]
+    bad = [v for v in values if v not in DTYPES]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(DTYPES)}, comma-separated; got {text!r}")
+    return values
+
+
+def _blocks(args) -> list:
+    if args.channels:
+        if len(args.channels) != 7:
+            raise SystemExit("--channels takes 7 numbers: in,1x1,3x3red,3x3,5x5red,5x5,pool_proj")
+        if args.size is None:
+            raise SystemExit("--channels needs --size (the image side)")
+        return [InceptionConfig("custom", *args.channels, spatial=args.size)]
+    if args.size is not None:
+        raise SystemExit("--size goes with --channels (GoogLeNet's blocks have their own sizes)")
+    names = args.block.split(",") if args.block else [c.name for c in GOOGLENET_BLOCKS]
+    unknown = [n for n in names if n not in BLOCKS_BY_NAME]
+    if unknown:
+        raise SystemExit(f"unknown block {unknown[0]!r}; choose from {', '.join(BLOCKS_BY_NAME)}")
+    return [BLOCKS_BY_NAME[n] for n in names]
+
+
+COLUMNS = (  # (header, width, format of a Case)
+    ("block", 6, lambda c: c.block), ("batch", 5, lambda c: str(c.batch)), ("dtype", 5, lambda c: c.dtype),
+    ("grid", 9, lambda c: f"{c.grid[0]}x{c.grid[1]}"), ("CTAs", 6, lambda c: str(c.ctas)),
+    ("/SM", 3, lambda c: str(c.ctas_per_sm)), ("waves", 5, lambda c: str(c.waves)),
+    ("tasks", 11, lambda c: f"{c.tasks}x{c.channel_chunk}ch"), ("work", 5, lambda c: f"{c.work_multiplier:.2f}"),
+    ("maxK", 5, lambda c: str(c.longest_cta_ksteps)), ("smemKB", 6, lambda c: f"{c.shared_bytes / 1024:.1f}"),
+    ("DRAM MB", 8, lambda c: f"{c.dram_bytes / 1e6:.2f}"), ("min MB", 7, lambda c: f"{c.min_dram_bytes / 1e6:.2f}"),
+    ("x rd", 4, lambda c: str(c.x_reads)), ("issue", 7, lambda c: f"{c.issue_us:.1f}"),
+    ("tensor", 7, lambda c: f"{c.tensor_us:.1f}"), ("dram", 6, lambda c: f"{c.dram_us:.1f}"),
+    ("model us", 8, lambda c: f"{c.model_us:.1f}"), ("bound", 6, lambda c: c.bound),
+    ("floor", 6, lambda c: f"{c.floor_us:.1f}"),
+)
+
+
+def format_table(cases: list) -> str:
+    lines = [" ".join(f"{h:>{w}}" for h, w, _ in COLUMNS)]
+    lines += [" ".join(f"{fmt(c):>{w}}" for _, w, fmt in COLUMNS) for c in cases]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fused_inception plan", description=__doc__.split("\n\n")[0],
+                                     epilog="Columns: grid = tiles x tasks; /SM = CTAs per SM; work = executed "
+                                            "tensor FLOPs / ideal; maxK = the longest CTA's K steps; x rd = times "
+                                            "x is read from DRAM; issue, tensor, dram, model, floor in us. "
+                                            "Assumptions: docs/performance.md.")
+    parser.add_argument("--block", help="GoogLeNet blocks, comma-separated (default: all nine)")
+    parser.add_argument("--channels", type=_int_list, help="a block of your own: in,1x1,3x3red,3x3,5x5red,5x5,pool")
+    parser.add_argument("--size", type=int, help="its image side (with --channels)")
+    parser.add_argument("--kernel-sizes", type=_int_list, default=[3, 5], help="k3,k5 (default 3,5)")
+    parser.add_argument("--batch", type=_int_list, default=[1, 32, 256], help="comma-separated (default 1,32,256)")
+    parser.add_argument("--dtype", type=_dtype_list, default=["bf16"], help=f"{','.join(DTYPES)} (default bf16)")
+    parser.add_argument("--sms", type=int, default=Device.sms, help="multiprocessors (default 132, an H100 SXM)")
+    parser.add_argument("--l2-mb", type=float, default=Device.l2_bytes / 1e6, help="L2 size in MB (default 50)")
+    parser.add_argument("--sass-report", help="registers and instructions per tensor op from this "
+                                              "`scripts/sass_report.py --json` output instead of today's numbers")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
+    args = parser.parse_args(argv)
+    if args.sms < 1:
+        parser.error("--sms must be positive")
+    if len(args.kernel_sizes) != 2 or any(k not in (3, 5) for k in args.kernel_sizes):
+        parser.error("--kernel-sizes takes two of 3 and 5")
+    device = replace(Device(), sms=args.sms, l2_bytes=args.l2_mb * 1e6)
+    sass = None
+    if args.sass_report:
+        with open(args.sass_report) as f:
+            sass = sass_from_report(json.load(f))
+
+    cases, refused = [], []
+    for config in _blocks(args):
+        for dtype in args.dtype:
+            for batch in args.batch:
+                try:
+                    cases.append(plan_case(config, batch, dtype, device, sass, tuple(args.kernel_sizes)))
+                except UnsupportedCase as why:
+                    refused.append(f"{config.name} batch {batch} {dtype}: not fused ({why})")
+    if args.json:
+        print(json.dumps([asdict(c) for c in cases], indent=1))
+    else:
+        print(format_table(cases))
+    for line in refused:
+        print(line, file=sys.stderr)
+    return 0

@@ -1,0 +1,168 @@
+"""`python -m fused_inception plan`: its JSON, a case computed by hand from the kernel's plan, the model's
+arithmetic, the warp tiling against inception_params.h, and that it runs without torch."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import fused_inception.plan as plan
+from fused_inception.configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JSON_KEYS = {"block", "batch", "dtype", "ctas", "waves", "work_multiplier", "longest_cta_ksteps", "dram_bytes",
+             "min_dram_bytes"}
+
+
+def test_json_has_the_keys_per_block_batch_and_dtype(capsys):
+    assert plan.main(["--block", "3a,5b", "--batch", "1,256", "--dtype", "bf16,tf32", "--json"]) == 0
+    cases = json.loads(capsys.readouterr().out)
+    assert [(c["block"], c["dtype"], c["batch"]) for c in cases] == [
+        (b, d, n) for b in ("3a", "5b") for d in ("bf16", "tf32") for n in (1, 256)]
+    for case in cases:
+        assert JSON_KEYS <= set(case)
+        assert case["ctas"] == case["grid"][0] * case["grid"][1]
+
+
+def test_table_names_every_case(capsys):
+    assert plan.main(["--batch", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + len(GOOGLENET_BLOCKS)
+    assert [line.split()[0] for line in lines[1:]] == [c.name for c in GOOGLENET_BLOCKS]
+
+
+@pytest.mark.parametrize("dtype", list(plan.DTYPES))
+@pytest.mark.parametrize("batch", [1, 32, 256])
+def test_work_multiplier_and_bytes_are_at_least_the_ideal(batch, dtype):
+    for config in GOOGLENET_BLOCKS:
+        case = plan.plan_case(config, batch, dtype)
+        assert case.work_multiplier >= 1
+        assert case.dram_bytes >= case.min_dram_bytes
+        assert case.model_us >= case.floor_us > 0
+        assert case.waves == -(-case.ctas // (132 * case.ctas_per_sm))
+
+
+def test_block_5b_at_batch_1_by_hand():
+    # 5b: Cin 832; 1x1 384; 3x3 192 -> 384; 5x5 48 -> 128; pool 128; 7x7 pixels, so one 8x8 tile.
+    # One tile: 1 CTA per task, so the chunk halves from 256 while tasks < 2 * 132 SMs, down to 64:
+    # 3x3: 6 tasks, 5x5: 2, 1x1: 6, pool: 2 of 64 channels = 16 CTAs.
+    case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16")
+    assert (case.grid, case.ctas, case.channel_chunk, case.waves) == ((1, 16), 16, 64, 1)
+    assert case.tasks_per_branch == {"3x3": 6, "5x5": 2, "1x1": 6, "pool": 2}
+    # A 3x3 task: the reduction over the 10x10 halo (100 pixels -> 7 tiles of 16 rows), N = 192 in 3 passes
+    # of 64, K = 832 in 26 steps of 32; then the 3x3 GEMM: M = 64, one pass of N = 128 for 64 channels,
+    # K = 9 * 192 = 1728 in 54 steps. A 5x5 task: 12x12 halo = 144 rows, N = 64 for 48 channels, K = 832;
+    # then K = 25 * 48 = 1200 -> 38 steps = 1216. 1x1 and pool tasks: M = 64, N = 128, K = 832.
+    three = 2 * 112 * 192 * 832 + 2 * 64 * 128 * 1728
+    five = 2 * 144 * 64 * 832 + 2 * 64 * 128 * 1216
+    one = 2 * 64 * 128 * 832
+    executed = 6 * three + 2 * five + 8 * one
+    ideal = 2 * 49 * (832 * (384 + 192 + 48 + 128) + 192 * 384 * 9 + 48 * 128 * 25)
+    assert case.executed_flops == executed and case.ideal_flops == ideal
+    assert case.work_multiplier == pytest.approx(executed / ideal)
+    assert case.longest_cta_ksteps == 3 * 26 + 54
+    # Shared memory: 2 stages x (160 + 128) rows x 40 elements, then the larger reduction (100 x 192).
+    assert case.shared_bytes == (2 * (160 + 128) * 40 + 100 * 192) * 2
+    # Bytes: x and the output once, and the weights; everything fits the L2, so x is read once.
+    weights = 832 * 752 + 192 * 384 * 9 + 48 * 128 * 25 + (384 + 192 + 384 + 48 + 128 + 128)
+    assert case.x_reads == 1
+    assert case.dram_bytes == case.min_dram_bytes == (49 * (832 + 1024) + weights) * 2
+
+
+def test_model_time_of_5b_at_batch_1_by_hand():
+    # 16 CTAs on 132 SMs: the time is the longest CTA's, a 3x3 task. With 10 instructions per tensor op its
+    # warps issue 10 * (the m16n8k16 ops of their loops, the skipped halo rows included: M = 160) over four
+    # schedulers; the tensor pipe needs 1.5 cycles per op at 2/3 of the peak. The larger wins.
+    sass = {d: dict(registers=161, instructions_per_tensor_op=10.0) for d in plan.DTYPES}
+    case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16", sass=sass)
+    issued = (160 * 64 * 78 + 64 * 128 * 54) * 32 * 2 / 4096
+    executed = (112 * 64 * 78 + 64 * 128 * 54) * 32 * 2 / 4096
+    cycles = max(10.0 * issued / 4, executed * 1.5)
+    assert case.model_us == pytest.approx(cycles / 1.83e9 * 1e6)
+    assert case.bound == "issue"
+    fast_issue = dict(sass, bf16=dict(registers=161, instructions_per_tensor_op=1.0))
+    assert plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16", sass=fast_issue).bound == "tensor"
+
+
+def test_x_is_reread_per_task_when_a_sweep_overflows_the_l2():
+    # 3a at batch 256 in bf16: x is 256 * 784 * 192 * 2 bytes = 77 MB > 50 MB, four tasks of 256 channels.
+    case = plan.plan_case(BLOCKS_BY_NAME["3a"], 256, "bf16")
+    assert (case.tasks, case.x_reads) == (4, 4)
+    x_bytes = 256 * 784 * 192 * 2
+    assert case.dram_bytes - case.min_dram_bytes == 3 * x_bytes
+    big_l2 = plan.plan_case(BLOCKS_BY_NAME["3a"], 256, "bf16", plan.Device(l2_bytes=200e6))
+    assert big_l2.x_reads == 1 and big_l2.dram_bytes == big_l2.min_dram_bytes
+
+
+def test_occupancy_by_registers_and_shared_memory():
+    device = plan.Device()
+    assert plan.ctas_per_sm(161, 80_000, device) == 1  # 168 x 256 registers per CTA: one fits in 64K
+    assert plan.ctas_per_sm(128, 80_000, device) == 2
+    assert plan.ctas_per_sm(128, 120_000, device) == 1  # two would need 242 KB of shared memory
+    assert plan.ctas_per_sm(32, 1_000, device) == 8     # 2048 threads
+
+
+def test_custom_block_and_bad_arguments(capsys):
+    assert plan.main(["--channels", "192,64,96,128,16,32,32", "--size", "28", "--batch", "1", "--json"]) == 0
+    (custom,) = json.loads(capsys.readouterr().out)
+    expected = plan.plan_case(BLOCKS_BY_NAME["3a"], 1, "bf16")
+    assert custom["block"] == "custom" and custom["ctas"] == expected.ctas
+    assert custom["work_multiplier"] == expected.work_multiplier
+    with pytest.raises(SystemExit, match="unknown block '6a'"):
+        plan.main(["--block", "6a"])
+    with pytest.raises(SystemExit):
+        plan.main(["--dtype", "fp8"])
+    assert "choose from f16, bf16, tf32, f32" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="batch must be positive"):
+        plan.plan_case(BLOCKS_BY_NAME["3a"], 0, "bf16")
+
+
+def test_sass_report_numbers_replace_the_defaults(tmp_path, capsys):
+    kernels = [dict(kernel=f"void fused_inception::gpu::inception::inception_kernel<(fused_inception::MathMode){m}>"
+                           f"(fused_inception::InceptionParams)", registers=120,
+                    tensor_loops=[] if m == 3 else [dict(instructions_per_tensor_op=r) for r in (5.0, 8.0)])
+               for m in range(4)]
+    # A second bf16 instantiation (say, templated on N): the plan takes the worst of the two.
+    kernels.append(dict(kernel="void fused_inception::gpu::inception::inception_kernel<(fused_inception::MathMode)1, "
+                               "64>(fused_inception::InceptionParams)", registers=100,
+                        tensor_loops=[dict(instructions_per_tensor_op=9.0)]))
+    report = tmp_path / "sass.json"
+    report.write_text(json.dumps(dict(kernels=kernels)))
+    assert plan.main(["--block", "4e", "--batch", "1", "--sass-report", str(report), "--json"]) == 0
+    (case,) = json.loads(capsys.readouterr().out)
+    assert case["registers"] == 120 and case["instructions_per_tensor_op"] == 9.0  # the largest loop's
+    assert case["ctas_per_sm"] == 2
+    with pytest.raises(ValueError, match="lacks the inception_kernel instantiations"):
+        plan.sass_from_report(dict(kernels=kernels[:2]))
+
+
+def test_warp_tiling_matches_the_header():
+    header = open(os.path.join(REPO, "csrc", "kernels", "inception_params.h")).read()
+    plan_struct = header[header.index("struct FusedPlan"):]
+    constants = {name: int(value) for name, value in re.findall(r"\b(k\w+) = (\d+)\b", plan_struct)}
+    assert (constants["kWarpsM"], constants["kWarpsN"]) == (plan.WARPS_M, plan.WARPS_N)
+    assert (constants["kOutMI"], constants["kOutNI"]) == (plan.OUT_MI, plan.OUT_NI)
+    assert (constants["kHaloMI"], constants["kHaloNI"]) == (plan.HALO_MI, plan.HALO_NI)
+    assert constants["kThreads"] == plan.THREADS and constants["kKChunk"] == plan.K_CHUNK
+
+
+def test_plan_runs_without_torch():
+    code = (
+        "import json, runpy, sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n"
+        f"sys.path.insert(0, {REPO!r})\n"
+        "sys.modules['torch'] = None  # import torch fails\n"
+        "sys.argv = ['fused_inception', 'plan', '--block', '5b', '--batch', '1', '--json']\n"
+        "try:\n"
+        "    runpy.run_module('fused_inception', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print('MODULE', sys.modules['fused_inception.plan'].__file__)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    out, module_line = result.stdout.rsplit("MODULE ", 1)
+    assert module_line.strip() == os.path.join(REPO, "fused_inception", "plan.py")
+    assert json.loads(out)[0]["ctas"] == 16

@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <iterator>
 #include <cstring>
 #include <limits>
 
@@ -65,18 +68,28 @@ bool dense_past_first(const at::Tensor& t, std::initializer_list<int64_t> order)
 }
 
 // Where the kernel reads convolution (weight, bias): in place when every output channel's row is dense in
-// one of the two K orders the kernel knows, (channel, tap) as in OIHW or (tap, channel) as in channels_last;
-// otherwise from contiguous copies made for this call, kept alive in `copies`.
+// one of the two K orders the kernel knows, (channel, tap) as in OIHW or (tap, channel) as in channels_last,
+// and rows are whole aligned 16-byte vectors (every GoogLeNet block, in either layout). Otherwise from a copy
+// made for this call (never kept: it cannot go stale), rows zero-padded to whole vectors; kept alive in
+// `copies` until the launch is queued.
 WeightView weight_view(const at::Tensor& weight, const at::Tensor& bias, std::vector<at::Tensor>& copies) {
   WeightView view{};
-  at::Tensor w = weight, b = bias;
-  const bool oihw = dense_past_first(w, {1, 2, 3}), ohwi = dense_past_first(w, {2, 3, 1});
-  if (!oihw && !ohwi) w = copies.emplace_back(w.contiguous());
-  if (b.size(0) != 1 && b.stride(0) != 1) b = copies.emplace_back(b.contiguous());
-  view.weight = w.data_ptr();
-  view.bias = b.data_ptr();
-  view.row_stride = w.stride(0);
-  view.taps_outer = !oihw && ohwi;  // vectorized: decided by plan_fused_launch
+  const int64_t vector = 16 / int64_t(weight.element_size());
+  const int64_t out = weight.size(0), k = weight.size(1) * weight.size(2) * weight.size(3);
+  const bool oihw = dense_past_first(weight, {1, 2, 3}), ohwi = dense_past_first(weight, {2, 3, 1});
+  if ((oihw || ohwi) && k % vector == 0 && weight.stride(0) % vector == 0 &&
+      reinterpret_cast<uintptr_t>(weight.data_ptr()) % 16 == 0) {
+    view.weight = weight.data_ptr();
+    view.row_stride = weight.stride(0);
+    view.taps_outer = !oihw;
+  } else {
+    auto rows = copies.emplace_back(at::zeros({out, (k + vector - 1) / vector * vector}, weight.options()));
+    rows.narrow(1, 0, k).copy_(weight.reshape({out, k}));  // K = (channel, tap), the logical order
+    view.weight = rows.data_ptr();
+    view.row_stride = rows.size(1);
+    view.taps_outer = 0;
+  }
+  view.bias = (bias.size(0) == 1 || bias.stride(0) == 1 ? bias : copies.emplace_back(bias.contiguous())).data_ptr();
   return view;
 }
 
@@ -153,7 +166,7 @@ std::vector<int64_t> fused_params_layout() {
           int64_t(offsetof(InceptionParams, out)), int64_t(offsetof(InceptionParams, weights)),
           int64_t(sizeof(WeightView)),             int64_t(offsetof(WeightView, bias)),
           int64_t(offsetof(WeightView, row_stride)), int64_t(offsetof(WeightView, taps_outer)),
-          int64_t(offsetof(WeightView, vectorized)),
+          int64_t(offsetof(WeightView, padding)),
           int64_t(offsetof(InceptionParams, batch)), int64_t(offsetof(InceptionParams, height)),
           int64_t(offsetof(InceptionParams, width)), int64_t(offsetof(InceptionParams, x_stride)),
           int64_t(offsetof(InceptionParams, out_stride)), int64_t(offsetof(InceptionParams, shape)),
@@ -169,12 +182,12 @@ InceptionShape shape_from_list(const std::vector<int64_t>& v) {
   return InceptionShape{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
 }
 
-// [supported, channel_chunk, num_tasks, tiles_h, tiles_w, reduced_elements, shared_bytes, x_vectorized,
-// weights_vectorized (bit i: weight i)] for a contiguous input in the given layout and contiguous weights, all at
-// 16-byte aligned addresses.
+// [supported, channel_chunk, num_tasks, tiles_h, tiles_w, reduced_elements, shared_bytes, x_vectorized] for
+// a contiguous input in the given layout and weight rows of `weight_row_stride` elements (0: their length K),
+// all at 16-byte aligned addresses.
 std::vector<int64_t> fused_plan(const std::vector<int64_t>& shape, int64_t batch, int64_t height, int64_t width,
                                 int64_t element_bytes, bool channels_last, int64_t sm_count,
-                                int64_t shared_memory_limit) {
+                                int64_t shared_memory_limit, int64_t weight_row_stride) {
   InceptionParams p{};
   p.shape = shape_from_list(shape);
   p.batch = batch, p.height = height, p.width = width;
@@ -186,13 +199,11 @@ std::vector<int64_t> fused_plan(const std::vector<int64_t>& shape, int64_t batch
   p.x = aligned;
   for (int index = 0; index < kNumWeights; ++index) {
     p.weights[index].weight = aligned;
-    p.weights[index].row_stride = weight_row_length(p.shape, index);
+    p.weights[index].row_stride = weight_row_stride ? weight_row_stride : weight_row_length(p.shape, index);
   }
   const bool ok = plan_fused_launch(p, int(element_bytes), int(sm_count), size_t(shared_memory_limit), nullptr);
-  int64_t weights_vectorized = 0;
-  for (int index = 0; index < kNumWeights; ++index) weights_vectorized |= int64_t(p.weights[index].vectorized) << index;
   return {ok, p.channel_chunk, p.num_tasks, p.tiles_h, p.tiles_w, p.reduced_elements,
-          int64_t(fused_shared_bytes(p.shape, int(element_bytes))), p.x_vectorized, weights_vectorized};
+          int64_t(fused_shared_bytes(p.shape, int(element_bytes))), p.x_vectorized};
 }
 
 MathMode parse_mode(const std::string& mode) {
@@ -224,7 +235,7 @@ TORCH_LIBRARY_FRAGMENT(fused_inception, m) {
   m.def("_get_backend(str device) -> str", &get_backend);
   m.def("_fused_params_layout() -> int[]", &fused_params_layout);
   m.def("_fused_plan(int[] shape, int batch, int height, int width, int element_bytes, bool channels_last, "
-        "int sm_count, int shared_memory_limit) -> int[]",
+        "int sm_count, int shared_memory_limit, int weight_row_stride=0) -> int[]",
         &fused_plan);
   m.def("_simt_launch_params(Tensor params, str mode) -> ()", &simt_launch_params);
 }

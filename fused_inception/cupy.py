@@ -55,29 +55,21 @@ def _is_torch(t):
     return type(t).__module__.split(".")[0] == "torch"
 
 
-def _dense_rows(w, order):
-    """Whether the dimensions past the first of CuPy array `w` are dense in `order` (outermost first)."""
-    expected = w.itemsize
-    for d in reversed(order):
-        if w.shape[d] != 1 and w.strides[d] != expected:
-            return False
-        expected *= w.shape[d]
-    return True
-
-
 def _weight_views(weights, dtype):
     """Per convolution, (weight_ptr, bias_ptr, row_stride, taps_outer) for launch.build_params, and the
-    arrays they point into (cast to `dtype` or made dense for this call where needed)."""
+    arrays they point into: the weights themselves where the kernel can read them in place, else copies
+    for this call (cast to `dtype`, rows padded: launch.padded_rows)."""
     views, keep = [], []
     for index in range(len(launch.CONVOLUTIONS)):
         w, b = weights[2 * index].astype(dtype, copy=False), weights[2 * index + 1].astype(dtype, copy=False)
-        oihw, ohwi = _dense_rows(w, (1, 2, 3)), _dense_rows(w, (2, 3, 1))
-        if not (oihw or ohwi):
-            w, oihw = cupy.ascontiguousarray(w), True
+        in_place = launch.in_place_rows(w.shape, [s // w.itemsize for s in w.strides], w.itemsize, w.data.ptr)
+        if in_place is None:
+            w = launch.padded_rows(cupy, w)
+            in_place = (w.shape[1], False)
         if b.shape[0] != 1 and b.strides[0] != b.itemsize:
             b = cupy.ascontiguousarray(b)
         keep += [w, b]
-        views.append((w.data.ptr, b.data.ptr, w.strides[0] // w.itemsize, not oihw))
+        views.append((w.data.ptr, b.data.ptr, *in_place))
     return views, keep
 
 

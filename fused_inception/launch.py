@@ -25,7 +25,7 @@ CONVOLUTIONS = (("w1", "b1"), ("w3r", "b3r"), ("w3", "b3"), ("w5r", "b5r"), ("w5
 
 #: WeightView: one convolution's weight and bias where they lie (row stride in elements).
 WEIGHT_VIEW_DTYPE = np.dtype([
-    ("weight", "<u8"), ("bias", "<u8"), ("row_stride", "<i8"), ("taps_outer", "<i4"), ("vectorized", "<i4"),
+    ("weight", "<u8"), ("bias", "<u8"), ("row_stride", "<i8"), ("taps_outer", "<i4"), ("padding", "<i4"),
 ], align=True)
 
 #: InceptionParams, field for field (natural alignment: 8-byte pointers and int64, 4-byte int32).
@@ -104,8 +104,9 @@ def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width
     """InceptionParams for one launch (strides in elements), with its grid and shared memory:
     ``(params, (grid_x, grid_y), shared_bytes)``. ``weights`` holds, per convolution in CONVOLUTIONS order,
     ``(weight_ptr, bias_ptr, row_stride, taps_outer)``: the weight's output-channel rows are dense in K order
-    (channel, tap) (OIHW), or (tap, channel) with ``taps_outer`` (OHWI), ``row_stride`` elements apart; the bias
-    is contiguous. Raises UnsupportedCase where plan_fused_launch refuses."""
+    (channel, tap) (OIHW), or (tap, channel) with ``taps_outer`` (OHWI), ``row_stride`` elements apart, start
+    16-byte aligned and are zero past K up to a whole 16-byte vector (see :func:`padded_rows`); the bias is
+    contiguous. Raises UnsupportedCase where plan_fused_launch refuses."""
     if s.k3 not in (3, 5) or s.k5 not in (3, 5):
         raise UnsupportedCase("kernel sizes other than 3 and 5")
     if height > 2**30 - 1 or width > 2**30 - 1:
@@ -129,10 +130,10 @@ def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width
     params["x"], params["out"] = x_ptr, out_ptr
     for index, (weight_ptr, bias_ptr, row_stride, taps_outer) in enumerate(weights):
         view = params["weights"][index]
+        if row_stride % vector or weight_ptr % 16:
+            raise UnsupportedCase(f"weight rows that do not start 16-byte aligned ({CONVOLUTIONS[index][0]})")
         view["weight"], view["bias"], view["row_stride"], view["taps_outer"] = (weight_ptr, bias_ptr, row_stride,
                                                                                 int(taps_outer))
-        view["vectorized"] = int(row_stride % vector == 0 and weight_row_length(s, index) % vector == 0
-                                 and weight_ptr % 16 == 0)
     params["batch"], params["height"], params["width"] = batch, height, width
     params["x_stride"], params["out_stride"] = x_strides, out_strides
     params["shape"] = s.as_tuple()
@@ -177,3 +178,35 @@ def block_shape(weights) -> BlockShape:
             raise ValueError(f"{name} has dtype {t.dtype} but w1 has {dtype}; all weights must share one dtype")
     return BlockShape(cin, w["w1"].shape[0], w["w3r"].shape[0], w["w3"].shape[0], w["w5r"].shape[0],
                       w["w5"].shape[0], w["wp"].shape[0], w["w3"].shape[2], w["w5"].shape[2])
+
+
+def in_place_rows(shape, strides, itemsize, address):
+    """How the kernel can read a weight of `shape` (O, I, k, k) with `strides` (in elements) at `address` in
+    place: ``(row_stride, taps_outer)``, or None when it needs a copy with padded rows (:func:`padded_rows`).
+    In place means each output channel's row dense in OIHW or OHWI order, starting 16-byte aligned, K whole
+    16-byte vectors: the host code's rule (csrc/inception_fused.cpp, weight_view)."""
+    vector = 16 // itemsize
+
+    def dense(order):
+        expected = 1
+        for d in reversed(order):
+            if shape[d] != 1 and strides[d] != expected:
+                return False
+            expected *= shape[d]
+        return True
+
+    oihw, ohwi = dense((1, 2, 3)), dense((2, 3, 1))
+    k = shape[1] * shape[2] * shape[3]
+    if (oihw or ohwi) and k % vector == 0 and strides[0] % vector == 0 and address % 16 == 0:
+        return strides[0], not oihw
+    return None
+
+
+def padded_rows(xp, weight):
+    """A copy of `weight` (O, I, k, k) as rows [O][K], K = (channel, tap), zero-padded to whole 16-byte vectors:
+    what the kernel reads where :func:`in_place_rows` says no."""
+    vector = 16 // weight.dtype.itemsize
+    k = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    rows = xp.zeros((weight.shape[0], _round_up(k, vector)), dtype=weight.dtype)
+    rows[:, :k] = weight.reshape(weight.shape[0], k)
+    return rows

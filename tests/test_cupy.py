@@ -64,10 +64,30 @@ def test_params_layout_matches_cpp():
     assert [dtype.fields[name][1] for name in dtype.names[3:]] == offsets
 
 
-def views_of(block):
-    """build_params' weight descriptions of a block's contiguous (OIHW) parameters."""
-    params = op_params(block)
-    return [(w.data_ptr(), b.data_ptr(), w.stride(0), False) for w, b in zip(params[0::2], params[1::2])]
+def views_of(block, keep):
+    """build_params' weight descriptions of a block's parameters, through launch.in_place_rows/padded_rows (the
+    CuPy path's rule); copies are appended to `keep`."""
+    params, views = op_params(block), []
+    for w, b in zip(params[0::2], params[1::2]):
+        in_place = launch.in_place_rows(tuple(w.shape), w.stride(), w.element_size(), w.data_ptr())
+        if in_place is None:
+            keep.append(launch.padded_rows(torch, w))
+            w, in_place = keep[-1], (keep[-1].shape[1], False)
+        views.append((w.data_ptr(), b.data_ptr(), *in_place))
+    return views
+
+
+@pytest.mark.parametrize("layout", ["oihw", "channels_last", "odd"])
+def test_in_place_rows_follows_the_host_rule(layout):
+    in_channels = 5 if layout == "odd" else 16
+    w = torch.randn(6, in_channels, 3, 3, dtype=torch.float16)
+    if layout == "channels_last":
+        w = w.contiguous(memory_format=torch.channels_last)
+    got = launch.in_place_rows(tuple(w.shape), w.stride(), w.element_size(), 4096)
+    assert got == {"oihw": (144, False), "channels_last": (144, True), "odd": None}[layout]
+    if layout == "odd":
+        rows = launch.padded_rows(torch, w)
+        assert rows.shape == (6, 48) and torch.equal(rows[:, :45], w.reshape(6, 45)) and not rows[:, 45:].any()
 
 
 @pytest.mark.parametrize("element_bytes", [2, 4])
@@ -79,22 +99,21 @@ def test_plan_matches_cpp(element_bytes, channels_last):
         s = launch.BlockShape(*shape)
         for batch, side in ((1, 7), (2, 28), (256, 14), (3, 1)):
             expected = torch.ops.fused_inception._fused_plan(list(shape), batch, side, side + 1, element_bytes,
-                                                             channels_last, 132, 227 * 1024)
+                                                             channels_last, 132, 227 * 1024, 8 * 1024)
             c = s.in_channels
             strides = [c * side * (side + 1), 1, (side + 1) * c, c] if channels_last else \
                 [c * side * (side + 1), side * (side + 1), side + 1, 1]
             try:
                 params, grid, smem = launch.build_params(
                     s, x_ptr=4096, out_ptr=4096, batch=batch, height=side, width=side + 1,
-                    weights=[(4096, 4096, launch.weight_row_length(s, i), False) for i in range(6)],
+                    weights=[(4096, 4096, 8 * 1024, False)] * 6,
                     x_strides=strides, out_strides=strides, element_bytes=element_bytes, sm_count=132,
                     shared_memory_limit=227 * 1024)
             except launch.UnsupportedCase:
                 assert expected[0] == 0, (shape, batch)
                 continue
             got = [1, int(params["channel_chunk"]), int(params["num_tasks"]), int(params["tiles_h"]),
-                   int(params["tiles_w"]), int(params["reduced_elements"]), smem, int(params["x_vectorized"]),
-                   sum(int(v) << i for i, v in enumerate(params["weights"]["vectorized"]))]
+                   int(params["tiles_w"]), int(params["reduced_elements"]), smem, int(params["x_vectorized"])]
             assert got == expected, (shape, batch, side)
             assert grid == (batch * got[3] * got[4], got[2])
 
@@ -122,10 +141,10 @@ def test_python_built_launch_runs_under_the_emulator(mode, memory_format):
     dtype = MODES[mode]
     block = make_block((24, 7, 5, 9, 3, 6, 4), (3, 5), dtype=dtype)
     x = make_input(2, 24, 9, 11, dtype=dtype, memory_format=memory_format)
-    weights = op_params(block)
+    weights, copies = op_params(block), []
     out = torch.empty(2, block.out_channels, 9, 11, dtype=dtype).contiguous(memory_format=memory_format)
     params, _, _ = launch.build_params(
-        block_shape(block), x_ptr=x.data_ptr(), out_ptr=out.data_ptr(), weights=views_of(block), batch=2,
+        block_shape(block), x_ptr=x.data_ptr(), out_ptr=out.data_ptr(), weights=views_of(block, copies), batch=2,
         height=9, width=11, x_strides=list(x.stride()), out_strides=list(out.stride()),
         element_bytes=x.element_size(), sm_count=132, shared_memory_limit=227 * 1024)
     with simt_orders("forward", "reverse"):

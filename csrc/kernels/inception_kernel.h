@@ -151,37 +151,27 @@ struct Math<MathMode::kF32> {
 SIMT_DEVICE float relu(float v) { return v <= 0.0f ? 0.0f : v; }  // NaN stays NaN, as torch.relu
 
 // The weight rows a GEMM reads: `data` is the first output channel's row of `length` (K) elements, the next
-// row `stride` elements on (a WeightView, offset to a task's first channel).
+// row `stride` elements on (a WeightView, offset to a task's first channel). Rows start 16-byte aligned and
+// any elements between `length` and the next whole 16-byte vector are zeros (the plan's condition).
 template <class T>
 struct WeightRows {
   const T* data;
   int64_t stride, length;
-  bool vectorized;
 };
 
-// Streams rows [n0, n0 + rows) x [k0, k0 + kKChunk) of the weight rows into the B stage; rows past `count`
-// and columns past the row are zero-filled. Rows of whole aligned 16-byte vectors go as cp.async copies (in
-// the chunk's group); others element by element, with plain stores that the barrier before the multiply
-// publishes.
+// Streams rows [n0, n0 + rows) x [k0, k0 + kKChunk) of the weight rows into the B stage as 16-byte
+// cp.async copies (in the chunk's group); rows past `count` and vectors past the row are zero-filled.
 template <class T>
 SIMT_DEVICE void stage_weights(T* stage, int stride, const WeightRows<T>& w, int count, int n0, int rows,
                                int64_t k0) {
-  if (w.vectorized) {
-    constexpr int kVector = 16 / int(sizeof(T));
-    constexpr int kChunksPerRow = Plan::kKChunk / kVector;
-    for (int i = threadIdx.x; i < rows * kChunksPerRow; i += Plan::kThreads) {
-      const int r = i / kChunksPerRow, chunk = i % kChunksPerRow;
-      const int64_t n = n0 + r, k = k0 + int64_t(chunk) * kVector;
-      const bool inside = n < count && k < w.length;
-      simt::cp_async_16(stage + r * stride + chunk * kVector, inside ? w.data + n * w.stride + k : w.data,
-                        inside ? 16 : 0);
-    }
-  } else {
-    for (int i = threadIdx.x; i < rows * Plan::kKChunk; i += Plan::kThreads) {
-      const int r = i / Plan::kKChunk, kk = i % Plan::kKChunk;
-      const int64_t n = n0 + r, k = k0 + kk;
-      stage[r * stride + kk] = n < count && k < w.length ? w.data[n * w.stride + k] : simt::from_float<T>(0.0f);
-    }
+  constexpr int kVector = 16 / int(sizeof(T));
+  constexpr int kChunksPerRow = Plan::kKChunk / kVector;
+  for (int i = threadIdx.x; i < rows * kChunksPerRow; i += Plan::kThreads) {
+    const int r = i / kChunksPerRow, chunk = i % kChunksPerRow;
+    const int64_t n = n0 + r, k = k0 + int64_t(chunk) * kVector;
+    const bool inside = n < count && k < w.length;
+    simt::cp_async_16(stage + r * stride + chunk * kVector, inside ? w.data + n * w.stride + k : w.data,
+                      inside ? 16 : 0);
   }
 }
 
@@ -318,9 +308,8 @@ SIMT_DEVICE void stage_pixels_async(T* stage, int stride, const InceptionParams&
 // Stages the implicit-GEMM A of a k x k convolution over the reduction in shared memory: row r is output
 // pixel r of the 8x8 tile, column k reads reduced[(py + dy, px + dx)][c] for the (c, tap = dy * ks + dx) that
 // k stands for in the weight's K order: k = c * ks * ks + tap (OIHW), or k = tap * channels + c (OHWI).
-template <class T>
-SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kernel, int channels, bool taps_outer,
-                               int64_t k0) {
+template <bool kTapsOuter, class T>
+SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kernel, int channels, int64_t k0) {
   const int halo_width = Plan::kTile + kernel - 1;
   const int taps = kernel * kernel;
   const int64_t k_total = int64_t(taps) * channels;
@@ -329,8 +318,8 @@ SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kerne
     const int64_t k = k0 + kk;
     T value = simt::from_float<T>(0.0f);
     if (k < k_total) {
-      const int tap = taps_outer ? int(k / channels) : int(k % taps);
-      const int c = taps_outer ? int(k % channels) : int(k / taps);
+      const int tap = kTapsOuter ? int(k / channels) : int(k % taps);
+      const int c = kTapsOuter ? int(k % channels) : int(k / taps);
       const int hy = row / Plan::kTile + tap / kernel, hx = row % Plan::kTile + tap % kernel;
       value = reduced[(hy * halo_width + hx) * channels + c];
     }
@@ -355,13 +344,13 @@ struct PixelLoader {
   }
 };
 
-template <class T>
+// kTapsOuter: the weight's K order (a template parameter, so the K loop carries no branch on it).
+template <class T, bool kTapsOuter>
 struct WindowLoader {
   const T* reduced;
   int kernel, channels;
-  bool taps_outer;
   SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
-    stage_windows(stage, Plan::stage_stride(int(sizeof(T))), reduced, kernel, channels, taps_outer, k0);
+    stage_windows<kTapsOuter>(stage, Plan::stage_stride(int(sizeof(T))), reduced, kernel, channels, k0);
   }
 };
 
@@ -425,7 +414,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(con
   auto weight_rows = [&](int index, int64_t first) {
     const WeightView& v = p.weights[index];
     return WeightRows<T>{static_cast<const T*>(v.weight) + first * v.row_stride, v.row_stride,
-                         weight_row_length(s, index), v.vectorized != 0};
+                         weight_row_length(s, index)};
   };
   auto bias = [&](int index, int64_t first) { return static_cast<const T*>(p.weights[index].bias) + first; };
   const Branch branch = task.branch;
@@ -456,10 +445,16 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(con
   __syncthreads();  // the reduction is complete before any window reads it
 
   const int64_t out0 = (three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;
-  run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
-      a_stage, b_stage, weight_rows(conv, task.channel_begin), task.channel_count, Plan::kTilePixels / 16,
-      WindowLoader<T>{reduced, kernel, channels, p.weights[conv].taps_outer != 0},
-      OutputStore<T>{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0});
+  const OutputStore<T> store{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0};
+  if (p.weights[conv].taps_outer) {
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, weight_rows(conv, task.channel_begin),
+                                                task.channel_count, Plan::kTilePixels / 16,
+                                                WindowLoader<T, true>{reduced, kernel, channels}, store);
+  } else {
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, weight_rows(conv, task.channel_begin),
+                                                task.channel_count, Plan::kTilePixels / 16,
+                                                WindowLoader<T, false>{reduced, kernel, channels}, store);
+  }
 }
 
 }  // namespace inception

@@ -92,13 +92,15 @@ FUSED_INCEPTION_HOST_DEVICE constexpr int64_t weight_row_length(const InceptionS
 // compute with anything but the parameters' current values. The weight is a GEMM operand [out][K], each
 // output channel's row of K elements contiguous and `row_stride` elements after the previous one. K runs
 // over (channel, tap) for a contiguous (OIHW) k x k weight and over (tap, channel) for a channels_last
-// (OHWI) one; the host makes any other layout contiguous first.
+// (OHWI) one. Rows are streamed as 16-byte copies, so they must start 16-byte aligned and K be whole
+// vectors (true of every GoogLeNet block); the host copies any other weight for the call into rows
+// zero-padded to whole vectors.
 struct WeightView {
   const void* weight;
   const void* bias;    // [out], contiguous
   int64_t row_stride;  // elements
   int32_t taps_outer;  // K = (tap, channel): a channels_last k x k weight
-  int32_t vectorized;  // rows start 16-byte aligned and hold whole 16-byte vectors: cp.async copies
+  int32_t padding;
 };
 
 // Everything a launch needs, passed by value as the kernel's one parameter. The CuPy path builds the same

@@ -65,11 +65,12 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
   p.x_vectorized = p.x_stride[1] == 1 && s.in_channels % vector == 0 && p.x_stride[0] % vector == 0 &&
                    p.x_stride[2] % vector == 0 && p.x_stride[3] % vector == 0 &&
                    reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
-  // The same for each weight's rows: 16-byte copies where every row starts aligned and K is whole vectors.
+  // Weight rows are always 16-byte copies: aligned rows (the host pads the others into a copy).
   for (int index = 0; index < kNumWeights; ++index) {
-    auto& view = p.weights[index];
-    view.vectorized = view.row_stride % vector == 0 && weight_row_length(s, index) % vector == 0 &&
-                      reinterpret_cast<uintptr_t>(view.weight) % 16 == 0;
+    const auto& view = p.weights[index];
+    if (view.row_stride % vector != 0 || reinterpret_cast<uintptr_t>(view.weight) % 16 != 0) {
+      return refuse("weight rows that do not start 16-byte aligned");
+    }
   }
   return true;
 }

@@ -104,8 +104,9 @@ T to_element(double v) {
   return simt::from_float<T>(float(v));
 }
 
-// A block's parameters in T, as the kernel reads them from PyTorch's tensors: weights OIHW, or, with
-// `taps_outer`, the k x k weights in channels_last order (OHWI); the views point into `storage`.
+// A block's parameters in T, as the host hands them to the kernel: weight rows OIHW, or, with `taps_outer`,
+// the k x k weights in channels_last order (OHWI), each row zero-padded to whole 16-byte vectors (as the
+// host's per-call copy pads rows that are not); the views point into `storage`.
 template <class T>
 struct Weights {
   std::vector<T> storage[2 * fused_inception::kNumWeights];
@@ -120,15 +121,17 @@ struct Weights {
     for (int i = 0; i < fused_inception::kNumWeights; ++i) {
       const auto& w = *weights[i];
       const int64_t k = kernel[i], taps = k * k, row = in[i] * taps, out = int64_t(w.size()) / row;
+      constexpr int64_t kVector = 16 / int64_t(sizeof(T));
+      const int64_t padded = (row + kVector - 1) / kVector * kVector;
       auto& rows = storage[2 * i];
-      rows.resize(w.size());
+      rows.assign(out * padded, to_element<T>(0.0));
       for (int64_t o = 0; o < out; ++o)
         for (int64_t c = 0; c < in[i]; ++c)
           for (int64_t tap = 0; tap < taps; ++tap)
-            rows[o * row + (taps_outer ? tap * in[i] + c : c * taps + tap)] = to_element<T>(w[(o * in[i] + c) * taps + tap]);
+            rows[o * padded + (taps_outer ? tap * in[i] + c : c * taps + tap)] = to_element<T>(w[(o * in[i] + c) * taps + tap]);
       auto& bias = storage[2 * i + 1];
       for (double v : *biases[i]) bias.push_back(to_element<T>(v));
-      views[i] = fused_inception::WeightView{rows.data(), bias.data(), row, int32_t(taps_outer && k > 1), 0};
+      views[i] = fused_inception::WeightView{rows.data(), bias.data(), padded, int32_t(taps_outer && k > 1), 0};
     }
   }
 };

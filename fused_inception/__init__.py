@@ -21,6 +21,12 @@ else:
     # Installed without torch or without the compiled extension (FUSED_INCEPTION_EXTENSION=0): only the CuPy
     # path, fused_inception.cupy, works. Say so when anything else is asked for.
     def __getattr__(name):
+        # `from fused_inception import launch` probes the attribute before importing the submodule: the
+        # torch-free submodules (launch, kernel_source, cupy) must still import.
+        if _importlib_util.find_spec(f"{__name__}.{name}") is not None:
+            import importlib
+
+            return importlib.import_module(f"{__name__}.{name}")
         raise ImportError(f"fused_inception.{name} needs torch and the compiled extension fused_inception._C, "
                           "which this installation lacks (build it with pip install --no-build-isolation .); "
                           "fused_inception.cupy works without them")

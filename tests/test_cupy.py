@@ -170,6 +170,7 @@ def test_the_cupy_path_needs_no_extension(tmp_path):
     code = ("import sys\n"
             "sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n"
             "import fused_inception, fused_inception.launch, fused_inception.kernel_source\n"
+            "from fused_inception import launch, kernel_source  # the attribute probe must not stop it\n"
             "print('imported', fused_inception.__file__)\n"
             "try:\n    fused_inception.FusedInception\nexcept ImportError as e:\n    print('ImportError:', e)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)

@@ -6,13 +6,15 @@
 #   COMMIT=<sha> bash scripts/device_check.sh          # on the GPU machine (pass COMMIT: .git may not travel)
 #   OUT=DIR bash scripts/device_check.sh --dry-run     # on a CPU (CI): GPU steps skipped, the rest real, short
 #
-# Time: ONE deadline, DEADLINE_S seconds from the start (default 540 on a GPU, 150 in a dry run). Every step
+# Time: ONE deadline, DEADLINE_S seconds from the start (default 540 on a GPU, 180 in a dry run). Every step
 # runs under `timeout --kill-after` with a limit of min(its cap, time left - what the steps after it are
-# guaranteed - REPORT_RESERVE_S); a step with under 10 s left is recorded as not_run. The benchmark budget
-# (BENCH_BUDGET, default 150) is cut to the benchmark step's limit less 30 s (the case in flight, the plots).
-# So the script ends by DEADLINE_S (+ a few seconds when the report itself overruns), always with the report.
+# guaranteed - REPORT_RESERVE_S); a step with under 10 s left (or under its cap, if smaller) is recorded as
+# not_run. The benchmark budget (BENCH_BUDGET, default 150) is cut to the benchmark step's limit less 30 s
+# (15 in a dry run: the case in flight, the plots). So the script ends by DEADLINE_S (+ a few seconds when the report itself
+# overruns), always with the report.
 #   Caps (s), GPU run: gpu 30, build 240, tests 240, memcheck 120, racecheck 150, ncu 120, benchmarks
 #   BENCH_BUDGET+30. Guaranteed to later steps: tests 60, memcheck 30, racecheck 30, ncu 30, benchmarks 60.
+#   Dry run: build 60, tests 120, benchmarks BENCH_BUDGET (default 15) + 15; guaranteed: tests 30, benchmarks 25.
 #
 # $OUT (flat: no folders; the device returns at most 8 files, 2 folders deep):
 #   build.log     the build step's output (pip install -v)
@@ -35,22 +37,23 @@ set -uo pipefail
 script=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
+# note TEXT: prints TEXT and adds it to the step's note (summary.md's step table), when run as a step.
+note() { [ -n "${STEP_NOTE:-}" ] && echo "$*" >> "$STEP_NOTE"; echo "$*"; }
+
 find_tool() {  # find_tool NAME VARIABLE: $VARIABLE if set, else NAME on PATH, else in CUDA's bin folders
   local name=$1 variable=$2 candidate
   if [ -n "${!variable:-}" ]; then
     [ -x "${!variable}" ] && { echo "${!variable}"; return 0; }
-    echo "\$$variable=${!variable} is not an executable" >&2
+    note "\$$variable=${!variable} is not an executable" >&2
     return 127
   fi
   for candidate in "$(command -v "$name" 2>/dev/null)" "${CUDA_HOME:-/usr/local/cuda}/bin/$name" \
       /usr/local/cuda/bin/"$name" /opt/nvidia/nsight-compute/*/"$name"; do
     [ -n "$candidate" ] && [ -x "$candidate" ] && { echo "$candidate"; return 0; }
   done
-  echo "$name not found: not on PATH, not in \$CUDA_HOME/bin (set \$$variable to its path)" >&2
+  note "$name not found: not on PATH, not in \$CUDA_HOME/bin (set \$$variable to its path)" >&2
   return 127
 }
-
-note() { [ -n "${STEP_NOTE:-}" ] && echo "$*" >> "$STEP_NOTE"; echo "$*"; }
 
 # Internal: --run-sanitizer TOOL PROGRAM...: compute-sanitizer TOOL over PROGRAM. The verdict comes from the
 # sanitizer's own summary lines (kernel errors and hazards) and the program's exit code, not from
@@ -134,18 +137,18 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_RETRIES=0 PIP_TIMEOUT=5
 [ "$dry_run" = 0 ] && export FUSED_INCEPTION_CUDA=1  # the GPU build must not fall back to a CPU-only one
 
-deadline=${DEADLINE_S:-$([ "$dry_run" = 1 ] && echo 150 || echo 540)}
+deadline=${DEADLINE_S:-$([ "$dry_run" = 1 ] && echo 180 || echo 540)}
 report_reserve=${REPORT_RESERVE_S:-$([ "$dry_run" = 1 ] && echo 15 || echo 25)}
 kill_grace=5   # timeout's --kill-after: a step that ignores SIGTERM is killed this much later
 min_step=10    # a step with less time than this (or than its cap, if smaller) is not started
 bench_budget=${BENCH_BUDGET:-$([ "$dry_run" = 1 ] && echo 15 || echo 150)}
 # The benchmark step's limit beyond its budget: the case in flight when the budget runs out, and the plots.
-bench_margin=$([ "$dry_run" = 1 ] && echo 10 || echo 30)
+bench_margin=$([ "$dry_run" = 1 ] && echo 15 || echo 30)
 order=(gpu build tests memcheck racecheck ncu benchmarks)
 declare -A cap guaranteed
 if [ "$dry_run" = 1 ]; then
-  cap=([gpu]=0 [build]=60 [tests]=90 [memcheck]=0 [racecheck]=0 [ncu]=0 [benchmarks]=$((bench_budget + bench_margin)))
-  guaranteed=([gpu]=0 [build]=0 [tests]=30 [memcheck]=0 [racecheck]=0 [ncu]=0 [benchmarks]=20)
+  cap=([gpu]=0 [build]=60 [tests]=120 [memcheck]=0 [racecheck]=0 [ncu]=0 [benchmarks]=$((bench_budget + bench_margin)))
+  guaranteed=([gpu]=0 [build]=0 [tests]=30 [memcheck]=0 [racecheck]=0 [ncu]=0 [benchmarks]=25)
 else
   cap=([gpu]=30 [build]=240 [tests]=240 [memcheck]=120 [racecheck]=150 [ncu]=120 [benchmarks]=$((bench_budget + bench_margin)))
   guaranteed=([gpu]=0 [build]=0 [tests]=60 [memcheck]=30 [racecheck]=30 [ncu]=30 [benchmarks]=60)
@@ -190,6 +193,7 @@ skip() { record "$1" skipped "" 0 "" "$2"; }
 
 current_pid=""
 current_step=""
+step_begin=0
 # step NAME LOG COMMAND...: runs COMMAND under its limit, appending its output to LOG under a header, and
 # records its status; a command may explain its status by writing a line to $STEP_NOTE.
 step() {
@@ -208,7 +212,7 @@ step() {
   echo "== $name (limit ${limit}s, log $(basename "$log"))"
   echo "===== $name (limit ${limit}s): ${*//$'\n'/ }" >> "$log"
   local begin=$SECONDS rc
-  current_step=$name
+  current_step=$name step_begin=$SECONDS
   STEP_NOTE=$work/note timeout --kill-after="$kill_grace" "$limit" "$@" >> "$log" 2>&1 < /dev/null &
   current_pid=$!
   wait "$current_pid"
@@ -219,7 +223,7 @@ step() {
   case $rc in
     0) status=passed ;;
     124 | 137) status=timeout; message="killed at its limit of ${limit}s${message:+; $message}" ;;
-    126 | 127) message="could not run: $1${message:+; $message}" ;;
+    126 | 127) message=${message:-"could not run: $1"} ;;
   esac
   record "$name" "$status" "$rc" "$((SECONDS - begin))" "$limit" "$message"
   tail -n 3 "$log" | sed 's/^/   | /'
@@ -274,7 +278,9 @@ on_signal() {
   trap - TERM INT
   [ -n "$current_pid" ] && kill -TERM "$current_pid" 2>/dev/null && wait "$current_pid"
   [ -n "$current_step" ] && grep -q "^$current_step	" "$steps_file" ||
-    record "${current_step:-check}" interrupted "" 0 "" "the check was interrupted by a signal"
+    record "${current_step:-check}" interrupted "" "$((SECONDS - step_begin))" "" "the check was interrupted by a signal"
+  local name
+  for name in "${pending[@]}"; do record "$name" not_run "" 0 "" "the check was interrupted by a signal"; done
   finish
   exit 143
 }

@@ -5,6 +5,7 @@ the real dry run (.ci/run)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +87,24 @@ def test_the_deadline_bounds_the_whole_check(tmp_path):
     assert seconds < 22 + 2
     _, steps, _ = read_report(tmp_path)
     assert steps["build"]["status"] == "timeout" and 10 <= steps["build"]["limit"] <= 12
+
+
+def test_a_terminated_check_still_writes_its_report(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DEVICE_CHECK_")}
+    env.update(OUT=str(tmp_path), PYTHON=sys.executable, DEVICE_CHECK_CMD_build="true",
+               DEVICE_CHECK_CMD_tests="sleep 60")
+    check = subprocess.Popen(["bash", CHECK, "--dry-run"], env=env, stdout=subprocess.PIPE, text=True)
+    log = tmp_path / "check.log"
+    for _ in range(400):  # until the tests step has started
+        if log.exists() and "===== tests" in log.read_text():
+            break
+        time.sleep(0.05)
+    check.send_signal(signal.SIGTERM)
+    output = check.communicate(timeout=60)[0]
+    assert check.returncode == 143, output
+    _, steps, summary = read_report(tmp_path)
+    assert steps["tests"]["status"] == "interrupted" and steps["benchmarks"]["status"] == "not_run"
+    assert "| tests | interrupted |" in summary
 
 
 def test_no_time_left_is_recorded_as_not_run(tmp_path):

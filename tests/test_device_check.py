@@ -131,11 +131,11 @@ def test_a_broken_report_falls_back_to_plain_files(tmp_path):
 # ------------------------------------------------------------------------------------ sanitizer verdicts
 
 FAKE_SANITIZER = """#!/usr/bin/env bash
-# Prints its options and PYTORCH_NO_CUDA_MEMORY_CACHING, runs the program (the arguments after the options),
-# then prints $FAKE_SUMMARY as compute-sanitizer prints its summary.
+# Prints its options and PYTORCH_NO_CUDA_MEMORY_CACHING, runs the program (the arguments after the options)
+# unless $FAKE_NO_PROGRAM is set, then prints $FAKE_SUMMARY as compute-sanitizer prints its summary.
 echo "options: $* caching=${PYTORCH_NO_CUDA_MEMORY_CACHING:-on}"
 while [ "${1#-}" != "$1" ]; do shift 2; done
-"$@"; rc=$?
+if [ -n "$FAKE_NO_PROGRAM" ]; then rc=0; else "$@"; rc=$?; fi
 [ -n "$FAKE_SUMMARY" ] && echo "========= $FAKE_SUMMARY"
 exit $rc
 """
@@ -174,6 +174,40 @@ def test_sanitizer_verdict_comes_from_its_summary_and_the_program(tool, summary,
     assert ("--kernel-name kns=fused_inception" in result.stdout) == (tool == "racecheck")
     assert ("caching=1" in result.stdout) == (tool == "memcheck")
     assert (summary or "no sanitizer summary") in note
+
+
+FAKE_NCU = """#!/usr/bin/env bash
+# Writes the labels file the profiled program would write, and prints what ncu --csv --page raw prints.
+while [ $# -gt 0 ]; do [ "$1" = --labels ] && printf '3a-b1\\n3a-b256\\n' > "$2"; shift; done
+echo '==PROF== Connected to process 4242'
+echo '"ID","Kernel Name","gpu__time_duration.sum"'
+echo '"","","ns"'
+echo '"0","inception_kernel","1000"'
+echo '"1","inception_kernel","250000"'
+"""
+
+
+def test_gpu_run_flow_with_every_gpu_tool_faked(fake_sanitizer, tmp_path):
+    # Without --dry-run: the sanitizer and ncu steps run their real wrappers around fake tools, so the GPU
+    # run's own control flow (the ncu CSV and labels, the sanitizer notes) is exercised here too.
+    ncu = tmp_path / "ncu"
+    ncu.write_text(FAKE_NCU)
+    ncu.chmod(0o755)
+    out = tmp_path / "out"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DEVICE_CHECK_")}
+    env.update(OUT=str(out), PYTHON=sys.executable, COMPUTE_SANITIZER=str(fake_sanitizer), NCU=str(ncu),
+               FAKE_SUMMARY="ERROR SUMMARY: 0 errors", FAKE_NO_PROGRAM="1",  # sanitize_fused.py needs a GPU
+               **{f"DEVICE_CHECK_CMD_{name}": "true" for name in ("gpu", "build", "tests", "benchmarks")})
+    result = subprocess.run(["bash", CHECK], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results, steps, summary = read_report(out)
+    assert [steps[name]["status"] for name in STEPS] == ["passed"] * len(STEPS)
+    assert steps["memcheck"]["note"] == "ERROR SUMMARY: 0 errors (program exit 0)"
+    assert steps["ncu"]["note"] == "2 profiled launches (ncu exit 0)"
+    assert (out / "ncu.csv").read_text().splitlines()[3] == '"1","inception_kernel","250000"'
+    assert "==PROF==" in (out / "check.log").read_text() and results["environment"]["dry_run"] is False
+    assert [launch["label"] for launch in results["ncu"]["launches"]] == ["3a-b1", "3a-b256"]
+    assert "| 3a-b256 | 250 |" in summary
 
 
 def test_a_missing_sanitizer_is_named(tmp_path):

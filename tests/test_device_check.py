@@ -74,6 +74,7 @@ def test_a_failed_build_leaves_the_report_and_runs_nothing_that_needs_it(tmp_pat
     assert {steps[name]["status"] for name in ("tests", "benchmarks")} == {"not_run"}
     assert "the build step did not pass" in steps["tests"]["note"]
     assert "compiler exploded" in (tmp_path / "build.log").read_text()
+    assert steps["build"]["note"] == "fatal error: compiler exploded"  # its last line explains the failure
     assert "| build | failed | 1 |" in summary and results["benchmarks"] is None
 
 
@@ -118,7 +119,8 @@ def test_no_time_left_is_recorded_as_not_run(tmp_path):
 
 def test_a_broken_report_falls_back_to_plain_files(tmp_path):
     # PYTHON=false: device_report.py cannot run at all; the shell still writes both files from the step table.
-    result, _ = run_check(tmp_path, PYTHON="false", DEVICE_CHECK_CMD_tests=r"""echo 'a "quoted\ note"' > $STEP_NOTE; exit 3""")
+    note = r"""echo 'a "quoted\ note"' > $STEP_NOTE; exit 3"""
+    result, _ = run_check(tmp_path, PYTHON="false", DEVICE_CHECK_CMD_tests=note)
     assert result.returncode == 1, result.stdout + result.stderr
     results = json.load(open(tmp_path / "results.json"))  # valid JSON, quotes and backslashes escaped
     assert results["report_error"] == "device_report.py exited 1"

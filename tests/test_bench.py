@@ -404,6 +404,10 @@ def test_pytest_benchmark_suite_writes_json_the_report_reads(tmp_path):
     # Run outside the checkout, importing the fused_inception this process imports (installed or in place).
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(fused_inception.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    # Under pytest-xdist this process is a worker: a child that inherits PYTEST_XDIST_WORKER is taken for one,
+    # and pytest-benchmark then disables itself (no JSON written).
+    env = {key: value for key, value in env.items()
+           if not key.startswith("PYTEST_XDIST_") and key != "PYTEST_CURRENT_TEST"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", os.path.join(REPO, "benchmarks"), "-q", "-p", "no:cacheprovider",
          "--bench-device", "cpu", "--bench-profile", "quick", "-k", "5a-inference-fp32-nhwc-b1",

@@ -140,7 +140,7 @@ def _implementation(case: Case, workload: _Workload) -> torch.nn.Module:
     if case.impl == "fused":
         from .fuse import fuse
 
-        fused, report = fuse(module)
+        fused, report = fuse(module, return_report=True)
         if not report.replaced:
             raise RuntimeError(f"fuse() replaced no block of the {case.target} workload: {report}")
         return fused

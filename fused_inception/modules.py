@@ -1,5 +1,7 @@
 """FusedInception: the Inception block as one op, a drop-in for the unfused reference block."""
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -30,12 +32,14 @@ class FusedInception(Inception):
         dtype, weight memory format and training flag.
         """
         if isinstance(module, Inception):
-            fused = cls(*module.block_args, kernel_sizes=module.kernel_sizes)
+            block_args, kernel_sizes = module.block_args, module.kernel_sizes
             tensors = [p.detach() for p in module.op_parameters()]
         else:
             from .convert import torchvision_block_parameters  # torchvision is optional
 
             block_args, kernel_sizes, tensors = torchvision_block_parameters(module)
+        # set_data cannot turn a real parameter into a meta tensor: a meta block is built on meta.
+        with torch.device("meta") if tensors[0].is_meta else contextlib.nullcontext():
             fused = cls(*block_args, kernel_sizes=kernel_sizes)
         with torch.no_grad():
             for param, source in zip(fused.op_parameters(), tensors):

@@ -13,6 +13,7 @@ if _importlib_util.find_spec("torch") is not None and _importlib_util.find_spec(
     from .backends import cpu_backend, cuda_backend
     from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
     from .convert import ConversionError
+    from . import export as _export  # noqa: F401  (the op's decomposition: fused models export to ONNX)
     from .fuse import FuseReport, FuseResult, fuse
     from .models import GoogLeNet, Inception, googlenet, googlenet_loss
     from .modules import FusedInception

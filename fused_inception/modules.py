@@ -67,6 +67,7 @@ class FusedInception(Inception):
         params = self.op_parameters()
         packed = None
         # Under torch.compile the pack is traced into the graph by the op itself instead of read from here.
-        if not torch.compiler.is_compiling() and ops.reads_packed_weights(x.device):
+        # jit.trace cannot record _get_backend's string: a trace records the op without the pack.
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing() and ops.reads_packed_weights(x.device):
             packed = self._packed_weights(params)
         return ops.inception(x, *params, packed=packed)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from . import ops
 from ._library import build_info
+from .device_support import backend_info
 from .configs import GOOGLENET_BLOCKS
 from .fuse import fuse
 from .models import googlenet
@@ -25,15 +25,16 @@ CALIBRATION_BATCH = 4
 
 
 def describe_environment(device: torch.device) -> str:
-    info = build_info()
-    cuda_build = f"yes (arch {info['cuda_arch_list']})" if info["with_cuda"] else "no"
+    build = build_info()
+    cuda_build = f"yes ({', '.join(build['cuda_archs'])})" if build["with_cuda"] else "no"
+    info = backend_info(device)
     where = str(device)
     if device.type == "cuda":
         where += f" ({torch.cuda.get_device_name(device)})"
     elif not torch.cuda.is_available():
         where += " (no CUDA device found)"
     return (f"fused_inception: torch {torch.__version__}, extension built with CUDA: {cuda_build}\n"
-            f"device: {where}; backend: {ops.backend_name(device)}")
+            f"device: {where}; backend: {info.backend}, {info.reason}")
 
 
 def calibrate_batchnorm(model: nn.Module, image_size: int) -> None:

@@ -11,12 +11,12 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ._library import build_info
-from .device_support import backend_info
+from .bench.timing import measure
 from .configs import GOOGLENET_BLOCKS
+from .device_support import backend_info
 from .fuse import fuse
 from .models import googlenet
 from .testing import check_numerics, float64_copy, max_abs_error
-from .timing import measure
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECK_BATCH = 2

@@ -3,7 +3,7 @@
     python scripts/device_report.py OUT_DIR
 
 Benchmarks: bench.json (written by `python -m fused_inception bench`) is rendered into summary.md by
-fused_inception.report, the same code as `python -m fused_inception report`; the plots are drawn here too
+fused_inception.bench.report, the same code as `python -m fused_inception report`; the plots are drawn here too
 when the bench step was cut short before drawing them.
 """
 
@@ -56,7 +56,7 @@ def benchmark_summary(out):
     if not os.path.exists(path):
         return None, ["No benchmark results: bench.json is missing (see the benchmarks section of check.log)."]
     try:
-        from fused_inception import report
+        from fused_inception.bench import report
 
         results = report.load(path)
         missing = [name for name in (report.SPEEDUP_PNG, report.ROOFLINE_PNG)

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import ops, roofline
-from ._library import build_info
+from .. import ops
+from .._library import build_info
+from ..configs import BLOCKS_BY_NAME
+from ..testing import check_numerics, float64_copy
+from . import roofline
 from .benchcases import BASELINE, DTYPES, MEMORY_FORMATS, NETWORK, Case
-from .configs import BLOCKS_BY_NAME
-from .testing import check_numerics, float64_copy
 from .timing import measure, peak_memory, time_first_call
 
 #: Input sets each case cycles through, so caches do not flatter repeated calls on one buffer.
@@ -101,14 +102,14 @@ class _Workload:
         training = case.mode == "training"
         torch.manual_seed(0)  # every run builds the same weights and inputs
         if case.target == NETWORK:
-            from .models import googlenet
+            from ..models import googlenet
 
             self.module = googlenet(aux_logits=training)
             shape = (case.batch, 3, roofline.NETWORK_IMAGE_SIZE, roofline.NETWORK_IMAGE_SIZE)
             self.flops = roofline.network_flops(case.batch, training)
             self.min_bytes = roofline.network_min_bytes(case.batch, dtype, training=training)
         else:
-            from .models import Inception
+            from ..models import Inception
 
             config = BLOCKS_BY_NAME[case.target]
             self.module = Inception(*config.block_args)
@@ -138,14 +139,14 @@ class _Workload:
 def _implementation(case: Case, workload: _Workload) -> torch.nn.Module:
     module = workload.module
     if case.impl == "fused":
-        from .fuse import fuse
+        from ..fuse import fuse
 
         fused, report = fuse(module, return_report=True)
         if not report.replaced:
             raise RuntimeError(f"fuse() replaced no block of the {case.target} workload: {report}")
         return fused
     if case.impl == "cupy":
-        from .cupy import FusedInceptionCuPy
+        from ..cupy import FusedInceptionCuPy
 
         return FusedInceptionCuPy.from_torch(module)  # takes and returns torch tensors (DLPack)
     if case.impl.startswith("compile"):
@@ -200,7 +201,7 @@ def _training_step(case, module, workload):
             x.grad = None
 
     if case.target == NETWORK:
-        from .models import googlenet_loss
+        from ..models import googlenet_loss
 
         def step(i):
             zero_grads()

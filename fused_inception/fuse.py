@@ -56,7 +56,7 @@ class FuseResult(NamedTuple):
     report: FuseReport
 
 
-def fuse(model: nn.Module, inplace: bool = False, return_report: bool = False):
+def fuse(model: nn.Module, inplace: bool = False, return_report: bool = False) -> "nn.Module | FuseResult":
     """Replaces each recognised Inception block in ``model`` with an equal :class:`FusedInception`.
 
     Recognised blocks: the reference :class:`fused_inception.models.Inception` (any mode) and torchvision's

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import ops
 from .._library import build_info
 from ..configs import BLOCKS_BY_NAME
+from ..device_support import backend_info
 from ..testing import check_numerics, float64_copy
 from . import roofline
 from .benchcases import BASELINE, DTYPES, MEMORY_FORMATS, NETWORK, Case
@@ -279,6 +279,12 @@ class Workbench:
                 "roofline_fraction": floor.fraction(median), **info}
 
 
+def _backend_description(device):
+    """What runs the op on ``device`` and why, as one line (the per-device decision: see backend_info)."""
+    info = backend_info(device)
+    return f"{info.backend}: {info.reason}"
+
+
 def environment(device) -> dict:
     """GPU, versions, commit and date: what a result needs to be compared with another."""
     device = torch.device(device)
@@ -298,8 +304,8 @@ def environment(device) -> dict:
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
-        "fused_inception_backend": ops.backend_name(device),
-        "extension_cuda_arch": info.get("cuda_arch_list") if info.get("with_cuda") else None,
+        "fused_inception_backend": _backend_description(device),
+        "extension_cuda_arch": ", ".join(info["cuda_archs"]) if info.get("with_cuda") else None,
         "commit": commit_id(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -6,7 +6,10 @@ Knobs (environment variables), all optional:
   CUDA_HOME / CUDA_PATH  the CUDA toolkit; otherwise /usr/local/cuda when it holds bin/nvcc. The prefix is
                          never derived from `nvcc` on PATH: on some machines that is a wrapper script
                          outside the toolkit.
-  TORCH_CUDA_ARCH_LIST   GPU architectures, e.g. "8.0;9.0" (the default: Ampere and Hopper).
+  TORCH_CUDA_ARCH_LIST   GPU architectures, e.g. "8.0;9.0" (the default: Ampere and Hopper). The last one is
+                         also shipped as PTX (written "9.0+PTX"), which the driver compiles for later GPUs
+                         (Blackwell). Entries below 8.0 are dropped: the fused kernel needs 8.0 (bf16 mma,
+                         cp.async), and older GPUs run the unfused composition, which needs no image of ours.
   MAX_JOBS               parallel compile jobs (ninja); default: CPU count, capped by free memory.
   FUSED_INCEPTION_DEBUG  1 builds with -O0 -g (host) and -G (device).
   FUSED_INCEPTION_EXTENSION  0 installs the Python package alone (no compiler needed): only the CuPy path,
@@ -24,6 +27,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCH_LIST = "8.0;9.0"
+FUSED_KERNEL_MIN_ARCH = (8, 0)  # csrc/device_support.cpp decides per device at run time
 
 
 def log(message):
@@ -58,6 +62,27 @@ def resolve_cuda(torch_has_cuda):
     return None
 
 
+def resolve_arch_list(arch_list):
+    """TORCH_CUDA_ARCH_LIST as built: entries below 8.0 dropped, the last one also as PTX unless one is."""
+    entries, dropped = [], []
+    for entry in re.split(r"[;,\s]+", arch_list.strip()):
+        match = re.fullmatch(r"(\d+)\.(\d)([af]?)(\+PTX)?", entry)
+        if match and (int(match[1]), int(match[2])) < FUSED_KERNEL_MIN_ARCH:
+            dropped.append(entry)
+        elif entry:
+            entries.append(entry)  # names such as "Hopper" pass to torch unchanged
+    if dropped:
+        log(f"TORCH_CUDA_ARCH_LIST: dropped {';'.join(dropped)}: the fused kernel needs compute capability 8.0, "
+            "and those GPUs run the unfused composition")
+    if not entries:  # the CUDA registration is still needed: it routes those GPUs to the composition
+        log(f"TORCH_CUDA_ARCH_LIST={arch_list!r} names no architecture the fused kernel runs on; building for "
+            f"{DEFAULT_CUDA_ARCH_LIST} (plus PTX) instead")
+        entries = DEFAULT_CUDA_ARCH_LIST.split(";")
+    if not any(e.endswith("+PTX") for e in entries) and re.fullmatch(r"\d+\.\d", entries[-1]):
+        entries[-1] += "+PTX"  # forward compatibility: GPUs newer than the list run the PTX
+    return ";".join(entries)
+
+
 def default_jobs():
     jobs = os.cpu_count() or 1
     try:  # a torch translation unit needs about 2 GB of compiler memory
@@ -75,7 +100,8 @@ def make_extension():
     if cuda_home is not None:
         # cpp_extension reads CUDA_HOME once, at import time.
         os.environ["CUDA_HOME"] = cuda_home
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
+        os.environ["TORCH_CUDA_ARCH_LIST"] = resolve_arch_list(
+            os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCH_LIST)
     os.environ.setdefault("MAX_JOBS", str(default_jobs()))
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 

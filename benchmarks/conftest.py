@@ -1,4 +1,4 @@
-"""pytest-benchmark options and fixtures for the case table in fused_inception.benchcases.
+"""pytest-benchmark options and fixtures for the case table in fused_inception.bench.benchcases.
 
     python -m pytest benchmarks --benchmark-json=out.json                  # the default profile for the device
     python -m pytest benchmarks --bench-profile quick -k "3a and fused"     # a subset (pytest's -k on case ids)
@@ -9,7 +9,7 @@
 import pytest
 import torch
 
-from fused_inception import benchcases, benchrun
+from fused_inception.bench import benchcases, benchrun
 
 _STATE = pytest.StashKey()  # {"device", "profile", "workbench", "not_run"} of this session
 

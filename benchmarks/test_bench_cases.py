@@ -1,4 +1,4 @@
-"""The benchmark cases (fused_inception.benchcases) as pytest-benchmark tests.
+"""The benchmark cases (fused_inception.bench.benchcases) as pytest-benchmark tests.
 
 Each test runs its case through the same Workbench as `python -m fused_inception bench` (warm-up, rotated
 inputs, CUDA events on a GPU, the float64 numerics check) and hands the timed samples to pytest-benchmark, so
@@ -8,7 +8,7 @@ Cases that cannot run here skip with the reason. Nothing here asserts a time.
 
 import pytest
 
-from fused_inception import benchrun
+from fused_inception.bench import benchrun
 
 
 def _record_samples(benchmark, samples):
@@ -17,7 +17,7 @@ def _record_samples(benchmark, samples):
     # the Metadata object benchmark.pedantic fills, through the two private members pedantic itself uses
     # (pytest-benchmark 3.x to 5.x).
     try:
-        benchmark._mode = "fused_inception.benchrun.Workbench"
+        benchmark._mode = "fused_inception.bench.benchrun.Workbench"
         stats = benchmark._make_stats(1)
     except AttributeError as error:
         pytest.fail(f"this pytest-benchmark version lacks the fixture internals the suite uses ({error}); "

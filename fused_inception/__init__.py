@@ -13,6 +13,8 @@ if _importlib_util.find_spec("torch") is not None and _importlib_util.find_spec(
     from .backends import cpu_backend, cuda_backend
     from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
     from .convert import ConversionError
+    from .device_support import BackendInfo, backend_info
+    from . import export as _export  # noqa: F401  (the op's decomposition: fused models export to ONNX)
     from .fuse import FuseReport, FuseResult, fuse
     from .models import GoogLeNet, Inception, googlenet, googlenet_loss
     from .modules import FusedInception
@@ -35,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BLOCKS_BY_NAME",
+    "BackendInfo",
     "ConversionError",
     "FuseReport",
     "FuseResult",
@@ -44,6 +47,7 @@ __all__ = [
     "Inception",
     "InceptionConfig",
     "SUPPORTED_KERNEL_SIZES",
+    "backend_info",
     "build_info",
     "cpu_backend",
     "cuda_backend",

@@ -6,8 +6,8 @@ import sys
 #: command -> (module that implements it, one-line description)
 COMMANDS = {
     "demo": ("demo", "fuse the reference and torchvision GoogLeNets, check and time them against unfused PyTorch"),
-    "bench": ("bench", "benchmark fused vs eager, CUDA graph and torch.compile; JSON, table and plots"),
-    "report": ("report", "turn a saved benchmark JSON into the markdown table and plots"),
+    "bench": ("bench.cli", "benchmark fused vs eager, CUDA graph and torch.compile; JSON, table and plots"),
+    "report": ("bench.report", "turn a saved benchmark JSON into the markdown table and plots"),
     "plan": ("plan", "what the fused kernel will do per block, batch and dtype, and its modeled H100 cost"),
 }
 

@@ -12,11 +12,14 @@ except ImportError as error:  # pragma: no cover - only reached on a broken inst
     ) from error
 
 _BUILD_INFO = dict(_C.build_info())
+# The images the CUDA build holds: "sm_80" (SASS), "compute_90" (PTX), parsed as the run-time check parses them.
+_BUILD_INFO["cuda_archs"] = tuple(torch.ops.fused_inception._cuda_images(_BUILD_INFO["cuda_arch_list"]))
 
 #: Spatial kernel sizes the branches 2 and 3 may use, as compiled into the extension.
 SUPPORTED_KERNEL_SIZES: tuple = tuple(_BUILD_INFO["supported_kernel_sizes"])
 
 
 def build_info() -> dict:
-    """How the extension was built: with_cuda, cuda_arch_list, torch_version, supported_kernel_sizes."""
+    """How the extension was built: with_cuda, cuda_arch_list (TORCH_CUDA_ARCH_LIST as built), cuda_archs (the
+    images it holds: "sm_80" machine code, "compute_90" PTX), torch_version, supported_kernel_sizes."""
     return dict(_BUILD_INFO)

@@ -2,19 +2,21 @@
 fused block and the final logits against the unfused models, and times fused against unfused forwards."""
 
 import argparse
+import copy
 import sys
 import time
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from . import ops
 from ._library import build_info
+from .bench.timing import measure
 from .configs import GOOGLENET_BLOCKS
+from .device_support import backend_info
 from .fuse import fuse
 from .models import googlenet
 from .testing import check_numerics, float64_copy, max_abs_error
-from .timing import measure
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECK_BATCH = 2
@@ -23,15 +25,16 @@ CALIBRATION_BATCH = 4
 
 
 def describe_environment(device: torch.device) -> str:
-    info = build_info()
-    cuda_build = f"yes (arch {info['cuda_arch_list']})" if info["with_cuda"] else "no"
+    build = build_info()
+    cuda_build = f"yes ({', '.join(build['cuda_archs'])})" if build["with_cuda"] else "no"
+    info = backend_info(device)
     where = str(device)
     if device.type == "cuda":
         where += f" ({torch.cuda.get_device_name(device)})"
     elif not torch.cuda.is_available():
         where += " (no CUDA device found)"
     return (f"fused_inception: torch {torch.__version__}, extension built with CUDA: {cuda_build}\n"
-            f"device: {where}; backend: {ops.backend_name(device)}")
+            f"device: {where}; backend: {info.backend}, {info.reason}")
 
 
 def calibrate_batchnorm(model: nn.Module, image_size: int) -> None:
@@ -64,6 +67,17 @@ def build_models(image_size):
     calibrate_batchnorm(tv_model, image_size)
     models.append(("torchvision", tv_model.eval()))
     return models
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with each conv -> BatchNorm pair folded into the conv, as fuse() folds
+    them in the blocks: the like-for-like unfused baseline for timing a torchvision model."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            module.conv, module.bn = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    return model
 
 
 def check_rows(unfused, fused, block_names, x):
@@ -103,6 +117,32 @@ def time_forward(model, device, dtype, batch, image_size, repeats):
         return measure(lambda i: model(inputs[i % 3]), device, warmup=2, repeats=repeats).median
 
 
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def parse_device(parser, text):
+    """The --device argument as a torch.device, or a usage error (exit 2) when it is none this machine runs."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        parser.error(f"--device {text}: not a device (cpu, cuda, cuda:N)")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {text}: the demo runs on cpu or cuda only")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            parser.error(f"--device {text}: no CUDA device is available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            parser.error(f"--device {text}: there are {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def image_size_arg(text):
     value = int(text)
     if value < MIN_IMAGE_SIZE:
@@ -115,13 +155,14 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--image-size", type=image_size_arg, default=224, help="input height and width (224)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=None,
                         help="batch sizes to time (default: 1 8 on CPU, 1 32 256 on CUDA)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (median reported)")
+    parser.add_argument("--repeats", type=positive_int, default=None,
+                        help="timed repeats per case, median reported (default: 5 on CPU, 30 on CUDA)")
     args = parser.parse_args(argv)
-    device, dtype, size = torch.device(args.device), DTYPES[args.dtype], args.image_size
+    device, dtype, size = parse_device(parser, args.device), DTYPES[args.dtype], args.image_size
     batch_sizes = args.batch_sizes or ([1, 32, 256] if device.type == "cuda" else [1, 8])
-    repeats = args.repeats or (30 if device.type == "cuda" else 5)
+    repeats = args.repeats if args.repeats is not None else (30 if device.type == "cuda" else 5)
     started = time.perf_counter()
     print(describe_environment(device), flush=True)
 
@@ -130,12 +171,14 @@ def main(argv=None) -> int:
     failures = []
     pairs = []
     for label, unfused in build_models(size):
+        # The timing baseline has its BatchNorm folded too (torchvision's), so both sides do the same math.
+        baseline = fold_batchnorm(unfused).to(device=device, dtype=dtype, memory_format=torch.channels_last)
         unfused = unfused.to(device=device, dtype=dtype, memory_format=torch.channels_last)
-        fused, report = fuse(unfused)
+        fused, report = fuse(unfused, return_report=True)
         print(f"\n[{label}] {report}", flush=True)
         if len(report.replaced) != len(GOOGLENET_BLOCKS):
             failures.append(f"{label}: fuse() replaced {len(report.replaced)} of {len(GOOGLENET_BLOCKS)} blocks")
-        pairs.append((label, unfused, fused, [r.name for r in report.replaced]))
+        pairs.append((label, unfused, fused, [r.name for r in report.replaced], baseline))
 
     print(f"\nnumerics, {args.dtype} channels_last, batch {CHECK_BATCH} at {size}x{size}. Fused against unfused: "
           "max abs err, max rel err (abs / max |unfused|).\nRule: fused error against float64 <= bound "
@@ -143,7 +186,7 @@ def main(argv=None) -> int:
     header = (f"{'model':<12} {'module':<12} {'max abs err':>12} {'max rel err':>12} {'err vs f64':>11} "
               f"{'bound':>9} {'rule':>5}")
     print(header + "\n" + "-" * len(header), flush=True)
-    for label, unfused, fused, block_names in pairs:
+    for label, unfused, fused, block_names, _ in pairs:
         x = torch.randn(CHECK_BATCH, 3, size, size, device=device, dtype=dtype).contiguous(
             memory_format=torch.channels_last)
         for name, abs_error, rel_error, check in check_rows(unfused, fused, block_names, x):
@@ -153,12 +196,13 @@ def main(argv=None) -> int:
                   f"{check.bound:>9.3g} {'ok' if check.passed else 'FAIL':>5}", flush=True)
 
     print(f"\nforward time on {device}, {args.dtype} channels_last {size}x{size}, median of {repeats} "
-          "(speedup = unfused / fused)")
+          "(speedup = unfused / fused).\nBoth sides without BatchNorm: torchvision's unfused model is timed with "
+          "its BatchNorm folded into the convolutions (torch.nn.utils.fuse_conv_bn_eval), as fuse() folds it")
     header = f"{'model':<12} {'batch':>5} {'unfused ms':>11} {'fused ms':>9} {'speedup':>8}"
     print(header + "\n" + "-" * len(header), flush=True)
-    for label, unfused, fused, _ in pairs:
+    for label, _, fused, _, baseline in pairs:
         for batch in batch_sizes:
-            unfused_time = time_forward(unfused, device, dtype, batch, size, repeats)
+            unfused_time = time_forward(baseline, device, dtype, batch, size, repeats)
             fused_time = time_forward(fused, device, dtype, batch, size, repeats)
             print(f"{label:<12} {batch:>5} {unfused_time * 1e3:>11.2f} {fused_time * 1e3:>9.2f} "
                   f"{unfused_time / fused_time:>7.2f}x", flush=True)

@@ -50,11 +50,13 @@ class FuseReport:
 
 
 class FuseResult(NamedTuple):
+    """What ``fuse(model, return_report=True)`` returns: ``model, report = fuse(model, return_report=True)``."""
+
     model: nn.Module
     report: FuseReport
 
 
-def fuse(model: nn.Module, inplace: bool = False) -> FuseResult:
+def fuse(model: nn.Module, inplace: bool = False, return_report: bool = False) -> "nn.Module | FuseResult":
     """Replaces each recognised Inception block in ``model`` with an equal :class:`FusedInception`.
 
     Recognised blocks: the reference :class:`fused_inception.models.Inception` (any mode) and torchvision's
@@ -69,14 +71,22 @@ def fuse(model: nn.Module, inplace: bool = False) -> FuseResult:
     and leaving such blocks unfused would hand back a model that silently is not fused. Call ``model.eval()``
     first (fine-tune before fusing, or fuse for inference).
 
-    Returns ``FuseResult(model, report)``: ``model, report = fuse(model)``. With ``inplace=False`` (default)
-    ``model`` is a converted deep copy and the argument is untouched; with ``inplace=True`` the argument itself
-    is changed and returned, except when ``model`` is itself a block: then the returned block replaces it.
+    A model on the meta device (built without memory, as large models are) fuses to fused blocks on the meta
+    device; load real weights afterwards (``model.to_empty(device=...)`` then ``load_state_dict``).
+
+    Returns the fused model, like ``torch.compile`` or ``fuse_modules``: ``model = fuse(model)``. With
+    ``return_report=True`` it returns ``FuseResult(model, report)`` instead, where ``report`` (a
+    :class:`FuseReport`) lists what was replaced and what was left and why: ``model, report = fuse(model,
+    return_report=True)``. With ``inplace=False`` (default) the model is a converted deep copy and the argument
+    is untouched; with ``inplace=True`` the argument itself is changed and returned, except when ``model`` is
+    itself a block: then the returned block replaces it.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fuse: model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(inplace, bool):
         raise TypeError(f"fuse: inplace must be a bool, got {type(inplace).__name__}")
+    if not isinstance(return_report, bool):
+        raise TypeError(f"fuse: return_report must be a bool, got {type(return_report).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
     report = FuseReport()
@@ -110,7 +120,7 @@ def fuse(model: nn.Module, inplace: bool = False) -> FuseResult:
             model = fused
         else:
             setattr(parent, attribute, fused)  # also right for Sequential/ModuleList/ModuleDict entries
-    return FuseResult(model, report)
+    return FuseResult(model, report) if return_report else model
 
 
 def _find_blocks(parent, attribute, name, module, sites, report):

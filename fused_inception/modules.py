@@ -1,5 +1,7 @@
 """FusedInception: the Inception block as one op, a drop-in for the unfused reference block."""
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -27,7 +29,7 @@ class FusedInception(Inception):
         (a folded parameter requires grad where any parameter it is folded from does).
         """
         if isinstance(module, Inception):
-            fused = cls(*module.block_args, kernel_sizes=module.kernel_sizes)
+            block_args, kernel_sizes = module.block_args, module.kernel_sizes
             sources = list(module.op_parameters())
             tensors = [p.detach() for p in sources]
             requires_grad = [p.requires_grad for p in sources]
@@ -35,6 +37,8 @@ class FusedInception(Inception):
             from .convert import torchvision_block_parameters  # torchvision is optional
 
             block_args, kernel_sizes, tensors, requires_grad = torchvision_block_parameters(module)
+        # set_data cannot turn a real parameter into a meta tensor: a meta block is built on meta.
+        with torch.device("meta") if tensors[0].is_meta else contextlib.nullcontext():
             fused = cls(*block_args, kernel_sizes=kernel_sizes)
         with torch.no_grad():
             for param, source, grad_flag in zip(fused.op_parameters(), tensors, requires_grad):

@@ -8,8 +8,8 @@ part that cannot be read is reported as such, and results.json and summary.md ar
 0 when every step passed or was skipped by design, 1 otherwise.
 
 Benchmarks: bench.json (written by `python -m fused_inception bench`) is rendered into summary.md by
-fused_inception's report module, the same code as `python -m fused_inception report`; the plots are drawn
-here too when the bench step was cut short before drawing them.
+fused_inception.bench.report, the same code as `python -m fused_inception report`; the plots are drawn here too
+when the bench step was cut short before drawing them.
 """
 
 import argparse
@@ -146,10 +146,7 @@ def benchmark_summary(out):
     if not os.path.exists(path):
         return None, ["No benchmark results: bench.json is missing (see the benchmarks section of check.log)."]
     try:
-        try:
-            from fused_inception import report
-        except ImportError:  # the bench code in a subpackage
-            from fused_inception.bench import report
+        from fused_inception.bench import report
 
         results = report.load(path)
         missing = [name for name in (report.SPEEDUP_PNG, report.ROOFLINE_PNG)

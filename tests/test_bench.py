@@ -13,9 +13,10 @@ import torch
 
 import fused_inception
 import fused_inception.__main__ as cli
-from fused_inception import BLOCKS_BY_NAME, FusedInception, benchcases, benchrun, report, roofline
-from fused_inception.bench import Budget
-from fused_inception.benchcases import BLOCKS, TARGETS, Case, grid, select
+from fused_inception import BLOCKS_BY_NAME, FusedInception
+from fused_inception.bench import benchcases, benchrun, report, roofline
+from fused_inception.bench.cli import Budget
+from fused_inception.bench.benchcases import BLOCKS, TARGETS, Case, grid, select
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU = torch.device("cpu")

@@ -128,7 +128,7 @@ def test_parametrized_weight_is_used(backend):
 
 
 def test_saved_model_does_not_grow_after_forwards(backend):
-    model = fuse(googlenet(num_classes=10, aux_logits=False).eval())[0]
+    model = fuse(googlenet(num_classes=10, aux_logits=False).eval())
     before = saved_bytes(model)
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
@@ -140,7 +140,7 @@ def test_saved_model_does_not_grow_after_forwards(backend):
 def test_built_and_run_in_inference_mode(backend):
     with torch.inference_mode():
         block = fused_block()
-        fused_model = fuse(googlenet(num_classes=10, aux_logits=False).eval())[0]
+        fused_model = fuse(googlenet(num_classes=10, aux_logits=False).eval())
         x = make_input(1, 16, 6, 6, dtype=torch.float16)
         check_current(block, x)
         assert fused_model(torch.randn(1, 3, 40, 40)).shape == (1, 10)
@@ -217,7 +217,7 @@ def test_fuse_keeps_frozen_parameters():
         model.eval()
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith("inception4"))  # a partly frozen backbone
-        fused = fuse(model)[0]
+        fused = fuse(model)
         for name, module in fused.named_modules():
             if isinstance(module, FusedInception):
                 flags = {p.requires_grad for p in module.parameters()}

@@ -35,7 +35,7 @@ def check_logits(fused, unfused, x):
 
 def test_torchvision_googlenet_converts_with_equal_logits(device):
     model = torchvision_googlenet(device)
-    fused, report = fuse(model)
+    fused, report = fuse(model, return_report=True)
     assert [r.name for r in report.replaced] == BLOCK_NAMES
     assert all(r.batchnorm_folded and r.kernel_sizes == (3, 3) for r in report.replaced)
     assert all(r.source == "torchvision.models.googlenet.Inception" for r in report.replaced)
@@ -58,7 +58,7 @@ def test_fuse_keeps_device_dtype_and_memory_format(source, memory_format, dtype,
     else:
         torch.manual_seed(0)
         model = googlenet(aux_logits=False).to(device=device, dtype=dtype, memory_format=memory_format).eval()
-    fused, report = fuse(model)
+    fused, report = fuse(model, return_report=True)
     assert len(report.replaced) == 9
     for name in BLOCK_NAMES:
         for p in fused.get_submodule(name).parameters():
@@ -82,7 +82,7 @@ def test_training_mode_batchnorm_blocks_are_refused_and_nothing_changes():
 def test_reference_blocks_fuse_in_training_mode():
     torch.manual_seed(0)
     model = googlenet(10, dropout=0.0, aux_dropout=0.0).train()  # no BatchNorm: nothing to fold
-    fused, report = fuse(model)
+    fused, report = fuse(model, return_report=True)
     assert [r.name for r in report.replaced] == BLOCK_NAMES and not any(r.batchnorm_folded for r in report.replaced)
     assert all(fused.get_submodule(name).training for name in BLOCK_NAMES)
     x = make_input(1, 3, 224, 224)
@@ -132,7 +132,7 @@ def test_nested_blocks_in_containers_are_found():
             return self.shared_b(self.layers[1](x))
 
     model = Net().eval()
-    fused, report = fuse(model)
+    fused, report = fuse(model, return_report=True)
     names = ["stage.first", "stage.second", "layers.0.0.inner", "shared_a", "shared_b"]
     assert sorted(r.name for r in report.replaced) == sorted(names)
     assert all(type(fused.get_submodule(name)) is FusedInception for name in names)
@@ -143,19 +143,18 @@ def test_nested_blocks_in_containers_are_found():
 
 def test_model_without_blocks_is_unchanged():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
-    copy, report = fuse(model)
+    copy, report = fuse(model, return_report=True)
     assert report.replaced == [] and report.left == []
     assert str(report) == "fuse: no Inception block found; the model is unchanged"
     assert copy is not model and [type(m) for m in copy.modules()] == [type(m) for m in model.modules()]
-    same, _ = fuse(model, inplace=True)
-    assert same is model
+    assert fuse(model, inplace=True) is model
 
 
 def test_inplace_changes_the_model_itself():
     torch.manual_seed(0)
     model = googlenet(aux_logits=False).eval()
     blocks_before = dict(model.blocks())
-    result, report = fuse(model, inplace=True)
+    result, report = fuse(model, inplace=True, return_report=True)
     assert result is model and len(report.replaced) == 9
     assert all(type(block) is FusedInception and block is not blocks_before[name] for name, block in model.blocks())
 
@@ -163,7 +162,7 @@ def test_inplace_changes_the_model_itself():
 def test_block_itself_is_replaced():
     block = make_block(BLOCK_ARGS).eval()
     for inplace in (False, True):
-        fused, report = fuse(block, inplace=inplace)
+        fused, report = fuse(block, inplace=inplace, return_report=True)
         assert type(fused) is FusedInception and [r.name for r in report.replaced] == [""]
         assert "(model)" in str(report)
         check_logits(fused, block, make_input(2, BLOCK_ARGS[0], 6, 6))
@@ -171,7 +170,7 @@ def test_block_itself_is_replaced():
 
 def test_already_fused_blocks_are_left_alone():
     model = googlenet(aux_logits=False, fused=True).eval()
-    _, report = fuse(model)
+    _, report = fuse(model, return_report=True)
     assert report.replaced == []
     assert [(m.name, m.reason) for m in report.left] == [(name, "already fused") for name in BLOCK_NAMES]
 
@@ -182,7 +181,7 @@ def test_unconvertible_block_is_left_with_a_warning():
     model = nn.Sequential(tv_block(), block)
     with pytest.warns(UserWarning, match=r"left 1 \(torchvision.models.googlenet.Inception\) unfused: "
                                          r"branch3.1: only square stride-1"):
-        fused, report = fuse(model)
+        fused, report = fuse(model, return_report=True)
     assert [r.name for r in report.replaced] == ["0"] and type(fused[0]) is FusedInception
     assert [m.name for m in report.left] == ["1"] and "cannot be fused: branch3.1" in report.left[0].reason
     assert fused[1] is not block and type(fused[1]) is TorchvisionInception
@@ -191,8 +190,40 @@ def test_unconvertible_block_is_left_with_a_warning():
 def test_torchvision_block_with_custom_conv_block_is_left_alone():
     block = TorchvisionInception(*BLOCK_ARGS, conv_block=nn.Conv2d).eval()  # plain convs: nothing to fold
     with pytest.warns(UserWarning, match="branch1: expected torchvision's BasicConv2d"):
-        fused, report = fuse(block)
+        fused, report = fuse(block, return_report=True)
     assert fused is not block and type(fused) is TorchvisionInception and report.replaced == []
+
+
+def test_fuse_returns_the_model_and_the_report_on_request():
+    torch.manual_seed(0)
+    model = googlenet(aux_logits=False).eval()
+    fused = fuse(model)  # the one-liner: model = fuse(model)
+    assert isinstance(fused, nn.Module) and fused is not model
+    assert [name for name, block in fused.blocks() if type(block) is FusedInception] == BLOCK_NAMES
+    check_logits(fused, model, images(1))
+    result = fuse(model, return_report=True)
+    assert isinstance(result, fused_inception.FuseResult) and isinstance(result.model, nn.Module)
+    assert [r.name for r in result.report.replaced] == BLOCK_NAMES
+
+
+@pytest.mark.parametrize("source", ["reference", "torchvision"])
+def test_meta_device_model_fuses_to_meta_blocks(source):
+    with torch.device("meta"):
+        model = googlenet(aux_logits=False) if source == "reference" else torchvision.models.googlenet(
+            weights=None, aux_logits=False, init_weights=False)
+    fused = fuse(model.eval())
+    blocks = [m for m in fused.modules() if type(m) is FusedInception]
+    assert len(blocks) == 9 and all(p.is_meta for p in fused.parameters())
+    with torch.no_grad():  # shapes flow through the fake implementation
+        assert fused(torch.empty(2, 3, IMAGE_SIZE, IMAGE_SIZE, device="meta")).shape == (2, 1000)
+    # Materialised and loaded with real weights, the fused model computes what the loaded unfused one does.
+    real = torchvision_googlenet() if source == "torchvision" else googlenet(aux_logits=False).eval()
+    if source == "torchvision":
+        real.aux1 = real.aux2 = None
+        real.aux_logits = False
+    fused_real = fuse(real)
+    fused.to_empty(device="cpu").load_state_dict(fused_real.state_dict())
+    check_logits(fused, real, images(2))
 
 
 def test_bad_arguments_name_the_argument():
@@ -200,3 +231,5 @@ def test_bad_arguments_name_the_argument():
         fuse("googlenet")
     with pytest.raises(TypeError, match="fuse: inplace must be a bool, got str"):
         fuse(nn.ReLU(), inplace="yes")
+    with pytest.raises(TypeError, match="fuse: return_report must be a bool, got int"):
+        fuse(nn.ReLU(), return_report=1)

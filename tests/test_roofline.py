@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from fused_inception import GOOGLENET_BLOCKS, BLOCKS_BY_NAME, roofline
+from fused_inception import GOOGLENET_BLOCKS, BLOCKS_BY_NAME
+from fused_inception.bench import roofline
 from fused_inception.models import Inception, googlenet
-from fused_inception.roofline import _conv_linear_flops
+from fused_inception.bench.roofline import _conv_linear_flops
 
 
 @pytest.mark.parametrize("config", GOOGLENET_BLOCKS, ids=lambda c: c.name)

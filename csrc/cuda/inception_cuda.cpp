@@ -8,16 +8,19 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "device_support.h"
 #include "inception_fused.h"
 #include "kernels/inception_api.h"
 
 namespace fused_inception {
 namespace {
 
-// Multiprocessor count and opt-in shared memory per block, read once per device.
+// Multiprocessor count, opt-in shared memory per block and whether the fused kernel has an image for the
+// device, read once per device.
 struct DeviceLimits {
   int sm_count = 0;
   size_t shared_memory = 0;
+  FusedKernelSupport fused_kernel;
 };
 
 DeviceLimits limits_of(int device) {
@@ -31,6 +34,10 @@ DeviceLimits limits_of(int device) {
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&limits.sm_count, cudaDevAttrMultiProcessorCount, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&shared_memory, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   limits.shared_memory = size_t(shared_memory);
+  int major = 0, minor = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  limits.fused_kernel = fused_kernel_support(major, minor, FUSED_INCEPTION_CUDA_ARCH_LIST);
   return cache.emplace(device, limits).first->second;
 }
 
@@ -38,6 +45,12 @@ at::Tensor inception_forward_cuda(const at::Tensor& x, FUSED_INCEPTION_WEIGHT_PA
   // The checks in inception_forward_dispatch name any tensor on the wrong device; until then, x's.
   const int device = x.is_cuda() ? x.get_device() : c10::cuda::current_device();
   const DeviceLimits limits = limits_of(device);
+  if (!limits.fused_kernel.runs && backend_for(c10::DeviceType::CUDA) == Backend::kFused) {
+    // Never launch a kernel with no image for the device: the composition is correct everywhere.
+    TORCH_WARN_ONCE("fused_inception: ", limits.fused_kernel.why,
+                    "; the op runs the unfused composition (cuDNN) on this device");
+    return inception_forward_unfused(x, FUSED_INCEPTION_WEIGHTS_STRUCT);
+  }
   const FusedLauncher launcher{
       limits.sm_count, limits.shared_memory, [](MathMode mode, const InceptionParams& p, const at::Tensor& out) {
         gpu::inception::forward(mode, p, c10::cuda::getCurrentCUDAStream(out.get_device()).stream());

@@ -30,9 +30,19 @@ def _conv_relu(in_channels, out_channels, kernel_size, stride=1, **factory):
             nn.ReLU(inplace=True)]
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """nn.LocalResponseNorm that also runs float16 and bfloat16 on the CPU, where PyTorch's has no kernel for
+    them (its avg_pool3d): it computes in float32 there and returns the input's dtype."""
+
+    def forward(self, x):
+        if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+            return super().forward(x.float()).to(x.dtype)
+        return super().forward(x)
+
+
 def _local_response_norm():
     # The paper's Caffe model (bvlc_googlenet): 5 channels, alpha 1e-4, beta 0.75.
-    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+    return LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
 
 
 def _downsample():

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import ops, roofline
-from ._library import build_info
+from .._library import build_info
+from ..configs import BLOCKS_BY_NAME
+from ..device_support import backend_info
+from ..testing import check_numerics, float64_copy
+from . import roofline
 from .benchcases import BASELINE, DTYPES, MEMORY_FORMATS, NETWORK, Case
-from .configs import BLOCKS_BY_NAME
-from .testing import check_numerics, float64_copy
 from .timing import measure, peak_memory, time_first_call
 
 #: Input sets each case cycles through, so caches do not flatter repeated calls on one buffer.
@@ -101,14 +102,14 @@ class _Workload:
         training = case.mode == "training"
         torch.manual_seed(0)  # every run builds the same weights and inputs
         if case.target == NETWORK:
-            from .models import googlenet
+            from ..models import googlenet
 
             self.module = googlenet(aux_logits=training)
             shape = (case.batch, 3, roofline.NETWORK_IMAGE_SIZE, roofline.NETWORK_IMAGE_SIZE)
             self.flops = roofline.network_flops(case.batch, training)
             self.min_bytes = roofline.network_min_bytes(case.batch, dtype, training=training)
         else:
-            from .models import Inception
+            from ..models import Inception
 
             config = BLOCKS_BY_NAME[case.target]
             self.module = Inception(*config.block_args)
@@ -138,14 +139,14 @@ class _Workload:
 def _implementation(case: Case, workload: _Workload) -> torch.nn.Module:
     module = workload.module
     if case.impl == "fused":
-        from .fuse import fuse
+        from ..fuse import fuse
 
-        fused, report = fuse(module)
+        fused, report = fuse(module, return_report=True)
         if not report.replaced:
             raise RuntimeError(f"fuse() replaced no block of the {case.target} workload: {report}")
         return fused
     if case.impl == "cupy":
-        from .cupy import FusedInceptionCuPy
+        from ..cupy import FusedInceptionCuPy
 
         return FusedInceptionCuPy.from_torch(module)  # takes and returns torch tensors (DLPack)
     if case.impl.startswith("compile"):
@@ -200,7 +201,7 @@ def _training_step(case, module, workload):
             x.grad = None
 
     if case.target == NETWORK:
-        from .models import googlenet_loss
+        from ..models import googlenet_loss
 
         def step(i):
             zero_grads()
@@ -278,6 +279,12 @@ class Workbench:
                 "roofline_fraction": floor.fraction(median), **info}
 
 
+def _backend_description(device):
+    """What runs the op on ``device`` and why, as one line (the per-device decision: see backend_info)."""
+    info = backend_info(device)
+    return f"{info.backend}: {info.reason}"
+
+
 def environment(device) -> dict:
     """GPU, versions, commit and date: what a result needs to be compared with another."""
     device = torch.device(device)
@@ -297,8 +304,8 @@ def environment(device) -> dict:
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
-        "fused_inception_backend": ops.backend_name(device),
-        "extension_cuda_arch": info.get("cuda_arch_list") if info.get("with_cuda") else None,
+        "fused_inception_backend": _backend_description(device),
+        "extension_cuda_arch": ", ".join(info["cuda_archs"]) if info.get("with_cuda") else None,
         "commit": commit_id(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

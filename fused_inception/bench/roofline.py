@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .configs import GOOGLENET_BLOCKS, InceptionConfig
+from ..configs import GOOGLENET_BLOCKS, InceptionConfig
 from .timing import measure
 
 #: A training step (forward + backward) as a multiple of the forward: FLOPs are forward + gradient w.r.t. the
@@ -32,7 +32,7 @@ def element_size(dtype: torch.dtype) -> int:
 
 
 def block_weight_count(config: InceptionConfig, kernel_sizes=(3, 5)) -> int:
-    """Weights plus biases of one block (what `pack_weights` holds, without its alignment padding)."""
+    """Weights plus biases of one block (what the kernel reads)."""
     return config.weight_count(kernel_sizes)
 
 
@@ -68,7 +68,7 @@ def _conv_linear_flops(model: nn.Module, x: torch.Tensor, skip: tuple) -> int:
 
 
 def _meta_network(training: bool):
-    from .models import googlenet  # models import configs; keep this module importable on its own
+    from ..models import googlenet  # models import configs; keep this module importable on its own
 
     return googlenet(aux_logits=training, device="meta").train(training)
 
@@ -78,7 +78,7 @@ def network_flops(batch: int, training: bool = False) -> int:
     convolutions and the classifier (and, in training mode, the auxiliary classifiers) counted by
     `_conv_linear_flops` on a meta-device forward of the reference network. Times TRAINING_MULTIPLE in
     training mode."""
-    from .models import Inception
+    from ..models import Inception
 
     blocks = sum(config.flops(batch) for config in GOOGLENET_BLOCKS)
     x = torch.empty(1, 3, NETWORK_IMAGE_SIZE, NETWORK_IMAGE_SIZE, device="meta")

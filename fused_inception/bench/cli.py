@@ -6,7 +6,7 @@ CUDA graph and torch.compile, per GoogLeNet block and for the whole network, and
     python -m fused_inception bench --targets 3a,4e --batch 1,32 --impl fused,eager --out results/
     python -m fused_inception bench --budget 150            # what the device check runs on a GPU
 
-Cases come from fused_inception.benchcases (the same table the pytest-benchmark suite in benchmarks/
+Cases come from fused_inception.bench.benchcases (the same table the pytest-benchmark suite in benchmarks/
 uses), in priority order; filters narrow a profile. Cases that cannot run here are recorded as skipped with
 the reason. Exit status: 0, or 1 when a case failed or an implementation broke the numerics rule.
 """

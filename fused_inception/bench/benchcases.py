@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .configs import GOOGLENET_BLOCKS
+from ..configs import GOOGLENET_BLOCKS
 
 NETWORK = "network"
 BLOCKS = tuple(config.name for config in GOOGLENET_BLOCKS)

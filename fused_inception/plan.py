@@ -37,15 +37,15 @@ MMA_FLOPS = 2 * 16 * 8 * 16  # one m16n8k16: the unit of tensor work below
 #: dtype label -> (element bytes, MathMode value of the kernel instantiation)
 DTYPES = {"f16": (2, 0), "bf16": (2, 1), "tf32": (4, 2), "f32": (4, 3)}
 
-#: The kernel as it builds today (sass_report.py on sm_90, after issue 13: weights read in place, the k x k
-#: GEMM specialised on the weight's K order, hence two k x k loops): registers per thread and the
-#: largest SASS instructions per m16n8k16-equivalent tensor op over its tensor-core inner loops. The exact
+#: The kernel as it builds today (sass_report.py on sm_90; docs/performance.md, "Loaders"): registers per
+#: thread and the largest SASS instructions per m16n8k16-equivalent tensor op over the tensor-core inner loops
+#: that a channels_last GoogLeNet block runs (the 16-byte x path, the pool path, the k x k GEMMs). The exact
 #: float32 kernel has no tensor loops. `--sass-report FILE` replaces these with a fresh report's numbers.
 MEASURED_SASS = {
-    "f16": dict(registers=168, instructions_per_tensor_op=43.625),
-    "bf16": dict(registers=168, instructions_per_tensor_op=43.625),
-    "tf32": dict(registers=210, instructions_per_tensor_op=57.3),
-    "f32": dict(registers=236, instructions_per_tensor_op=None),
+    "f16": dict(registers=135, instructions_per_tensor_op=19.4),
+    "bf16": dict(registers=135, instructions_per_tensor_op=19.4),
+    "tf32": dict(registers=202, instructions_per_tensor_op=31.7),
+    "f32": dict(registers=204, instructions_per_tensor_op=None),
 }
 
 

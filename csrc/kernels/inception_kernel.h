@@ -159,21 +159,51 @@ struct WeightRows {
   int64_t stride, length;
 };
 
-// Streams rows [n0, n0 + rows) x [k0, k0 + kKChunk) of the weight rows into the B stage as 16-byte
-// cp.async copies (in the chunk's group); rows past `count` and vectors past the row are zero-filled.
-template <class T>
-SIMT_DEVICE void stage_weights(T* stage, int stride, const WeightRows<T>& w, int count, int n0, int rows,
-                               int64_t k0) {
-  constexpr int kVector = 16 / int(sizeof(T));
-  constexpr int kChunksPerRow = Plan::kKChunk / kVector;
-  for (int i = threadIdx.x; i < rows * kChunksPerRow; i += Plan::kThreads) {
-    const int r = i / kChunksPerRow, chunk = i % kChunksPerRow;
-    const int64_t n = n0 + r, k = k0 + int64_t(chunk) * kVector;
-    const bool inside = n < count && k < w.length;
-    simt::cp_async_16(stage + r * stride + chunk * kVector, inside ? w.data + n * w.stride + k : w.data,
-                      inside ? 16 : 0);
+// Streams rows [n0, n0 + kRows) x [k0, k0 + kKChunk) of the weight rows into the B stage as 16-byte
+// cp.async copies (in the chunk's group); rows past `count` and vectors past the row are zero-filled. A
+// thread copies the same vector column of rows `row0 + j * kRowStep`, so its addresses and row predicates
+// are computed once per pass and each K chunk only adds k0 (no division in the K loop).
+template <class T, int kRows>
+struct WeightStream {
+  static constexpr int kVector = 16 / int(sizeof(T));
+  static constexpr int kVectorsPerRow = Plan::kKChunk / kVector;
+  static_assert(Plan::kThreads % kVectorsPerRow == 0, "a thread keeps one vector column");
+  static constexpr int kRowStep = Plan::kThreads / kVectorsPerRow;
+  static constexpr int kCopies = (kRows + kRowStep - 1) / kRowStep;
+  const T* source;      // this thread's first row, its vector column
+  int64_t row_step;     // elements between the rows of consecutive copies
+  int64_t column;       // this thread's K offset within a chunk
+  int64_t length;
+  int stage_offset;     // this thread's first row in the stage
+  uint32_t rows_inside;  // bit j: copy j's row is one of the pass's channels
+
+  SIMT_DEVICE WeightStream(const WeightRows<T>& w, int count, int n0, int stride) {
+    const int row0 = int(threadIdx.x) / kVectorsPerRow, vector = int(threadIdx.x) % kVectorsPerRow;
+    column = int64_t(vector) * kVector;
+    length = w.length;
+    source = w.data + (n0 + row0) * w.stride + column;
+    row_step = kRowStep * w.stride;
+    stage_offset = row0 * stride + vector * kVector;
+    rows_inside = 0;
+    SIMT_UNROLL
+    for (int j = 0; j < kCopies; ++j) {
+      const int row = row0 + j * kRowStep;
+      rows_inside |= uint32_t(row < kRows && n0 + row < count) << j;
+    }
   }
-}
+
+  SIMT_DEVICE void operator()(T* stage, int stride, int64_t k0) const {
+    const bool k_inside = k0 + column < length;
+    SIMT_UNROLL
+    for (int j = 0; j < kCopies; ++j) {
+      const int row = int(threadIdx.x) / kVectorsPerRow + j * kRowStep;
+      if (kRows % kRowStep != 0 && row >= kRows) break;  // the stage holds kRows rows
+      const bool inside = k_inside && ((rows_inside >> j) & 1u);
+      simt::cp_async_16(stage + stage_offset + j * kRowStep * stride, inside ? source + j * row_step + k0 : source,
+                        inside ? 16 : 0);
+    }
+  }
+};
 
 // Calls `store(row, column, value)` for every accumulator of a pass (row: GEMM M index, column: channel).
 template <int MI, int NI, class Store>
@@ -221,9 +251,10 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
         for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
       }
     }
+    const WeightStream<typename M::Element, kN> stage_weights(w, count, n0, M::kStride);
     // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group.
     auto issue = [&](int64_t chunk, int stage) {
-      stage_weights(b_stage(stage), M::kStride, w, count, n0, kN, chunk * Plan::kKChunk);
+      stage_weights(b_stage(stage), M::kStride, chunk * Plan::kKChunk);
       load_a(a_stage(stage), chunk * Plan::kKChunk);
       simt::cp_async_commit();
     };
@@ -285,62 +316,90 @@ SIMT_DEVICE void stage_pixels(T* stage, int stride, const InceptionParams& p, in
   }
 }
 
-// The same as stage_pixels for plain x when its channels are contiguous and 16-byte aligned: cp.async copies
-// of 16 bytes, zero-filled (src_bytes 0) outside the image, past the box and past the channels, so that
-// they overlap the multiply of the previous chunk like the weights do.
-template <class T>
-SIMT_DEVICE void stage_pixels_async(T* stage, int stride, const InceptionParams& p, int64_t image,
-                                    const PixelBox& box, int rows, int64_t k0) {
-  constexpr int kVector = 16 / int(sizeof(T));
-  constexpr int kVectorsPerRow = Plan::kKChunk / kVector;
-  const T* x = static_cast<const T*>(p.x) + image * p.x_stride[0];
-  for (int i = threadIdx.x; i < rows * kVectorsPerRow; i += Plan::kThreads) {
-    const int row = i / kVectorsPerRow, vector = i % kVectorsPerRow;
-    const int64_t c = k0 + int64_t(vector) * kVector;
-    const int y = box.y0 + row / box.width, xx = box.x0 + row % box.width;
-    const bool inside = row < box.pixels && c < p.shape.in_channels && y >= 0 && y < p.height && xx >= 0 &&
-                        xx < p.width;
-    simt::cp_async_16(stage + row * stride + vector * kVector,
-                      inside ? x + y * p.x_stride[2] + xx * p.x_stride[3] + c : x, inside ? 16 : 0);
+// Plain x when its channels are contiguous and 16-byte aligned: cp.async copies of 16 bytes, zero-filled
+// (src_bytes 0) outside the image, past the box and past the channels, so that they overlap the multiply
+// of the previous chunk like the weights do. As for the weights, a thread keeps one vector column of fixed
+// pixels: their offsets and predicates are computed once per GEMM, a K chunk adds k0.
+template <class T, int kRows>
+struct PixelStream {
+  static constexpr int kVector = 16 / int(sizeof(T));
+  static constexpr int kVectorsPerRow = Plan::kKChunk / kVector;
+  static_assert(Plan::kThreads % kVectorsPerRow == 0, "a thread keeps one vector column");
+  static constexpr int kRowStep = Plan::kThreads / kVectorsPerRow;
+  static constexpr int kCopies = (kRows + kRowStep - 1) / kRowStep;
+  const T* x;                       // this image, this thread's channel offset
+  int64_t pixel_offset[kCopies];    // of copy j's pixel
+  int64_t column, channels;
+  int stage_offset;
+  uint32_t pixels_inside;           // bit j: copy j's pixel is in the box and the image
+
+  SIMT_DEVICE PixelStream(const InceptionParams& p, int64_t image, const PixelBox& box, int stride) {
+    const int row0 = int(threadIdx.x) / kVectorsPerRow, vector = int(threadIdx.x) % kVectorsPerRow;
+    column = int64_t(vector) * kVector;
+    channels = p.shape.in_channels;
+    x = static_cast<const T*>(p.x) + image * p.x_stride[0] + column;
+    stage_offset = row0 * stride + vector * kVector;
+    pixels_inside = 0;
+    SIMT_UNROLL
+    for (int j = 0; j < kCopies; ++j) {
+      const int row = row0 + j * kRowStep;
+      const int y = box.y0 + row / box.width, xx = box.x0 + row % box.width;
+      const bool inside = row < box.pixels && y >= 0 && y < p.height && xx >= 0 && xx < p.width;
+      pixels_inside |= uint32_t(inside) << j;
+      pixel_offset[j] = inside ? y * p.x_stride[2] + xx * p.x_stride[3] : 0;
+    }
   }
-}
+
+  SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
+    const int stride = Plan::stage_stride(int(sizeof(T)));
+    const bool c_inside = k0 + column < channels;
+    SIMT_UNROLL
+    for (int j = 0; j < kCopies; ++j) {
+      const int row = int(threadIdx.x) / kVectorsPerRow + j * kRowStep;
+      if (kRows % kRowStep != 0 && row >= kRows) break;  // the stage holds kRows rows
+      const bool inside = c_inside && ((pixels_inside >> j) & 1u);
+      simt::cp_async_16(stage + stage_offset + j * kRowStep * stride, inside ? x + pixel_offset[j] + k0 : x,
+                        inside ? 16 : 0);
+    }
+  }
+};
 
 // Stages the implicit-GEMM A of a k x k convolution over the reduction in shared memory: row r is output
 // pixel r of the 8x8 tile, column k reads reduced[(py + dy, px + dx)][c] for the (c, tap = dy * ks + dx) that
 // k stands for in the weight's K order: k = c * ks * ks + tap (OIHW), or k = tap * channels + c (OHWI).
+// A thread stages one column k of the pixels of one tile column px: k's (c, tap) is decoded once per chunk,
+// and the tile's 8 rows of pixels are a fixed stride apart in the reduction.
 template <bool kTapsOuter, class T>
 SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kernel, int channels, int64_t k0) {
+  static_assert(Plan::kThreads == Plan::kKChunk * Plan::kTile, "one thread per (K column, tile column)");
   const int halo_width = Plan::kTile + kernel - 1;
   const int taps = kernel * kernel;
-  const int64_t k_total = int64_t(taps) * channels;
-  for (int i = threadIdx.x; i < Plan::kTilePixels * Plan::kKChunk; i += Plan::kThreads) {
-    const int row = i / Plan::kKChunk, kk = i % Plan::kKChunk;
-    const int64_t k = k0 + kk;
-    T value = simt::from_float<T>(0.0f);
-    if (k < k_total) {
-      const int tap = kTapsOuter ? int(k / channels) : int(k % taps);
-      const int c = kTapsOuter ? int(k % channels) : int(k / taps);
-      const int hy = row / Plan::kTile + tap / kernel, hx = row % Plan::kTile + tap % kernel;
-      value = reduced[(hy * halo_width + hx) * channels + c];
-    }
-    stage[row * stride + kk] = value;
+  const int kk = int(threadIdx.x) % Plan::kKChunk, px = int(threadIdx.x) / Plan::kKChunk;
+  const int64_t k = k0 + kk;
+  const bool inside = k < int64_t(taps) * channels;
+  int source = 0;  // element of reduced[(dy, px + dx)][c]: the window of tile row 0
+  if (inside) {
+    const int tap = kTapsOuter ? int(k / channels) : int(k % taps);
+    const int c = kTapsOuter ? int(k % channels) : int(k / taps);
+    source = ((tap / kernel) * halo_width + px + tap % kernel) * channels + c;
+  }
+  const int row_step = halo_width * channels;  // one tile row down
+  SIMT_UNROLL
+  for (int py = 0; py < Plan::kTile; ++py) {
+    stage[(py * Plan::kTile + px) * stride + kk] = inside ? reduced[source + py * row_step] : simt::from_float<T>(0.0f);
   }
 }
 
-// The A loaders and the stores of the kernel's GEMMs.
-template <class T>
+// The A loaders and the stores of the kernel's GEMMs. Element-wise x (NCHW, unaligned channels) or its
+// max-pool: kPooled is a template parameter, so each GEMM's K loop holds one loader.
+template <class T, bool kPooled>
 struct PixelLoader {
   const InceptionParams& p;
   int64_t image;
   PixelBox box;
   int rows;
-  bool pooled;
   SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
-    if (p.x_vectorized && !pooled) {
-      stage_pixels_async(stage, Plan::stage_stride(int(sizeof(T))), p, image, box, rows, k0);
-    } else {
-      stage_pixels(stage, Plan::stage_stride(int(sizeof(T))), p, image, box, rows, k0, pooled);
-    }
+    stage_pixels(stage, Plan::stage_stride(int(sizeof(T))), p, image, box, rows, k0, kPooled);
   }
 };
 
@@ -424,10 +483,23 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(con
     const int conv = pooled ? kWp : kW1;
     const int64_t out0 = (pooled ? s.out_offset_branch4() : s.out_offset_branch1()) + task.channel_begin;
     const PixelBox tile_box{y0, x0, Plan::kTile, Plan::kTilePixels};
-    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
-        a_stage, b_stage, weight_rows(conv, task.channel_begin), task.channel_count, Plan::kTilePixels / 16,
-        PixelLoader<T>{p, image, tile_box, Plan::kWarpsM * Plan::kOutMI * 16, pooled},
-        OutputStore<T>{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0});
+    constexpr int kRows = Plan::kWarpsM * Plan::kOutMI * 16;
+    const WeightRows<T> rows = weight_rows(conv, task.channel_begin);
+    const OutputStore<T> store{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0};
+    // One GEMM per way of reading A, chosen here once: no loader branch inside a K loop.
+    if (pooled) {
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
+                                                  Plan::kTilePixels / 16,
+                                                  PixelLoader<T, true>{p, image, tile_box, kRows}, store);
+    } else if (p.x_vectorized) {
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
+                                                  Plan::kTilePixels / 16,
+                                                  PixelStream<T, kRows>(p, image, tile_box, kStride), store);
+    } else {
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
+                                                  Plan::kTilePixels / 16,
+                                                  PixelLoader<T, false>{p, image, tile_box, kRows}, store);
+    }
     return;  // no barrier follows
   }
 
@@ -438,10 +510,18 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(con
   const int channels = int(three ? s.ch3x3red : s.ch5x5red);
   const int halo = kernel / 2, halo_width = Plan::kTile + kernel - 1;
   const PixelBox halo_box{y0 - halo, x0 - halo, halo_width, halo_width * halo_width};
-  run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(
-      a_stage, b_stage, weight_rows(reduce, 0), channels, (halo_box.pixels + 15) / 16,
-      PixelLoader<T>{p, image, halo_box, Plan::kStageRows, false},
-      ReductionStore<T>{p, reduced, bias(reduce, 0), halo_box, channels});
+  const ReductionStore<T> reduction{p, reduced, bias(reduce, 0), halo_box, channels};
+  if (p.x_vectorized) {
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,
+                                                  (halo_box.pixels + 15) / 16,
+                                                  PixelStream<T, Plan::kStageRows>(p, image, halo_box, kStride),
+                                                  reduction);
+  } else {
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,
+                                                  (halo_box.pixels + 15) / 16,
+                                                  PixelLoader<T, false>{p, image, halo_box, Plan::kStageRows},
+                                                  reduction);
+  }
   __syncthreads();  // the reduction is complete before any window reads it
 
   const int64_t out0 = (three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;

@@ -1,9 +1,18 @@
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 import fused_inception
 from fused_inception.models import Inception
 from fused_inception.testing import poison_outputs
+
+# Hypothesis: reproducible in CI (the same examples every run: a failure there is one anyone can rerun),
+# random locally (new examples every run find what the fixed ones miss).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("local", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "local")
 
 CUDA_SKIP_REASON = "no CUDA device on this machine (the same cases run on CPU)"
 DEVICES = [

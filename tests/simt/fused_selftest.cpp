@@ -312,15 +312,22 @@ int main() {
   // Two N passes of the 3x3 output GEMM (130 channels in one task) and (3, 3) kernels.
   InceptionShape wide = odd;
   wide.in_channels = 40, wide.ch3x3 = 130, wide.ch3x3red = 33, wide.k5 = 3;
+  std::vector<Case> cases;
   unsigned seed = 1;
   for (const char* mode : {"fp16", "bf16", "tf32", "fp32"}) {
     for (bool channels_last : {false, true}) {
-      run_case(Case{mode, odd, 2, 9, 11, channels_last, false, 3, seed++});
-      run_case(Case{mode, deep, 1, 10, 13, channels_last, true, 4, seed++});
+      cases.push_back(Case{mode, odd, 2, 9, 11, channels_last, false, 3, seed++});
+      cases.push_back(Case{mode, deep, 1, 10, 13, channels_last, true, 4, seed++});
     }
   }
-  run_case(Case{"fp32", wide, 1, 10, 7, false, false, 0, seed++});
-  run_case(Case{"bf16", wide, 1, 7, 10, true, true, 0, seed++});
+  cases.push_back(Case{"fp32", wide, 1, 10, 7, false, false, 0, seed++});
+  cases.push_back(Case{"bf16", wide, 1, 7, 10, true, true, 0, seed++});
+  // FUSED_SELFTEST_FAIL_FAST=1: stop at the first failing case (the mutation check's quick verdict).
+  const char* fail_fast = std::getenv("FUSED_SELFTEST_FAIL_FAST");
+  for (const Case& c : cases) {
+    run_case(c);
+    if (failures && fail_fast && std::string(fail_fast) == "1") break;
+  }
   std::printf("%d failure(s)\n", failures);
   return failures ? 1 : 0;
 }

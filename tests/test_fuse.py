@@ -33,7 +33,7 @@ def check_logits(fused, unfused, x):
         assert_numerics(fused(x), unfused(x), float64_copy(unfused)(x.double()), what="logits")
 
 
-def test_torchvision_googlenet_converts_with_equal_logits(device):
+def test_torchvision_googlenet_converts_with_equal_logits(device, backend):
     model = torchvision_googlenet(device)
     fused, report = fuse(model)
     assert [r.name for r in report.replaced] == BLOCK_NAMES
@@ -52,7 +52,7 @@ def test_torchvision_googlenet_converts_with_equal_logits(device):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("source", ["reference", "torchvision"])
-def test_fuse_keeps_device_dtype_and_memory_format(source, memory_format, dtype, device):
+def test_fuse_keeps_device_dtype_and_memory_format(source, memory_format, dtype, device, backend):
     if source == "torchvision":
         model = torchvision_googlenet(device, dtype, memory_format)
     else:

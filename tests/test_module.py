@@ -52,7 +52,7 @@ def test_factory_kwargs(device):
 
 
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
-def test_from_reference_module(memory_format, device):
+def test_from_reference_module(memory_format, device, backend):
     reference = make_block(BLOCK_ARGS, (3, 3), device=device).to(memory_format=memory_format).eval()
     fused = FusedInception.from_module(reference)
     assert not fused.training and fused.kernel_sizes == (3, 3)
@@ -118,7 +118,7 @@ def test_weight_pack_is_built_once_per_weight_version(monkeypatch):
     assert len(calls) == 4
 
 
-def test_module_training_step_matches_reference(device):
+def test_module_training_step_matches_reference(device, backend):
     reference = make_block(BLOCK_ARGS, device=device, seed=2)
     fused = FusedInception.from_module(reference)
     x = make_input(4, 32, 6, 6, device)
@@ -134,7 +134,7 @@ def test_module_training_step_matches_reference(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_autocast_runs_in_low_precision(dtype, device):
+def test_autocast_runs_in_low_precision(dtype, device, backend):
     reference = make_block(BLOCK_ARGS, device=device)
     fused = FusedInception.from_module(reference)
     x = make_input(2, 32, 7, 7, device)

@@ -1,5 +1,7 @@
 // Self-test of the SIMT emulator, torch-free, built with AddressSanitizer by tests/test_simt.py:
-//   selftest clean             every check that must pass (conversions, primitives, GEMM, error reports)
+//   selftest clean             every check that must pass (conversions, primitives, GEMM, error reports, and
+//                              the racecheck: racy kernels that only copies landing at issue, or only
+//                              shuffled fiber orders, expose)
 //   selftest global_overrun    a planted off-by-one in global memory: AddressSanitizer must abort
 //   selftest shared_overrun    the same in dynamic shared memory
 // Prints one line per check; exit code 0 when all pass.

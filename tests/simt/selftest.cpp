@@ -233,7 +233,9 @@ void test_copy_landing() {
   const std::vector<simt::OutputSpan> outputs{{out.data(), out.size() * sizeof(float)}};
   auto run = [&](bool with_barrier) {
     return [&, with_barrier](const LaunchOptions& o) {
-      simt::launch(1, n, n * sizeof(float), [&] { emu_only::refill_kernel(in.data(), next.data(), out.data(), n, with_barrier); }, o);
+      simt::launch(
+          1, n, n * sizeof(float),
+          [&] { emu_only::refill_kernel(in.data(), next.data(), out.data(), n, with_barrier); }, o);
     };
   };
   const Schedule forward{FiberOrder::kForward, CopyLanding::kAtWait, 0},
@@ -282,8 +284,10 @@ void test_shuffled_orders() {
     hidden = false;
   }
   check(hidden, "a race among three threads passes forward and reverse order");
-  expect_error([&] { simt::run_schedules(run(false), outputs, {forward, {FiberOrder::kShuffle, CopyLanding::kAtWait, 1}}); },
-               "differs between fiber orders forward and shuffle:1", "a race among three threads is caught by a shuffle");
+  const Schedule shuffle{FiberOrder::kShuffle, CopyLanding::kAtWait, 1};
+  expect_error([&] { simt::run_schedules(run(false), outputs, {forward, shuffle}); },
+               "differs between fiber orders forward and shuffle:1",
+               "a race among three threads is caught by a shuffle");
   std::vector<Schedule> shuffles{forward};
   for (uint64_t seed = 0; seed < 4; ++seed) shuffles.push_back({FiberOrder::kShuffle, CopyLanding::kAtWait, seed});
   simt::run_schedules(run(true), outputs, shuffles);

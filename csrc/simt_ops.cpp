@@ -92,23 +92,24 @@ at::Tensor simt_test_cpu(const std::string& kernel, at::TensorList inputs) {
   return call.out;
 }
 
-simt::FiberOrder parse_order(const std::string& name) {
-  if (name == "forward") return simt::FiberOrder::kForward;
-  if (name == "reverse") return simt::FiberOrder::kReverse;
-  if (name == "shuffle") return simt::FiberOrder::kShuffle;
-  TORCH_CHECK(false, "fused_inception::_simt_set_orders: orders must be forward, reverse or shuffle, got ", name);
-}
-
+// Schedules by name (simt::parse_schedule): "forward", "reverse@issue", "shuffle:7", ... A "shuffle" without
+// its own seed gets `seed` plus its position, so that several of them in one list differ.
 void simt_set_orders(const std::vector<std::string>& orders, int64_t seed) {
-  TORCH_CHECK(!orders.empty(), "fused_inception::_simt_set_orders: give at least one order");
-  std::vector<simt::FiberOrder> parsed;
-  for (const auto& name : orders) parsed.push_back(parse_order(name));
-  simt::set_checked_orders(parsed, uint64_t(seed));
+  TORCH_CHECK(!orders.empty(), "fused_inception::_simt_set_orders: give at least one schedule");
+  std::vector<simt::Schedule> schedules;
+  for (size_t i = 0; i < orders.size(); ++i) {
+    try {
+      schedules.push_back(simt::parse_schedule(orders[i], uint64_t(seed) + i));
+    } catch (const simt::Error& e) {
+      TORCH_CHECK(false, "fused_inception::_simt_set_orders: orders must be forward, reverse or shuffle: ", e.what());
+    }
+  }
+  simt::set_checked_schedules(schedules);
 }
 
 std::vector<std::string> simt_get_orders() {
   std::vector<std::string> names;
-  for (auto order : simt::checked_orders()) names.emplace_back(simt::to_string(order));
+  for (const auto& schedule : simt::checked_schedules()) names.push_back(simt::to_string(schedule));
   return names;
 }
 

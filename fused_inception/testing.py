@@ -9,6 +9,7 @@ construction, and the floor is what another summation order (or BatchNorm foldin
 
 import contextlib
 import copy
+import os
 from dataclasses import dataclass
 
 import torch
@@ -34,14 +35,50 @@ def poison_outputs(enabled: bool = True):
 
 @contextlib.contextmanager
 def simt_orders(*orders: str, seed: int = 0x5EED):
-    """While active, every emulated launch runs once per fiber order ("forward", "reverse", "shuffle") and,
-    with two or more orders, must produce the same output bits (the emulator's racecheck)."""
+    """While active, every emulated launch runs once per schedule and, with two or more, must produce the same
+    output bits (the emulator's racecheck). A schedule is a fiber order, "forward", "reverse", "shuffle" or
+    "shuffle:SEED" (a fresh random order per stretch between barriers; a bare "shuffle" is seeded with `seed`
+    plus its position), with "@issue" appended to land cp.async copies at their issue instead of at their
+    wait ("reverse@issue")."""
     previous = torch.ops.fused_inception._simt_get_orders()
     torch.ops.fused_inception._simt_set_orders(list(orders), seed)
     try:
         yield
     finally:
         torch.ops.fused_inception._simt_set_orders(previous, seed)
+
+
+#: Environment variable: how many schedules the racecheck runs per emulated launch (default 2).
+RACECHECK_ENV = "FUSED_INCEPTION_RACECHECK"
+RACECHECK_DEFAULT = 2
+# The first two take the extremes of both freedoms: forward order with copies landing at their wait (a
+# missing or too weak cp.async wait reads stale bytes) and reverse order with copies landing at their issue
+# (a buffer refilled before every thread has finished reading it). Shuffles follow.
+_RACECHECK_SCHEDULES = ("forward", "reverse@issue", "shuffle:1@issue", "shuffle:2", "reverse", "forward@issue")
+
+
+def racecheck_schedules(count: int | None = None) -> list[str]:
+    """The racecheck's first `count` schedules (default: $FUSED_INCEPTION_RACECHECK, else 2); past the fixed
+    ones, more seeded shuffles alternating between copies landing at issue and at the wait."""
+    if count is None:
+        raw = os.environ.get(RACECHECK_ENV, "")
+        try:
+            count = int(raw) if raw else RACECHECK_DEFAULT
+        except ValueError:
+            raise ValueError(f"{RACECHECK_ENV} must be a whole number of schedules, got {raw!r}") from None
+    if count < 1:
+        raise ValueError(f"the racecheck needs at least one schedule, got {count}")
+    schedules = list(_RACECHECK_SCHEDULES[:count])
+    seed = 3
+    while len(schedules) < count:
+        schedules.append(f"shuffle:{seed}" + ("@issue" if seed % 2 else ""))
+        seed += 1
+    return schedules
+
+
+def racecheck():
+    """simt_orders over racecheck_schedules(): what the kernel tests run every emulated launch under."""
+    return simt_orders(*racecheck_schedules())
 
 
 def simt_launch_count() -> int:

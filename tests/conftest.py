@@ -1,9 +1,18 @@
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 import fused_inception
 from fused_inception.models import Inception
-from fused_inception.testing import poison_outputs
+from fused_inception.testing import poison_outputs, racecheck, simt_launch_count
+
+# Hypothesis: reproducible in CI (the same examples every run: a failure there is one anyone can rerun),
+# random locally (new examples every run find what the fixed ones miss).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("local", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "local")
 
 CUDA_SKIP_REASON = "no CUDA device on this machine (the same cases run on CPU)"
 DEVICES = [
@@ -19,6 +28,45 @@ KERNEL_SIZE_PAIRS = [(3, 5), (3, 3)]
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+@pytest.fixture(params=["aten", "kernel"])
+def backend(request, device):
+    """What the op runs, in the test id: "aten" (the unfused composition of ATen ops) or "kernel" (the fused
+    kernel: real on CUDA; on CPU its source under the SIMT emulator, every launch under the racecheck, and
+    float32 in exact FP32, since the CPU's unfused baseline has no TF32 (test_fused_kernel.py covers TF32))."""
+    if request.param == "aten":
+        switch = fused_inception.cpu_backend if device == "cpu" else fused_inception.cuda_backend
+        with switch("unfused"):
+            yield request.param
+    elif device == "cpu":
+        previous = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            with fused_inception.cpu_backend("fused"), racecheck():
+                yield request.param
+        finally:
+            torch.backends.cudnn.allow_tf32 = previous
+    else:
+        with fused_inception.cuda_backend("fused"):
+            yield request.param
+
+
+def kernel_launches(backend, device):
+    """A context whose value, on exit, says how many emulated launches ran inside it (CPU kernel backend)."""
+    return LaunchCounter(backend == "kernel" and device == "cpu")
+
+
+class LaunchCounter:
+    def __init__(self, counting):
+        self.counting, self.count = counting, 0
+
+    def __enter__(self):
+        self.before = simt_launch_count()
+        return self
+
+    def __exit__(self, *exc):
+        self.count = simt_launch_count() - self.before
 
 
 @pytest.fixture(autouse=True)

@@ -32,11 +32,11 @@ def unfused_gradients(block, x, grad_out):
     ((24, 8, 12, 16, 4, 8, 8), (3, 3), 7),
     ((5, 1, 2, 3, 1, 2, 1), (5, 3), 3),
 ], ids=["3a", "small-3x3", "tiny-5x3"])
-def test_gradients_match_unfused(block_args, kernel_sizes, spatial, memory_format, device):
+def test_gradients_match_unfused(block_args, kernel_sizes, spatial, memory_format, device, backend):
     block = make_block(block_args, kernel_sizes, device=device)
     x = make_input(2, block_args[0], spatial, spatial, device, memory_format=memory_format)
     grad_out = torch.randn(2, block.out_channels, spatial, spatial, device=device)
-    fused = gradients(fused_fn, x, op_params(block), grad_out)
+    fused = gradients(fused_fn, x, op_params(block), grad_out)  # the forward on `backend`
     unfused = unfused_gradients(block, x, grad_out)
     reference = unfused_gradients(float64_copy(block), x.double(), grad_out.double())
     names = ("x",) + fused_inception.ops.WEIGHT_NAMES
@@ -116,11 +116,12 @@ def test_torch_compile_fullgraph(device):
 @pytest.mark.slow
 def test_torch_compile_one_graph_dynamic_batch(device):
     torch._dynamo.reset()
-    block = fused_inception.FusedInception(8, 4, 4, 6, 2, 4, 4).to(device).eval()
+    reference = make_block((8, 4, 4, 6, 2, 4, 4), device=device).eval()
+    block = fused_inception.FusedInception.from_module(reference).eval()
     explanation = torch._dynamo.explain(block)(make_input(3, 8, 6, 6, device))
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0
     compiled = torch.compile(block, fullgraph=True, dynamic=True)
     with torch.no_grad():
         for batch in (1, 4):
             x = make_input(batch, 8, 6, 6, device)
-            torch.testing.assert_close(compiled(x), block(x))
+            assert_numerics(compiled(x), reference(x), float64_copy(reference)(x.double()), what=f"batch {batch}")

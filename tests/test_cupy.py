@@ -17,7 +17,7 @@ from conftest import MEMORY_FORMATS, make_block, make_input, op_params
 
 import fused_inception
 from fused_inception import kernel_source, launch
-from fused_inception.testing import assert_numerics, float64_copy, simt_orders
+from fused_inception.testing import assert_numerics, float64_copy, racecheck, unfused_tf32
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_nvrtc = pytest.mark.skipif(importlib.util.find_spec("cuda") is None or
@@ -137,26 +137,23 @@ def test_block_shape_names_the_bad_weight():
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
 @pytest.mark.parametrize("mode", MODES)
 def test_python_built_launch_runs_under_the_emulator(mode, memory_format):
-    """The CuPy path's parameters, built in Python, drive the kernel (emulated here) to the extension's bits."""
+    """The CuPy path's parameters, built in Python, drive the kernel (emulated here) to a correct output."""
     dtype = MODES[mode]
     block = make_block((24, 7, 5, 9, 3, 6, 4), (3, 5), dtype=dtype)
     x = make_input(2, 24, 9, 11, dtype=dtype, memory_format=memory_format)
     weights, copies = op_params(block), []
-    out = torch.empty(2, block.out_channels, 9, 11, dtype=dtype).contiguous(memory_format=memory_format)
+    # NaN where the kernel writes nothing
+    out = torch.full((2, block.out_channels, 9, 11), float("nan"), dtype=dtype).contiguous(memory_format=memory_format)
     params, _, _ = launch.build_params(
         block_shape(block), x_ptr=x.data_ptr(), out_ptr=out.data_ptr(), weights=views_of(block, copies), batch=2,
         height=9, width=11, x_strides=list(x.stride()), out_strides=list(out.stride()),
         element_bytes=x.element_size(), sm_count=132, shared_memory_limit=227 * 1024)
-    with simt_orders("forward", "reverse"):
+    with racecheck():
         torch.ops.fused_inception._simt_launch_params(torch.from_numpy(params.reshape(1).view(np.uint8)), mode)
-        previous = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = mode == "tf32"
-        try:
-            with fused_inception.cpu_backend("fused"):
-                expected = fused_inception.inception(x, *weights)
-        finally:
-            torch.backends.cudnn.allow_tf32 = previous
-    assert torch.equal(out, expected)
+    with torch.no_grad():
+        unfused = unfused_tf32(block, x) if mode == "tf32" else block(x)
+        reference = float64_copy(block)(x.double())
+    assert_numerics(out, unfused, reference)
 
 
 def test_the_cupy_path_needs_no_extension(tmp_path):

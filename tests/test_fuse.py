@@ -1,5 +1,7 @@
 """fuse(): swapping Inception blocks for FusedInception in whole models (reference and torchvision GoogLeNet)."""
 
+import contextlib
+
 import pytest
 import torch
 from conftest import make_block, make_input, randomize_batchnorm
@@ -7,7 +9,7 @@ from torch import nn
 
 import fused_inception
 from fused_inception import ConversionError, FusedInception, fuse, googlenet
-from fused_inception.testing import assert_numerics, float64_copy
+from fused_inception.testing import assert_numerics, float64_copy, simt_orders
 
 torchvision = pytest.importorskip("torchvision", reason="torchvision is needed for its GoogLeNet")
 from torchvision.models.googlenet import Inception as TorchvisionInception  # noqa: E402
@@ -33,7 +35,15 @@ def check_logits(fused, unfused, x):
         assert_numerics(fused(x), unfused(x), float64_copy(unfused)(x.double()), what="logits")
 
 
-def test_torchvision_googlenet_converts_with_equal_logits(device):
+def batch_and_schedules(backend, device):
+    """Whole networks on the emulated kernel take one image and one racecheck schedule (the kernel's races
+    are test_fused_kernel.py's), to bound the suite's time; two images otherwise."""
+    if backend == "kernel" and device == "cpu":
+        return 1, simt_orders("forward")
+    return 2, contextlib.nullcontext()
+
+
+def test_torchvision_googlenet_converts_with_equal_logits(device, backend):
     model = torchvision_googlenet(device)
     fused, report = fuse(model, return_report=True)
     assert [r.name for r in report.replaced] == BLOCK_NAMES
@@ -45,14 +55,16 @@ def test_torchvision_googlenet_converts_with_equal_logits(device):
     for name in BLOCK_NAMES:
         assert type(fused.get_submodule(name)) is FusedInception and not fused.get_submodule(name).training
         assert type(model.get_submodule(name)) is TorchvisionInception  # inplace=False: the model is untouched
-    check_logits(fused, model, images(2, device))
+    batch, schedules = batch_and_schedules(backend, device)
+    with schedules:
+        check_logits(fused, model, images(batch, device))
     assert "replaced 9 Inception block(s)" in str(report) and "BatchNorm folded" in str(report)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("source", ["reference", "torchvision"])
-def test_fuse_keeps_device_dtype_and_memory_format(source, memory_format, dtype, device):
+def test_fuse_keeps_device_dtype_and_memory_format(source, memory_format, dtype, device, backend):
     if source == "torchvision":
         model = torchvision_googlenet(device, dtype, memory_format)
     else:
@@ -65,7 +77,9 @@ def test_fuse_keeps_device_dtype_and_memory_format(source, memory_format, dtype,
             assert p.device == torch.device(device) and p.dtype == dtype
             if p.dim() == 4 and p.shape[1] > 1 and p.shape[2:] != (1, 1):  # where the formats differ in strides
                 assert p.is_contiguous(memory_format=memory_format)
-    check_logits(fused, model, images(2, device, dtype, memory_format))
+    batch, schedules = batch_and_schedules(backend, device)
+    with schedules:
+        check_logits(fused, model, images(batch, device, dtype, memory_format))
 
 
 def test_training_mode_batchnorm_blocks_are_refused_and_nothing_changes():

@@ -1,7 +1,9 @@
 """The fused one-launch kernel: the same cases on CPU (the kernel's source under the SIMT emulator, every launch
-run in two fiber orders that must agree bit for bit) and on CUDA (the real kernel), against unfused PyTorch."""
+run in the racecheck's schedules, which must agree bit for bit) and on CUDA (the real kernel), against unfused
+PyTorch."""
 
 import contextlib
+import os
 
 import pytest
 import torch
@@ -12,7 +14,8 @@ from torch._prims_common import suggest_memory_format
 
 import fused_inception
 from fused_inception import ops
-from fused_inception.testing import assert_numerics, float64_copy, simt_launch_count, simt_orders, unfused_tf32
+from fused_inception.testing import (assert_numerics, float64_copy, racecheck, racecheck_schedules, simt_launch_count,
+                                     simt_orders, unfused_tf32)
 
 # Math modes of the kernel: (input dtype, whether float32 convolutions may use TF32).
 MODES = {"fp16": (torch.float16, False), "bf16": (torch.bfloat16, False), "tf32": (torch.float32, True),
@@ -29,11 +32,41 @@ def allow_tf32(enabled):
         torch.backends.cudnn.allow_tf32 = previous
 
 
+#: Tests only: output channels per task, instead of the planner's choice (at least 64, which never splits the
+#: small test blocks' branches into several tasks).
+CHANNEL_CHUNK_ENV = "FUSED_INCEPTION_TEST_CHANNEL_CHUNK"
+
+
+@contextlib.contextmanager
+def channel_chunk(chunk):
+    """Plans every fused launch with `chunk` output channels per task (None: the planner's choice)."""
+    previous = os.environ.get(CHANNEL_CHUNK_ENV)
+    if chunk is None:
+        os.environ.pop(CHANNEL_CHUNK_ENV, None)
+    else:
+        os.environ[CHANNEL_CHUNK_ENV] = str(chunk)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CHANNEL_CHUNK_ENV, None)
+        else:
+            os.environ[CHANNEL_CHUNK_ENV] = previous
+
+
+def planned_chunk(block, x):
+    """The channel chunk a fused launch of `block` on `x` gets (as the op plans it now)."""
+    shape = [*block.block_args, *block.kernel_sizes]
+    plan = torch.ops.fused_inception._fused_plan(shape, x.shape[0], x.shape[2], x.shape[3], x.element_size(),
+                                                 False, 132, 227 * 1024)
+    return plan[1]
+
+
 @pytest.fixture
 def fused(device):
     """The fused kernel on `device`: emulated on CPU with the racecheck on, the real kernel on CUDA."""
     backend = fused_inception.cpu_backend("fused") if device == "cpu" else fused_inception.cuda_backend("fused")
-    with backend, simt_orders("forward", "reverse"):
+    with backend, racecheck():
         yield
 
 
@@ -62,8 +95,8 @@ def test_googlenet_blocks(config, mode, memory_format, device, fused):
     x = make_input(batch, config.in_channels, config.spatial, config.spatial, device, dtype, memory_format)
     before = simt_launch_count()
     check_fused(block, x, mode)
-    if device == "cpu":  # one launch, run in the two racecheck orders
-        assert simt_launch_count() - before == 2
+    if device == "cpu":  # one launch, run once per racecheck schedule
+        assert simt_launch_count() - before == len(racecheck_schedules())
 
 
 @pytest.mark.parametrize("kernel_sizes", [(3, 3), (5, 5), (5, 3)], ids=str)
@@ -74,22 +107,63 @@ def test_kernel_size_pairs_and_two_images(kernel_sizes, mode, device, fused):
     check_fused(block, make_input(2, 40, 11, 9, device, dtype, torch.channels_last), mode)
 
 
+# Every branch split into several tasks (chunk 3: 10 = 3 + 3 + 3 + 1, ...), K = 72 input channels in three K
+# chunks (a stage is refilled while the 1x1 GEMMs run), partial tiles on both edges; 72 channels are whole
+# 16-byte vectors in every dtype, so NHWC reads x with cp.async and NCHW element by element.
+SPLIT_BLOCK = (72, 10, 5, 9, 3, 6, 9)
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
+@pytest.mark.parametrize("mode", MODES)
+def test_split_tasks_and_refilled_stages(mode, memory_format, device, fused):
+    dtype, _ = MODES[mode]
+    block = make_block(SPLIT_BLOCK, device=device, dtype=dtype, seed=3)
+    x = make_input(2, 72, 9, 13, device, dtype, memory_format, seed=4)
+    with channel_chunk(3):
+        assert planned_chunk(block, x) == 3
+        check_fused(block, x, mode)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 130], ids=lambda c: f"chunk{c}")
+def test_channel_chunks(chunk, device, fused):
+    # One channel per task, an uneven split, and one task per branch with two N passes of 128 channels.
+    block = make_block((24, 7, 6, 131, 5, 9, 6), (5, 3), device=device, dtype=torch.bfloat16, seed=chunk)
+    x = make_input(1, 24, 8, 17, device, torch.bfloat16, torch.channels_last)
+    with channel_chunk(chunk):
+        assert planned_chunk(block, x) == chunk
+        check_fused(block, x, "bf16")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_batch_launches_nothing(mode, device, fused):
+    dtype, _ = MODES[mode]
+    block = make_block((8, 3, 4, 5, 2, 3, 4), device=device, dtype=dtype)
+    x = make_input(0, 8, 9, 10, device, dtype)
+    before = simt_launch_count()
+    result = check_fused(block, x, mode)
+    assert result.error == 0
+    assert simt_launch_count() == before
+
+
 @st.composite
 def kernel_cases(draw):
-    block_args = tuple(draw(st.integers(1, 20)) for _ in range(7))
+    # Small blocks, or a K of several chunks; batch 0 is its own case above.
+    cin = draw(st.one_of(st.integers(1, 20), st.integers(33, 80)))
+    block_args = (cin, *(draw(st.integers(1, 20)) for _ in range(6)))
     kernel_sizes = draw(st.sampled_from([(3, 5), (3, 3), (5, 5), (5, 3)]))
-    batch = draw(st.sampled_from([0, 1, 2, 3]))
+    batch = draw(st.sampled_from([1, 2, 3]))
     height, width = draw(st.integers(1, 19)), draw(st.integers(1, 19))
     layout = draw(st.sampled_from(["nchw", "nhwc", "sliced"]))
     mode = draw(st.sampled_from(list(MODES)))
-    return block_args, kernel_sizes, batch, height, width, layout, mode, draw(st.integers(0, 2**16))
+    chunk = draw(st.sampled_from([None, 1, 3, 8]))  # None: the planner's (one task per branch here)
+    return block_args, kernel_sizes, batch, height, width, layout, mode, chunk, draw(st.integers(0, 2**16))
 
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=kernel_cases())
 def test_random_configs(case, device, fused):
-    block_args, kernel_sizes, batch, height, width, layout, mode, seed = case
+    block_args, kernel_sizes, batch, height, width, layout, mode, chunk, seed = case
     dtype, _ = MODES[mode]
     block = make_block(block_args, kernel_sizes, device=device, dtype=dtype, seed=seed)
     cin = block_args[0]
@@ -97,7 +171,8 @@ def test_random_configs(case, device, fused):
         x = make_input(batch, cin + 3, height + 2, 2 * width, device, dtype, seed=seed)[:, 2:2 + cin, 1:-1, ::2]
     else:
         x = make_input(batch, cin, height, width, device, dtype, MEMORY_FORMATS[layout], seed=seed)
-    check_fused(block, x, mode)
+    with channel_chunk(chunk):
+        check_fused(block, x, mode)
 
 
 def test_nan_propagates_through_the_pool_branch(device, fused):

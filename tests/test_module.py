@@ -52,7 +52,7 @@ def test_factory_kwargs(device):
 
 
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
-def test_from_reference_module(memory_format, device):
+def test_from_reference_module(memory_format, device, backend):
     reference = make_block(BLOCK_ARGS, (3, 3), device=device).to(memory_format=memory_format).eval()
     fused = FusedInception.from_module(reference)
     assert not fused.training and fused.kernel_sizes == (3, 3)
@@ -95,7 +95,7 @@ def test_from_unrelated_module_is_refused():
         FusedInception.from_module(torch.nn.Conv2d(3, 3, 1))
 
 
-def test_module_training_step_matches_reference(device):
+def test_module_training_step_matches_reference(device, backend):
     reference = make_block(BLOCK_ARGS, device=device, seed=2)
     fused = FusedInception.from_module(reference)
     x = make_input(4, 32, 6, 6, device)
@@ -111,7 +111,7 @@ def test_module_training_step_matches_reference(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_autocast_runs_in_low_precision(dtype, device):
+def test_autocast_runs_in_low_precision(dtype, device, backend):
     reference = make_block(BLOCK_ARGS, device=device)
     fused = FusedInception.from_module(reference)
     x = make_input(2, 32, 7, 7, device)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fused_inception.testing import assert_numerics, simt_launch_count, simt_orders
+from fused_inception.testing import (RACECHECK_ENV, assert_numerics, racecheck, racecheck_schedules,
+                                     simt_launch_count, simt_orders)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 simt_test = torch.ops.fused_inception._simt_test
@@ -17,8 +18,8 @@ simt_test = torch.ops.fused_inception._simt_test
 
 @pytest.fixture(autouse=True)
 def _racecheck():
-    """Every emulated launch in this file runs in two fiber orders and must give identical bits."""
-    with simt_orders("forward", "reverse"):
+    """Every emulated launch in this file runs in two schedules and must give identical bits."""
+    with simt_orders("forward", "reverse@issue"):
         yield
 
 
@@ -119,7 +120,7 @@ def test_one_launch_per_call_and_per_order():
         simt_test("gemm", [a, b])
         assert simt_launch_count() - before == 1
     before = simt_launch_count()
-    simt_test("gemm", [a, b])  # the fixture's two orders
+    simt_test("gemm", [a, b])  # the fixture's two schedules
     assert simt_launch_count() - before == 2
 
 
@@ -145,6 +146,33 @@ def test_emulator_errors_reach_python():
         simt_test("nope", [torch.zeros(1)])
     with pytest.raises(RuntimeError, match="orders must be forward, reverse or shuffle"):
         torch.ops.fused_inception._simt_set_orders(["sideways"], 0)
+    with pytest.raises(RuntimeError, match="optionally followed by @issue or @wait"):
+        torch.ops.fused_inception._simt_set_orders(["forward@never"], 0)
+
+
+def test_schedules_by_name():
+    # A bare shuffle gets the seed plus its position, so two of them differ; names come back with their seeds.
+    with simt_orders("forward", "reverse@issue", "shuffle", "shuffle@issue", "shuffle:7@wait", seed=100):
+        assert torch.ops.fused_inception._simt_get_orders() == [
+            "forward", "reverse@issue", "shuffle:102", "shuffle:103@issue", "shuffle:7"]
+    assert racecheck_schedules(2) == ["forward", "reverse@issue"]
+    many = racecheck_schedules(10)
+    assert len(set(many)) == 10 and any(s.endswith("@issue") for s in many[2:])
+    with pytest.raises(ValueError, match="at least one schedule"):
+        racecheck_schedules(0)
+
+
+def test_racecheck_env_sets_the_schedule_count(monkeypatch):
+    monkeypatch.setenv(RACECHECK_ENV, "4")
+    assert racecheck_schedules() == ["forward", "reverse@issue", "shuffle:1@issue", "shuffle:2"]
+    a, b = torch.randn(16, 16).half(), torch.randn(16, 8).half()
+    with racecheck():
+        before = simt_launch_count()
+        simt_test("gemm", [a, b])
+        assert simt_launch_count() - before == 4
+    monkeypatch.setenv(RACECHECK_ENV, "many")
+    with pytest.raises(ValueError, match="whole number"):
+        racecheck_schedules()
 
 
 ASAN_PROGRAMS = {
@@ -198,6 +226,7 @@ def test_fused_kernel_passes_under_asan(tmp_path):
     binary = build_asan_program("fused_selftest", tmp_path)
     result = run_selftest(binary, "")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 failure(s)" in result.stdout and result.stdout.count("ok  ") == 14
-    assert result.stdout.count("(16-byte copies of x)") == 4  # both ways of reading x ran
+    assert "0 failure(s)" in result.stdout and result.stdout.count("ok  ") == 18
+    assert result.stdout.count("(16-byte copies of x)") == 5  # both ways of reading x ran
+    assert result.stdout.count(" chunk 3:") == 8 and result.stdout.count(" chunk 4") == 8  # several tasks a branch
     assert "AddressSanitizer" not in result.stderr

@@ -525,15 +525,16 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(con
   __syncthreads();  // the reduction is complete before any window reads it
 
   const int64_t out0 = (three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;
-  const OutputStore<T> store{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0};
+  const WeightRows<T> conv_rows = weight_rows(conv, task.channel_begin);
+  const OutputStore<T> conv_store{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0};
   if (p.weights[conv].taps_outer) {
-    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, weight_rows(conv, task.channel_begin),
-                                                task.channel_count, Plan::kTilePixels / 16,
-                                                WindowLoader<T, true>{reduced, kernel, channels}, store);
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
+                                                Plan::kTilePixels / 16,
+                                                WindowLoader<T, true>{reduced, kernel, channels}, conv_store);
   } else {
-    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, weight_rows(conv, task.channel_begin),
-                                                task.channel_count, Plan::kTilePixels / 16,
-                                                WindowLoader<T, false>{reduced, kernel, channels}, store);
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
+                                                Plan::kTilePixels / 16,
+                                                WindowLoader<T, false>{reduced, kernel, channels}, conv_store);
   }
 }
 

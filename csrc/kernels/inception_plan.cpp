@@ -1,7 +1,10 @@
 // Host-side planning of a fused launch: task split, shared memory, limits. Torch-free.
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/inception_plan.h"
 
@@ -10,9 +13,25 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Tests only: FUSED_INCEPTION_TEST_CHANNEL_CHUNK forces the chunk (the planned one is at least 64, so small
+// test shapes would never split a branch into several tasks with a non-zero channel_begin). 0: no override.
+int64_t test_channel_chunk() {
+  const char* env = std::getenv("FUSED_INCEPTION_TEST_CHANNEL_CHUNK");
+  if (env == nullptr || *env == '\0') return 0;
+  char* end = nullptr;
+  const long long chunk = std::strtoll(env, &end, 10);
+  if (*end != '\0' || chunk < 0 || chunk > (1 << 20)) {
+    throw std::invalid_argument(std::string("FUSED_INCEPTION_TEST_CHANNEL_CHUNK must be a channel count, got ") + env);
+  }
+  return chunk;
+}
+
 }  // namespace
 
 int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int sm_count) {
+  if (const int64_t forced = test_channel_chunk(); forced > 0 && count_tasks(s, forced) <= FusedPlan::kMaxTasks) {
+    return forced;
+  }
   int64_t chunk = 256;
   while (chunk > 64 && count_tasks(s, chunk) * ctas_per_task < 2 * int64_t(sm_count)) chunk /= 2;
   while (count_tasks(s, chunk) > FusedPlan::kMaxTasks) chunk *= 2;

@@ -129,6 +129,56 @@ const char* to_string(FiberOrder order) {
   return "?";
 }
 
+const char* to_string(CopyLanding landing) { return landing == CopyLanding::kAtIssue ? "issue" : "wait"; }
+
+std::string to_string(const Schedule& schedule) {
+  std::string name = to_string(schedule.order);
+  if (schedule.order == FiberOrder::kShuffle) name += ":" + std::to_string(schedule.seed);
+  if (schedule.copies == CopyLanding::kAtIssue) name += "@issue";
+  return name;
+}
+
+Schedule parse_schedule(const std::string& name, uint64_t default_seed) {
+  auto bad = [&]() -> Error {
+    return Error("simt: a schedule is forward, reverse, shuffle or shuffle:SEED, optionally followed by @issue "
+                 "or @wait; got \"" + name + "\"");
+  };
+  Schedule schedule;
+  std::string order = name;
+  const size_t at = name.find('@');
+  if (at != std::string::npos) {
+    const std::string copies = name.substr(at + 1);
+    if (copies == "issue") {
+      schedule.copies = CopyLanding::kAtIssue;
+    } else if (copies != "wait") {
+      throw bad();
+    }
+    order = name.substr(0, at);
+  }
+  schedule.seed = default_seed;
+  const size_t colon = order.find(':');
+  if (colon != std::string::npos) {
+    const std::string seed = order.substr(colon + 1);
+    if (order.substr(0, colon) != "shuffle" || seed.empty() ||
+        seed.find_first_not_of("0123456789") != std::string::npos || seed.size() > 19) {
+      throw bad();
+    }
+    schedule.seed = std::stoull(seed);
+    order = "shuffle";
+  }
+  if (order == "forward") {
+    schedule.order = FiberOrder::kForward;
+  } else if (order == "reverse") {
+    schedule.order = FiberOrder::kReverse;
+  } else if (order == "shuffle") {
+    schedule.order = FiberOrder::kShuffle;
+  } else {
+    throw bad();
+  }
+  if (schedule.order != FiberOrder::kShuffle) schedule.seed = 0;
+  return schedule;
+}
+
 LaunchOptions& default_launch_options() {
   static LaunchOptions options;
   return options;
@@ -478,11 +528,12 @@ void run_block(Worker& w, const uint3& block_idx, uint64_t block_seed) {
   std::vector<unsigned> order(n);
   std::iota(order.begin(), order.end(), 0u);
   if (launch.options.order == FiberOrder::kReverse) std::reverse(order.begin(), order.end());
-  if (launch.options.order == FiberOrder::kShuffle) {
-    std::mt19937_64 rng(block_seed);
-    std::shuffle(order.begin(), order.end(), rng);
-  }
+  const bool shuffled = launch.options.order == FiberOrder::kShuffle;
+  std::mt19937_64 rng(block_seed);
   for (;;) {
+    // A fresh order for every round (each stretch between synchronisation points): races between any two
+    // threads, not only the pairs that forward and reverse put in opposite orders, can show.
+    if (shuffled) std::shuffle(order.begin(), order.end(), rng);
     bool ran = false, all_exited = true;
     for (unsigned i : order) {
       Fiber& f = w.fibers[i];
@@ -587,13 +638,14 @@ void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::funct
   if (error) std::rethrow_exception(error);
 }
 
-void run_in_orders(const std::function<void(const LaunchOptions&)>& launch_once,
-                   const std::vector<OutputSpan>& outputs, const std::vector<FiberOrder>& orders, uint64_t seed) {
+void run_schedules(const std::function<void(const LaunchOptions&)>& launch_once,
+                   const std::vector<OutputSpan>& outputs, const std::vector<Schedule>& schedules) {
   std::vector<std::vector<unsigned char>> first;
-  for (size_t i = 0; i < orders.size(); ++i) {
+  for (size_t i = 0; i < schedules.size(); ++i) {
     LaunchOptions options = default_launch_options();
-    options.order = orders[i];
-    options.seed = seed;
+    options.order = schedules[i].order;
+    options.seed = schedules[i].seed;
+    options.copies = schedules[i].copies;
     launch_once(options);
     for (size_t k = 0; k < outputs.size(); ++k) {
       const auto* bytes = static_cast<const unsigned char*>(outputs[k].data);
@@ -607,42 +659,41 @@ void run_in_orders(const std::function<void(const LaunchOptions&)>& launch_once,
       }
       if (differing) {
         std::ostringstream os;
-        os << "simt racecheck: output " << k << " differs between fiber orders " << to_string(orders[0]) << " and "
-           << to_string(orders[i]) << " in " << differing << " of " << outputs[k].bytes << " bytes (first at byte "
-           << first_difference << "): a missing barrier or a read of memory another thread writes";
+        os << "simt racecheck: output " << k << " differs between fiber orders " << to_string(schedules[0])
+           << " and " << to_string(schedules[i]) << " in " << differing << " of " << outputs[k].bytes
+           << " bytes (first at byte " << first_difference
+           << "): a missing barrier or wait, or a read of memory another thread writes";
         throw Error(os.str());
       }
     }
   }
 }
 
-namespace {
-std::mutex checked_mutex;
-std::vector<FiberOrder> checked{FiberOrder::kForward};
-uint64_t checked_seed = 0x5eed;
-}  // namespace
-
-void set_checked_orders(const std::vector<FiberOrder>& orders, uint64_t seed) {
-  if (orders.empty()) throw Error("simt: at least one fiber order is needed");
-  std::lock_guard<std::mutex> lock(checked_mutex);
-  checked = orders;
-  checked_seed = seed;
+void run_in_orders(const std::function<void(const LaunchOptions&)>& launch_once,
+                   const std::vector<OutputSpan>& outputs, const std::vector<FiberOrder>& orders, uint64_t seed) {
+  std::vector<Schedule> schedules;
+  for (FiberOrder order : orders) schedules.push_back({order, CopyLanding::kAtWait, seed});
+  run_schedules(launch_once, outputs, schedules);
 }
 
-std::vector<FiberOrder> checked_orders() {
+namespace {
+std::mutex checked_mutex;
+std::vector<Schedule> checked{Schedule{}};
+}  // namespace
+
+void set_checked_schedules(const std::vector<Schedule>& schedules) {
+  if (schedules.empty()) throw Error("simt: at least one schedule is needed");
+  std::lock_guard<std::mutex> lock(checked_mutex);
+  checked = schedules;
+}
+
+std::vector<Schedule> checked_schedules() {
   std::lock_guard<std::mutex> lock(checked_mutex);
   return checked;
 }
 
 void run_checked(const std::function<void(const LaunchOptions&)>& launch_once, const std::vector<OutputSpan>& outputs) {
-  uint64_t seed;
-  std::vector<FiberOrder> orders;
-  {
-    std::lock_guard<std::mutex> lock(checked_mutex);
-    orders = checked;
-    seed = checked_seed;
-  }
-  run_in_orders(launch_once, outputs, orders, seed);
+  run_schedules(launch_once, outputs, checked_schedules());
 }
 
 namespace detail {
@@ -871,6 +922,14 @@ template void ldmatrix_compute<1, true>(const CollectiveIn&, CollectiveIn&);
 template void ldmatrix_compute<2, true>(const CollectiveIn&, CollectiveIn&);
 template void ldmatrix_compute<4, true>(const CollectiveIn&, CollectiveIn&);
 
+namespace {
+void land(const PendingCopy& copy) {
+  auto* dst = static_cast<unsigned char*>(copy.dst);
+  if (copy.src_bytes > 0) std::memcpy(dst, copy.src, size_t(copy.src_bytes));
+  std::memset(dst + copy.src_bytes, 0, size_t(copy.size - copy.src_bytes));
+}
+}  // namespace
+
 void cp_async(void* shared_dst, const void* global_src, int size, int src_bytes) {
   Worker& w = worker();
   if (src_bytes < 0 || src_bytes > size) throw Error("cp.async: src_bytes must be between 0 and the copy size");
@@ -879,7 +938,12 @@ void cp_async(void* shared_dst, const void* global_src, int size, int src_bytes)
     throw Error("cp.async: addresses must be aligned to the copy size");
   }
   check_shared(shared_dst, size, "cp.async destination");
-  w.current->open_group.push_back({shared_dst, global_src, size, src_bytes});
+  const PendingCopy copy{shared_dst, global_src, size, src_bytes};
+  if (w.launch->options.copies == CopyLanding::kAtIssue) {
+    land(copy);
+  } else {
+    w.current->open_group.push_back(copy);
+  }
 }
 
 void cp_async_commit() {
@@ -888,15 +952,12 @@ void cp_async_commit() {
   f.open_group.clear();
 }
 
-// The copies land here, not at issue: a read of the destination before the wait sees stale bytes.
+// With CopyLanding::kAtWait the copies land here, the latest legal moment: a read of the destination before
+// the wait sees stale bytes. (With kAtIssue they have landed already; their groups are empty.)
 void cp_async_wait(int pending) {
   Fiber& f = *worker().current;
   while (f.committed_groups.size() > size_t(std::max(pending, 0))) {
-    for (const auto& copy : f.committed_groups.front()) {
-      auto* dst = static_cast<unsigned char*>(copy.dst);
-      if (copy.src_bytes > 0) std::memcpy(dst, copy.src, size_t(copy.src_bytes));
-      std::memset(dst + copy.src_bytes, 0, size_t(copy.size - copy.src_bytes));
-    }
+    for (const auto& copy : f.committed_groups.front()) land(copy);
     f.committed_groups.pop_front();
   }
 }

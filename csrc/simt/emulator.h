@@ -71,9 +71,17 @@ class Error : public std::runtime_error {
 enum class FiberOrder { kForward, kReverse, kShuffle };
 const char* to_string(FiberOrder order);
 
+// When cp.async copies land in shared memory. The hardware may complete a copy at any moment between its
+// issue and the cp_async_wait that retires its group; the emulator takes the two extremes. At the wait, a
+// read of the destination before the wait sees stale bytes (a missing or too weak wait shows); at issue,
+// a copy overwrites a buffer other threads may still be reading (a missing barrier before a refill shows).
+enum class CopyLanding { kAtWait, kAtIssue };
+const char* to_string(CopyLanding landing);
+
 struct LaunchOptions {
   FiberOrder order = FiberOrder::kForward;  // order of the fibers of a block, and of the blocks
   uint64_t seed = 0;                        // for kShuffle
+  CopyLanding copies = CopyLanding::kAtWait;
   int host_threads = 0;                     // 0: SIMT_HOST_THREADS, else the CPU count
   size_t shared_memory_limit = 227 * 1024;  // per block, static + dynamic (an H100's opt-in maximum)
 };
@@ -87,19 +95,33 @@ uint64_t launch_count();
 void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& kernel,
             const LaunchOptions& options = default_launch_options());
 
-// Racecheck: calls `launch_once` once per order and requires `outputs` to hold the same bits after each.
+// One way to schedule a launch: the fiber (and block) order, its seed for kShuffle, and when copies land.
+// Named "forward", "reverse" or "shuffle:SEED", with "@issue" appended when copies land at issue
+// ("reverse@issue"); parse_schedule also takes "shuffle" alone (then the seed is `default_seed`) and "@wait".
+struct Schedule {
+  FiberOrder order = FiberOrder::kForward;
+  CopyLanding copies = CopyLanding::kAtWait;
+  uint64_t seed = 0;
+};
+std::string to_string(const Schedule& schedule);
+Schedule parse_schedule(const std::string& name, uint64_t default_seed);
+
+// Racecheck: calls `launch_once` once per schedule and requires `outputs` to hold the same bits after each.
 struct OutputSpan {
   const void* data;
   size_t bytes;
 };
+void run_schedules(const std::function<void(const LaunchOptions&)>& launch_once,
+                   const std::vector<OutputSpan>& outputs, const std::vector<Schedule>& schedules);
+// The same over fiber orders, copies landing at the wait, every shuffle seeded with `seed`.
 void run_in_orders(const std::function<void(const LaunchOptions&)>& launch_once,
                    const std::vector<OutputSpan>& outputs, const std::vector<FiberOrder>& orders,
                    uint64_t seed = 0x5eed);
 
-// Checked launches: `run_checked` runs a launch once per configured order and, with two or more orders,
-// requires the same output bits from each (racecheck). One order (forward) is the default.
-void set_checked_orders(const std::vector<FiberOrder>& orders, uint64_t seed);
-std::vector<FiberOrder> checked_orders();
+// Checked launches: `run_checked` runs a launch once per configured schedule and, with two or more, requires
+// the same output bits from each (racecheck). One schedule (forward, copies at the wait) is the default.
+void set_checked_schedules(const std::vector<Schedule>& schedules);
+std::vector<Schedule> checked_schedules();
 void run_checked(const std::function<void(const LaunchOptions&)>& launch_once, const std::vector<OutputSpan>& outputs);
 
 namespace detail {

@@ -1,9 +1,17 @@
-// The fused Inception kernel under the SIMT emulator, built with AddressSanitizer by tests/test_simt.py
-// (the CPU memcheck of the kernel): odd shapes and strides in both layouts and every math mode, against a
-// scalar float64 reference of the block, in two fiber orders. Torch-free. Exit code 0 when all pass.
+// The fused Inception kernel under the SIMT emulator, torch-free: odd shapes and strides in both layouts and
+// every math mode, against a scalar float64 reference of the block, with the project's numerics rule (the
+// error at most 2x that of the unfused block computed in the same precision; fused_inception/testing.py),
+// every launch under the racecheck's schedules (FUSED_INCEPTION_RACECHECK of them, default 2). The cases
+// split every branch into several tasks (FUSED_INCEPTION_TEST_CHANNEL_CHUNK), end in partial tiles on both
+// edges, read x both element-wise and in 16-byte copies, and have K long enough for a stage to be refilled.
+// Built with AddressSanitizer by tests/test_simt.py (the kernel's CPU memcheck) and without it by
+// scripts/mutation_check.py (a planted bug must fail a case). One line per case; exit code 0 when all pass.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <random>
 #include <string>
 #include <vector>
@@ -48,8 +56,35 @@ Block random_block(std::mt19937& rng, InceptionShape s) {
   return b;
 }
 
-// The reference block in float64 on a contiguous NCHW input.
-std::vector<double> reference(const Block& b, const std::vector<double>& x, int64_t n, int64_t h, int64_t w) {
+// How unfused PyTorch computes in a math mode, for the baseline of the numerics rule: convolution operands
+// as the mode reads them (TF32 rounds them), sums in float (TF32: exact sums rounded to float, as
+// fused_inception.testing.unfused_tf32), and every convolution's output rounded to the element type.
+// Float64 (the reference itself) when `mode` is null.
+struct Precision {
+  MathMode mode;
+  double operand(double v) const {
+    if (mode != MathMode::kTF32) return v;
+    const uint32_t bits = simt::to_tf32(float(v));
+    float rounded;
+    std::memcpy(&rounded, &bits, 4);
+    return rounded;
+  }
+  double store(double v) const {
+    switch (mode) {
+      case MathMode::kF16:
+        return simt::to_float(simt::from_float<simt::half>(float(v)));
+      case MathMode::kBF16:
+        return simt::to_float(simt::from_float<simt::bfloat16>(float(v)));
+      default:
+        return float(v);
+    }
+  }
+  bool float_sums() const { return mode != MathMode::kTF32; }
+};
+
+// The block on a contiguous NCHW input, in float64 (precision null) or as unfused PyTorch in a math mode.
+std::vector<double> reference(const Block& b, const std::vector<double>& x, int64_t n, int64_t h, int64_t w,
+                              const Precision* precision = nullptr) {
   const auto& s = b.s;
   const int64_t cin = s.in_channels, cout = s.out_channels();
   std::vector<double> out(n * cout * h * w);
@@ -63,12 +98,23 @@ std::vector<double> reference(const Block& b, const std::vector<double>& x, int6
       for (int64_t o = 0; o < c_out; ++o)
         for (int64_t y = 0; y < h; ++y)
           for (int64_t xx = 0; xx < w; ++xx) {
-            double sum = bias[o];
+            double sum = 0;
+            float float_sum = 0;
             for (int64_t c = 0; c < c_in; ++c)
               for (int64_t dy = 0; dy < k; ++dy)
-                for (int64_t dx = 0; dx < k; ++dx)
-                  sum += wt[((o * c_in + c) * k + dy) * k + dx] * at(in, c_in, i, c, y + dy - k / 2, xx + dx - k / 2);
-            r[((i * c_out + o) * h + y) * w + xx] = sum > 0 ? sum : 0;
+                for (int64_t dx = 0; dx < k; ++dx) {
+                  double weight = wt[((o * c_in + c) * k + dy) * k + dx];
+                  double input = at(in, c_in, i, c, y + dy - k / 2, xx + dx - k / 2);
+                  if (precision) weight = precision->operand(weight), input = precision->operand(input);
+                  sum += weight * input;
+                  float_sum = std::fmaf(float(weight), float(input), float_sum);
+                }
+            if (precision && precision->float_sums()) sum = float_sum;
+            if (precision) sum = float(sum);
+            sum += bias[o];
+            if (precision) sum = float(sum);
+            sum = sum > 0 ? sum : 0;
+            r[((i * c_out + o) * h + y) * w + xx] = precision ? precision->store(sum) : sum;
           }
     return r;
   };
@@ -104,15 +150,14 @@ T to_element(double v) {
   return simt::from_float<T>(float(v));
 }
 
-// A block's parameters in T, as the host hands them to the kernel: weight rows OIHW, or, with `taps_outer`,
-// the k x k weights in channels_last order (OHWI), each row zero-padded to whole 16-byte vectors (as the
-// host's per-call copy pads rows that are not); the views point into `storage`.
+// The weights as the kernel reads them (one place to change when the kernel's weight inputs change): weight
+// rows OIHW, or, with `taps_outer`, the k x k weights in channels_last order (OHWI), each row zero-padded to
+// whole 16-byte vectors (as the host's per-call copy pads rows that are not); p.weights points into `storage`.
 template <class T>
-struct Weights {
+struct KernelWeights {
   std::vector<T> storage[2 * fused_inception::kNumWeights];
-  fused_inception::WeightView views[fused_inception::kNumWeights];
 
-  Weights(const Block& b, bool taps_outer) {
+  KernelWeights(const Block& b, bool taps_outer, InceptionParams& p) {
     const auto& s = b.s;
     const std::vector<double>* weights[] = {&b.w1, &b.w3r, &b.w3, &b.w5r, &b.w5, &b.wp};
     const std::vector<double>* biases[] = {&b.b1, &b.b3r, &b.b3, &b.b5r, &b.b5, &b.bp};
@@ -131,26 +176,53 @@ struct Weights {
             rows[o * padded + (taps_outer ? tap * in[i] + c : c * taps + tap)] = to_element<T>(w[(o * in[i] + c) * taps + tap]);
       auto& bias = storage[2 * i + 1];
       for (double v : *biases[i]) bias.push_back(to_element<T>(v));
-      views[i] = fused_inception::WeightView{rows.data(), bias.data(), padded, int32_t(taps_outer && k > 1), 0};
+      p.weights[i] = fused_inception::WeightView{rows.data(), bias.data(), padded, int32_t(taps_outer && k > 1), 0};
     }
   }
 };
 
-// `aligned`: x's channels padded to a multiple of 8 elements (16-byte copies of x); otherwise padded by one
-// element (element-wise loads).
+struct Case {
+  const char* mode_name;
+  InceptionShape s;
+  int64_t n, h, w;
+  bool channels_last;
+  bool aligned;         // x's channels padded to a multiple of 8 elements (16-byte copies of x where possible)
+  int64_t chunk;        // output channels per task (0: the planner's choice)
+  unsigned seed;
+};
+
+std::vector<simt::Schedule> racecheck_schedules() {
+  // The first schedules of fused_inception.testing.racecheck_schedules(), in the same order.
+  static const char* const names[] = {"forward", "reverse@issue", "shuffle:1@issue", "shuffle:2", "reverse",
+                                      "forward@issue"};
+  int count = 2;
+  if (const char* env = std::getenv("FUSED_INCEPTION_RACECHECK"); env && *env) count = std::atoi(env);
+  count = std::max(1, count);
+  std::vector<simt::Schedule> schedules;
+  for (int i = 0; i < count; ++i) {
+    const int seed = i - 3;  // past the fixed ones: shuffles, every other one with copies landing at issue
+    schedules.push_back(i < 6 ? simt::parse_schedule(names[i], 0)
+                              : simt::parse_schedule("shuffle:" + std::to_string(seed) + (seed % 2 ? "@issue" : ""), 0));
+  }
+  return schedules;
+}
+
 template <class T>
-void run_case(MathMode mode, const char* mode_name, InceptionShape s, int64_t n, int64_t h, int64_t w, bool channels_last,
-              bool aligned, unsigned seed) {
-  std::mt19937 rng(seed);
+void run_case(MathMode mode, const Case& c) {
+  const InceptionShape& s = c.s;
+  const int64_t n = c.n, h = c.h, w = c.w;
+  std::mt19937 rng(c.seed);
   const Block block = random_block(rng, s);
   const int64_t cin = s.in_channels, cout = s.out_channels();
   const std::vector<double> x64 = random_values(rng, n * cin * h * w, 1.0);
   const std::vector<double> expected = reference(block, x64, n, h, w);
+  const Precision precision{mode};
+  const std::vector<double> unfused = reference(block, x64, n, h, w, &precision);
   // x with padding channels per pixel or plane (strided in C), in the chosen layout.
-  const int64_t c_stride_pad = aligned ? (cin + 1 + 7) / 8 * 8 : cin + 1;
+  const int64_t c_stride_pad = c.aligned ? (cin + 1 + 7) / 8 * 8 : cin + 1;
   std::vector<T> x(n * c_stride_pad * h * w, to_element<T>(1e30));
   int64_t xs[4], os[4];
-  if (channels_last) {
+  if (c.channels_last) {
     xs[0] = h * w * c_stride_pad, xs[1] = 1, xs[2] = w * c_stride_pad, xs[3] = c_stride_pad;
     os[0] = h * w * cout, os[1] = 1, os[2] = w * cout, os[3] = cout;
   } else {
@@ -158,68 +230,100 @@ void run_case(MathMode mode, const char* mode_name, InceptionShape s, int64_t n,
     os[0] = cout * h * w, os[1] = h * w, os[2] = w, os[3] = 1;
   }
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t c = 0; c < cin; ++c)
+    for (int64_t ch = 0; ch < cin; ++ch)
       for (int64_t y = 0; y < h; ++y)
-        for (int64_t xx = 0; xx < w; ++xx) x[i * xs[0] + c * xs[1] + y * xs[2] + xx * xs[3]] = to_element<T>(x64[((i * cin + c) * h + y) * w + xx]);
-  const Weights<T> weights(block, channels_last);  // channels_last models hold channels_last weights too
+        for (int64_t xx = 0; xx < w; ++xx)
+          x[i * xs[0] + ch * xs[1] + y * xs[2] + xx * xs[3]] = to_element<T>(x64[((i * cin + ch) * h + y) * w + xx]);
   std::vector<T> out(n * cout * h * w, to_element<T>(NAN));
   InceptionParams p{};
+  const KernelWeights<T> weights(block, c.channels_last, p);  // channels_last models hold channels_last weights
   p.x = x.data();
   p.out = out.data();
-  std::memcpy(p.weights, weights.views, sizeof(p.weights));
   p.batch = n, p.height = h, p.width = w;
   std::memcpy(p.x_stride, xs, sizeof(xs));
   std::memcpy(p.out_stride, os, sizeof(os));
   p.shape = s;
+  const std::string chunk = c.chunk ? std::to_string(c.chunk) : "";
+  setenv("FUSED_INCEPTION_TEST_CHANNEL_CHUNK", chunk.c_str(), 1);
   std::string why;
   const bool planned = fused_inception::plan_fused_launch(p, int(sizeof(T)), 132, 227 * 1024, &why);
-  std::string name = std::string(mode_name) + (channels_last ? " NHWC " : " NCHW ") + std::to_string(n) + "x" +
-                     std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w) +
-                     (p.x_vectorized ? " (16-byte copies of x)" : "") +
-                     (channels_last ? " (OHWI k x k weights)" : "");
-  if (!planned) {
-    std::printf("FAIL %s: not planned (%s)\n", name.c_str(), why.c_str());
+  unsetenv("FUSED_INCEPTION_TEST_CHANNEL_CHUNK");
+  std::string name = std::string(c.mode_name) + (c.channels_last ? " NHWC " : " NCHW ") + std::to_string(n) + "x" +
+                     std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w) + " chunk " +
+                     std::to_string(p.channel_chunk) + (p.x_vectorized ? " (16-byte copies of x)" : "") +
+                     (c.channels_last ? " (OHWI k x k weights)" : "");
+  if (!planned || (c.chunk && p.channel_chunk != c.chunk)) {
+    std::printf("FAIL %s: not planned as asked (%s)\n", name.c_str(), why.c_str());
     ++failures;
     return;
   }
-  simt::run_in_orders([&](const simt::LaunchOptions& o) { fused_inception::emu::inception::forward(mode, p, o); },
-                      {{out.data(), out.size() * sizeof(T)}}, {simt::FiberOrder::kForward, simt::FiberOrder::kShuffle});
-  double worst = 0, scale = 1;
+  try {
+    simt::run_schedules([&](const simt::LaunchOptions& o) { fused_inception::emu::inception::forward(mode, p, o); },
+                        {{out.data(), out.size() * sizeof(T)}}, racecheck_schedules());
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", name.c_str(), e.what());
+    ++failures;
+    return;
+  }
+  // The numerics rule of fused_inception/testing.py: error <= max(2 x unfused error, half an epsilon of the
+  // reference's largest magnitude).
+  double scale = 1;
   for (double v : expected) scale = std::max(scale, std::fabs(v));
+  double worst = 0, baseline = 0;
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t c = 0; c < cout; ++c)
+    for (int64_t ch = 0; ch < cout; ++ch)
       for (int64_t y = 0; y < h; ++y)
         for (int64_t xx = 0; xx < w; ++xx) {
-          const double got = simt::to_float(out[i * os[0] + c * os[1] + y * os[2] + xx * os[3]]);
-          const double want = expected[((i * cout + c) * h + y) * w + xx];
-          worst = std::isnan(got) ? INFINITY : std::max(worst, std::fabs(got - want));
+          const int64_t at = ((i * cout + ch) * h + y) * w + xx;
+          const double got = simt::to_float(out[i * os[0] + ch * os[1] + y * os[2] + xx * os[3]]);
+          worst = std::isnan(got) ? INFINITY : std::max(worst, std::fabs(got - expected[at]));
+          baseline = std::max(baseline, std::fabs(unfused[at] - expected[at]));
         }
-  // 16-bit modes round the reduced activation and the output to 8 (bf16) or 11 (fp16) bits.
-  const double tolerance = (mode == MathMode::kBF16 ? 1.6e-2 : mode == MathMode::kF16 ? 2e-3 : 1e-5) * scale;
-  const bool ok = worst <= tolerance;
-  std::printf("%s %s: max error %.3g (tolerance %.3g)\n", ok ? "ok  " : "FAIL", name.c_str(), worst, tolerance);
+  const double epsilon = mode == MathMode::kBF16 ? 0x1p-7 : mode == MathMode::kF16 ? 0x1p-10 : 0x1p-23;
+  const double bound = std::max(2.0 * baseline, 0.5 * epsilon * scale);
+  const bool ok = worst <= bound;
+  std::printf("%s %s: error %.3g (unfused %.3g, bound %.3g)\n", ok ? "ok  " : "FAIL", name.c_str(), worst, baseline,
+              bound);
   failures += !ok;
+}
+
+void run_case(const Case& c) {
+  const std::string mode = c.mode_name;
+  if (mode == "fp16") return run_case<simt::half>(MathMode::kF16, c);
+  if (mode == "bf16") return run_case<simt::bfloat16>(MathMode::kBF16, c);
+  if (mode == "tf32") return run_case<float>(MathMode::kTF32, c);
+  return run_case<float>(MathMode::kF32, c);
 }
 
 }  // namespace
 
 int main() {
-  const InceptionShape odd{/*in*/ 19, /*1x1*/ 7, /*3r*/ 5, /*3*/ 9, /*5r*/ 3, /*5*/ 6, /*pool*/ 4, /*k3*/ 3, /*k5*/ 5};
+  // Every branch split into several tasks (chunk 3: 7 = 3 + 3 + 1, 9 = 3 + 3 + 3, 6 = 3 + 3), partial tiles on
+  // both edges, x read element by element.
+  const InceptionShape odd{/*in*/ 19, /*1x1*/ 7, /*3r*/ 5, /*3*/ 9, /*5r*/ 3, /*5*/ 6, /*pool*/ 6, /*k3*/ 3, /*k5*/ 5};
+  // K = 72 input channels: three K chunks, so a stage is refilled while the 1x1 GEMMs run; 16-byte copies of
+  // x in NHWC (the channels padded to a multiple of 8), element-wise in NCHW.
+  InceptionShape deep = odd;
+  deep.in_channels = 72, deep.ch1x1 = 10, deep.pool_proj = 9;
+  // Two N passes of the 3x3 output GEMM (130 channels in one task) and (3, 3) kernels.
   InceptionShape wide = odd;
-  wide.in_channels = 40, wide.ch3x3 = 130, wide.ch3x3red = 33, wide.k5 = 3;  // two N passes, (3, 3) kernels
-  InceptionShape aligned = odd;
-  aligned.in_channels = 48;  // whole 16-byte vectors of channels in every dtype
-  for (bool channels_last : {false, true}) {
-    run_case<simt::half>(MathMode::kF16, "fp16", odd, 2, 9, 11, channels_last, false, 1);
-    run_case<simt::bfloat16>(MathMode::kBF16, "bf16", odd, 1, 17, 5, channels_last, false, 2);
-    run_case<float>(MathMode::kTF32, "tf32", odd, 2, 3, 10, channels_last, false, 3);
-    run_case<float>(MathMode::kF32, "fp32", odd, 1, 12, 12, channels_last, false, 4);
-    run_case<float>(MathMode::kF32, "fp32", wide, 1, 10, 7, channels_last, false, 5);
+  wide.in_channels = 40, wide.ch3x3 = 130, wide.ch3x3red = 33, wide.k5 = 3;
+  std::vector<Case> cases;
+  unsigned seed = 1;
+  for (const char* mode : {"fp16", "bf16", "tf32", "fp32"}) {
+    for (bool channels_last : {false, true}) {
+      cases.push_back(Case{mode, odd, 2, 9, 11, channels_last, false, 3, seed++});
+      cases.push_back(Case{mode, deep, 1, 10, 13, channels_last, true, 4, seed++});
+    }
   }
-  run_case<simt::bfloat16>(MathMode::kBF16, "bf16", aligned, 2, 13, 9, true, true, 6);
-  run_case<simt::half>(MathMode::kF16, "fp16", aligned, 1, 8, 8, true, true, 7);
-  run_case<float>(MathMode::kTF32, "tf32", aligned, 1, 9, 16, true, true, 8);
-  run_case<float>(MathMode::kF32, "fp32", aligned, 2, 5, 7, true, true, 9);
+  cases.push_back(Case{"fp32", wide, 1, 10, 7, false, false, 0, seed++});
+  cases.push_back(Case{"bf16", wide, 1, 7, 10, true, true, 0, seed++});
+  // FUSED_SELFTEST_FAIL_FAST=1: stop at the first failing case (the mutation check's quick verdict).
+  const char* fail_fast = std::getenv("FUSED_SELFTEST_FAIL_FAST");
+  for (const Case& c : cases) {
+    run_case(c);
+    if (failures && fail_fast && std::string(fail_fast) == "1") break;
+  }
   std::printf("%d failure(s)\n", failures);
   return failures ? 1 : 0;
 }

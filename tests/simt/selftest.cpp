@@ -1,5 +1,7 @@
 // Self-test of the SIMT emulator, torch-free, built with AddressSanitizer by tests/test_simt.py:
-//   selftest clean             every check that must pass (conversions, primitives, GEMM, error reports)
+//   selftest clean             every check that must pass (conversions, primitives, GEMM, error reports, and
+//                              the racecheck: racy kernels that only copies landing at issue, or only
+//                              shuffled fiber orders, expose)
 //   selftest global_overrun    a planted off-by-one in global memory: AddressSanitizer must abort
 //   selftest shared_overrun    the same in dynamic shared memory
 // Prints one line per check; exit code 0 when all pass.
@@ -170,6 +172,36 @@ void partial_collective_kernel() {
   if (threadIdx.x < 16) (void)__shfl_xor_sync(0xffffffffu, 1, 1);
 }
 void misaligned_kernel(float* p) { simt::store_128(p + 1, simt::u32x4{}); }
+
+// Refills its own shared slot with cp.async while a neighbour may still read it: the barrier that should
+// separate the neighbour's read from the refill (`with_barrier`) is missing. Every read precedes every wait,
+// so copies landing at the wait hide the race in every fiber order; copies landing at issue expose it.
+void refill_kernel(const float* in, const float* next, float* out, int n, bool with_barrier) {
+  float* slots = simt::dynamic_shared<float>();
+  const int t = threadIdx.x;
+  slots[t] = in[t];
+  __syncthreads();
+  const float neighbour = slots[(t + 1) % n];
+  if (with_barrier) __syncthreads();
+  simt::cp_async_4(slots + t, next + t, 4);
+  simt::cp_async_commit();
+  __syncthreads();
+  simt::cp_async_wait<0>();
+  out[t] = neighbour + slots[t];
+}
+
+// Thread 3i + 1 reads the slots of threads 3i and 3i + 2 without the barrier after their writes
+// (`with_barrier`). Forward and reverse order both run exactly one of the two writers first, so they agree;
+// only other orders (shuffles) expose the race.
+void middle_kernel(float* out, bool with_barrier) {
+  float* slots = simt::dynamic_shared<float>();
+  const int t = threadIdx.x;
+  slots[t] = 0.0f;
+  __syncthreads();
+  if (t % 3 != 1) slots[t] = 1.0f;
+  if (with_barrier) __syncthreads();
+  out[t] = t % 3 == 1 ? slots[t - 1] + slots[t + 1] : 0.0f;
+}
 }  // namespace emu_only
 
 void test_error_reports() {
@@ -190,6 +222,80 @@ void test_error_reports() {
                "shared memory over the limit is reported");
 }
 
+using simt::CopyLanding;
+using simt::FiberOrder;
+using simt::Schedule;
+
+void test_copy_landing() {
+  constexpr int n = 64;
+  std::vector<float> in(n), next(n), out(n, NAN);
+  for (int i = 0; i < n; ++i) in[i] = float(i), next[i] = float(1000 + i);
+  const std::vector<simt::OutputSpan> outputs{{out.data(), out.size() * sizeof(float)}};
+  auto run = [&](bool with_barrier) {
+    return [&, with_barrier](const LaunchOptions& o) {
+      simt::launch(
+          1, n, n * sizeof(float),
+          [&] { emu_only::refill_kernel(in.data(), next.data(), out.data(), n, with_barrier); }, o);
+    };
+  };
+  const Schedule forward{FiberOrder::kForward, CopyLanding::kAtWait, 0},
+      reverse{FiberOrder::kReverse, CopyLanding::kAtWait, 0}, shuffle{FiberOrder::kShuffle, CopyLanding::kAtWait, 3},
+      forward_issue{FiberOrder::kForward, CopyLanding::kAtIssue, 0},
+      reverse_issue{FiberOrder::kReverse, CopyLanding::kAtIssue, 0};
+  bool hidden = true;
+  try {
+    simt::run_schedules(run(false), outputs, {forward, reverse, shuffle});
+  } catch (const simt::Error&) {
+    hidden = false;
+  }
+  check(hidden, "a refill without its barrier passes every fiber order while copies land at the wait");
+  expect_error([&] { simt::run_schedules(run(false), outputs, {forward, reverse_issue}); },
+               "differs between fiber orders forward and reverse@issue",
+               "a refill without its barrier is caught with copies landing at issue (forward vs reverse@issue)");
+  expect_error([&] { simt::run_schedules(run(false), outputs, {forward, forward_issue}); }, "forward@issue",
+               "a refill without its barrier is caught with copies landing at issue (forward vs forward@issue)");
+  simt::run_schedules(run(true), outputs, {forward, reverse_issue, forward_issue, shuffle});
+  bool ok = true;
+  for (int i = 0; i < n; ++i) ok = ok && out[i] == in[(i + 1) % n] + next[i];
+  check(ok, "with the barrier: identical with copies landing at issue and at the wait, and correct");
+  check(simt::to_string(simt::parse_schedule("reverse@issue", 0)) == "reverse@issue" &&
+            simt::to_string(simt::parse_schedule("shuffle@wait", 9)) == "shuffle:9" &&
+            simt::to_string(simt::parse_schedule("shuffle:12@issue", 9)) == "shuffle:12@issue",
+        "schedule names round-trip");
+  expect_error([] { simt::parse_schedule("forward@later", 0); }, "a schedule is forward, reverse, shuffle",
+               "a bad schedule name is reported");
+}
+
+void test_shuffled_orders() {
+  constexpr int n = 96;
+  std::vector<float> out(n, NAN);
+  const std::vector<simt::OutputSpan> outputs{{out.data(), out.size() * sizeof(float)}};
+  auto run = [&](bool with_barrier) {
+    return [&, with_barrier](const LaunchOptions& o) {
+      simt::launch(1, n, n * sizeof(float), [&] { emu_only::middle_kernel(out.data(), with_barrier); }, o);
+    };
+  };
+  const Schedule forward{FiberOrder::kForward, CopyLanding::kAtWait, 0},
+      reverse{FiberOrder::kReverse, CopyLanding::kAtIssue, 0};
+  bool hidden = true;
+  try {
+    simt::run_schedules(run(false), outputs, {forward, reverse});
+  } catch (const simt::Error&) {
+    hidden = false;
+  }
+  check(hidden, "a race among three threads passes forward and reverse order");
+  const Schedule shuffle{FiberOrder::kShuffle, CopyLanding::kAtWait, 1};
+  expect_error([&] { simt::run_schedules(run(false), outputs, {forward, shuffle}); },
+               "differs between fiber orders forward and shuffle:1",
+               "a race among three threads is caught by a shuffle");
+  std::vector<Schedule> shuffles{forward};
+  for (uint64_t seed = 0; seed < 4; ++seed) shuffles.push_back({FiberOrder::kShuffle, CopyLanding::kAtWait, seed});
+  simt::run_schedules(run(true), outputs, shuffles);
+  bool ok = true;
+  for (int i = 0; i < n; ++i) ok = ok && out[i] == (i % 3 == 1 ? 2.0f : 0.0f);
+  check(ok, "with the barrier: identical in four shuffles, and correct");
+}
+
 void test_racecheck() {
   std::vector<float> in(64), out(64, NAN);
   for (int i = 0; i < 64; ++i) in[i] = float(i);
@@ -207,6 +313,8 @@ void test_racecheck() {
   bool ok = true;
   for (int i = 0; i < 64; ++i) ok = ok && out[i] == 2.0f * float((i + 1) % 64);
   check(ok, "with the barrier: identical in three orders, and correct");
+  test_copy_landing();
+  test_shuffled_orders();
 }
 
 }  // namespace

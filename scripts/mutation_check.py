@@ -1,0 +1,242 @@
+"""Mutation check of the fused kernel's CPU tests: plants realistic bugs in the kernel source one at a time and
+requires the fast kernel test to catch every one.
+
+The harness is tests/simt/fused_selftest.cpp: the kernel's own source under the SIMT emulator, built with g++
+straight from csrc/ (no torch, no nvcc), in every math mode and both layouts, with every branch split into
+several tasks, partial tiles, both ways of reading x and refilled stages, each launch under the racecheck's
+schedules and checked with the project's numerics rule. The unchanged objects (emulator, plan, test) are
+compiled once; each mutant recompiles only the four kernel translation units, in a copy of csrc/, and
+relinks (seconds). A mutant is caught when the test exits non-zero (a failed case, a crash, a timeout);
+mutants marked `everywhere` must fail a case in every math mode and layout.
+
+Every mutant's original snippet must occur exactly once in the current source: the kernel changes, and a
+snippet that no longer matches is reported (exit 2) so that the table below is kept in step with it.
+
+Usage: python scripts/mutation_check.py [--list] [--only NAME ...] [--jobs N]
+Exit status 0 only when every mutant is caught; the last line says "N of M mutants caught".
+"""
+
+import argparse
+import concurrent.futures
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNEL = "csrc/kernels/inception_kernel.h"
+MODES = ("fp16", "bf16", "tf32", "fp32")
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    original: str  # must occur exactly once in `path`
+    replacement: str
+    path: str = KERNEL
+    everywhere: bool = False  # must fail a case in every math mode and layout
+
+
+# The planted bugs. Keep each snippet short and unique; prefer code the weight-input layout does not touch.
+MUTANTS = [
+    # bounds
+    Mutant("halo bound: the reduction outside the image is not zeroed on the top edge",
+           "const bool inside = y >= 0 && y < p.height && x >= 0 && x < p.width;",
+           "const bool inside = y >= -1 && y < p.height && x >= 0 && x < p.width;"),
+    Mutant("tile bound: the output store writes one column past the image",
+           "if (column >= count || y >= p.height || x >= p.width) return;",
+           "if (column >= count || y >= p.height || x > p.width) return;"),
+    Mutant("channel bound: 16-byte copies of x read past the input channels",
+           "const bool c_inside = k0 + column < channels;",
+           "const bool c_inside = true;"),
+    Mutant("window bound: taps past K are read instead of zero",
+           "const bool inside = k < int64_t(taps) * channels;",
+           "const bool inside = k < int64_t(taps) * channels + Plan::kKChunk;"),
+    # channel offsets per branch
+    Mutant("1x1 and pool output slice without the task's channel_begin",
+           "(pooled ? s.out_offset_branch4() : s.out_offset_branch1()) + task.channel_begin;",
+           "(pooled ? s.out_offset_branch4() : s.out_offset_branch1());"),
+    Mutant("spatial output slice without the task's channel_begin",
+           "(three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;",
+           "(three ? s.out_offset_branch2() : s.out_offset_branch3());"),
+    Mutant("output slice offset: the 5x5 branch writes into the 3x3 branch's channels",
+           "(three ? s.out_offset_branch2() : s.out_offset_branch3())",
+           "(three ? s.out_offset_branch2() : s.out_offset_branch2())"),
+    # biases and weights per branch (these read the packed weights: update them with the weight inputs)
+    Mutant("spatial bias read without the task's channel_begin",
+           "conv_store{p, out, bias(conv, task.channel_begin),",
+           "conv_store{p, out, bias(conv, 0),"),
+    Mutant("spatial weights read without the task's channel_begin",
+           "conv_rows = weight_rows(conv, task.channel_begin);",
+           "conv_rows = weight_rows(conv, 0);"),
+    # ReLU
+    Mutant("no ReLU on the recomputed reduction",
+           "inside ? relu(value + simt::to_float(bias[column])) : 0.0f",
+           "inside ? value + simt::to_float(bias[column]) : 0.0f"),
+    # fragment layouts
+    Mutant("16-bit A fragment: registers 1 and 2 swapped",
+           "af[mi][1] = simt::load_32(row + 8 * kStride);\n        af[mi][2] = simt::load_32(row + 8);",
+           "af[mi][1] = simt::load_32(row + 8);\n        af[mi][2] = simt::load_32(row + 8 * kStride);"),
+    Mutant("TF32 B fragment: second register from the wrong K column",
+           "bf[ni][1] = simt::to_tf32(row[4]);",
+           "bf[ni][1] = simt::to_tf32(row[4 * kStride]);"),
+    Mutant("float32 FMA path: row g + 8 multiplied with the wrong column",
+           "c[3] = fmaf(row1[k], col1[k], c[3]);",
+           "c[3] = fmaf(row1[k], col0[k], c[3]);"),
+    # barriers and cp.async waits
+    Mutant("missing barrier before a stage is refilled",
+           "      __syncthreads();  // this buffer is refilled two steps on\n", "", everywhere=True),
+    Mutant("missing barrier between the landed chunk and the multiply",
+           "      __syncthreads();\n      M::template multiply", "      M::template multiply"),
+    Mutant("missing barrier between the reduction and the windows",
+           "  __syncthreads();  // the reduction is complete before any window reads it\n", ""),
+    Mutant("cp.async wait too weak: the chunk being multiplied may still be in flight",
+           "simt::cp_async_wait<1>();", "simt::cp_async_wait<2>();"),
+    # pool padding
+    Mutant("max-pool padded with zeros instead of -inf",
+           "value = simt::negative_infinity();", "value = 0.0f;"),
+    Mutant("max-pool window clipped one pixel short on the right",
+           "if (yy < 0 || yy >= p.height || xs < 0 || xs >= p.width) continue;",
+           "if (yy < 0 || yy >= p.height || xs < 0 || xs >= p.width - 1) continue;"),
+    # stage_windows index math
+    Mutant("windows: kernel taps transposed",
+           "source = ((tap / kernel) * halo_width + px + tap % kernel) * channels + c;",
+           "source = ((tap % kernel) * halo_width + px + tap / kernel) * channels + c;"),
+    Mutant("windows: halo row stride of the tile instead of the halo",
+           "const int row_step = halo_width * channels;",
+           "const int row_step = Plan::kTile * channels;"),
+]
+
+KERNEL_UNITS = [f"csrc/kernels/inception_emu_{m}.cpp" for m in ("f16", "bf16", "tf32", "f32")]
+FIXED_UNITS = ["csrc/simt/emulator.cpp", "csrc/kernels/inception_plan.cpp", "tests/simt/fused_selftest.cpp"]
+# The emulator and the test once, optimised; the kernel units per mutant unoptimised: they compile ten times
+# faster, and the emulator's fiber switches, not the kernel's arithmetic, dominate the test's time.
+FIXED_CXXFLAGS = ["-std=c++17", "-O2", "-w"]
+KERNEL_CXXFLAGS = ["-std=c++17", "-O0", "-w"]
+TIMEOUT_S = 300
+
+
+def check_snippets(mutants):
+    """Each original snippet exactly once in the current source; returns the problems found."""
+    problems = []
+    for m in mutants:
+        with open(os.path.join(REPO, m.path)) as f:
+            count = f.read().count(m.original)
+        if count != 1:
+            problems.append(f"mutant {m.name!r}: its snippet occurs {count} times in {m.path} (must be once): "
+                            f"{m.original!r}")
+    return problems
+
+
+def compile_units(units, source_root, out_dir, jobs, flags):
+    """Compiles `units` (paths relative to the repo, read under `source_root`) to objects in `out_dir`."""
+    compiler = os.environ.get("CXX", "g++")
+
+    def one(unit):
+        obj = os.path.join(out_dir, os.path.basename(unit).replace(".cpp", ".o"))
+        source = os.path.join(source_root if unit.startswith("csrc/") else REPO, unit)
+        include = os.path.join(source_root, "csrc")
+        subprocess.run([compiler, *flags, "-I", include, "-c", source, "-o", obj], check=True,
+                       capture_output=True, text=True)
+        return obj
+
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(one, units))
+
+
+def link(objects, binary):
+    subprocess.run([os.environ.get("CXX", "g++"), "-o", binary, *objects, "-lpthread"], check=True,
+                   capture_output=True, text=True)
+
+
+def run_test(binary, fail_fast=False):
+    """(caught, failing (mode, layout) pairs, summary line) for one build of the test."""
+    env = dict(os.environ, SIMT_HOST_THREADS=os.environ.get("SIMT_HOST_THREADS", "2"),
+               FUSED_SELFTEST_FAIL_FAST="1" if fail_fast else "0")
+    try:
+        result = subprocess.run([binary], capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        return True, None, f"timed out after {TIMEOUT_S} s"
+    failing = set(re.findall(r"^FAIL (\w+) (NCHW|NHWC) ", result.stdout, re.MULTILINE))
+    if result.returncode == 0:
+        return False, failing, "every case passed"
+    if result.returncode < 0:
+        return True, None, f"crashed (signal {-result.returncode})"
+    lines = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    first = lines[0][:150] if lines else result.stdout[-150:]
+    return True, failing, f"{len(lines)} failing case(s), first: {first}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run the mutants whose name contains NAME")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel compilations (default 2)")
+    args = parser.parse_args()
+    mutants = MUTANTS
+    if args.only:
+        mutants = [m for m in MUTANTS if any(part in m.name for part in args.only)]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name}{'  [every mode and layout]' if m.everywhere else ''}")
+        return 0
+    problems = check_snippets(mutants)
+    if problems:
+        print("mutation check: the mutant table is out of step with the kernel source:", *problems, sep="\n  ")
+        return 2
+
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mutation-check-") as work:
+        fixed_dir, clean_dir = os.path.join(work, "fixed"), os.path.join(work, "clean")
+        os.makedirs(fixed_dir), os.makedirs(clean_dir)
+        fixed = compile_units(FIXED_UNITS, REPO, fixed_dir, args.jobs, FIXED_CXXFLAGS)
+        clean_binary = os.path.join(work, "clean-test")
+        link(fixed + compile_units(KERNEL_UNITS, REPO, clean_dir, args.jobs, KERNEL_CXXFLAGS), clean_binary)
+        failed, _, summary = run_test(clean_binary)
+        if failed:  # a mutant caught by a test that fails anyway proves nothing
+            print(f"mutation check: the unmutated kernel fails its test ({summary})")
+            return 2
+        print(f"unmutated kernel: {summary} ({time.monotonic() - start:.0f} s)", flush=True)
+
+        caught = 0
+        for index, m in enumerate(mutants, 1):
+            t0 = time.monotonic()
+            tree = os.path.join(work, f"mutant{index}")
+            shutil.copytree(os.path.join(REPO, "csrc"), os.path.join(tree, "csrc"))
+            path = os.path.join(tree, m.path)
+            with open(path) as f:
+                text = f.read()
+            with open(path, "w") as f:
+                f.write(text.replace(m.original, m.replacement))
+            if m.path == KERNEL:
+                objects = fixed + compile_units(KERNEL_UNITS, tree, tree, args.jobs, KERNEL_CXXFLAGS)
+            else:  # a mutant elsewhere: rebuild everything from the mutated copy
+                objects = (compile_units(FIXED_UNITS, tree, tree, args.jobs, FIXED_CXXFLAGS) +
+                           compile_units(KERNEL_UNITS, tree, tree, args.jobs, KERNEL_CXXFLAGS))
+            binary = os.path.join(tree, "test")
+            link(objects, binary)
+            is_caught, failing, summary = run_test(binary, fail_fast=not m.everywhere)
+            if is_caught and m.everywhere and failing is None:
+                is_caught = False
+                summary += "; but no per-case report to show it fails in every mode and layout"
+            elif is_caught and m.everywhere:
+                missed = [f"{mode} {layout}" for mode in MODES for layout in LAYOUTS if (mode, layout) not in failing]
+                if missed:
+                    is_caught = False
+                    summary += f"; but no failing case in {', '.join(missed)}"
+            caught += is_caught
+            verdict = "caught" if is_caught else "MISSED"
+            print(f"{verdict:7} {m.name}: {summary} ({time.monotonic() - t0:.0f} s)", flush=True)
+            shutil.rmtree(tree)
+    print(f"total {time.monotonic() - start:.0f} s")
+    print(f"{caught} of {len(mutants)} mutants caught")
+    return 0 if caught == len(mutants) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,3 +27,23 @@ def inception_composition(x, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp,
 
 
 register_decomposition(torch.ops.fused_inception.inception_forward.default)(inception_composition)
+
+_OP_NAME = "fused_inception::inception_forward"
+_inductor_told = False
+
+
+def keep_fused_op_under_inductor():
+    """Tells Inductor to call the op (a fallback kernel) although a decomposition exists for it: the
+    decomposition is for exporters. Without this, Inductor's implicit fallback for the op fails its own
+    check when the environment variable CI is set ("make_fallback(...): a decomposition exists"), as it is
+    in most users' CI. Called from the op's fake implementation, which every torch.compile trace runs before
+    Inductor lowers the graph; importing Inductor happens once, where tracing would pay for it anyway."""
+    global _inductor_told
+    if _inductor_told:
+        return
+    _inductor_told = True
+    try:
+        from torch._inductor import graph
+    except ImportError:  # a torch without Inductor: nothing to tell
+        return
+    graph.FALLBACK_ALLOW_LIST.add(_OP_NAME)

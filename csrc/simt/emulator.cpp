@@ -529,7 +529,23 @@ void run_block(Worker& w, const uint3& block_idx, uint64_t block_seed) {
   std::iota(order.begin(), order.end(), 0u);
   if (launch.options.order == FiberOrder::kReverse) std::reverse(order.begin(), order.end());
   const bool shuffled = launch.options.order == FiberOrder::kShuffle;
+  // In reverse order each warp runs ahead to its next barrier (or exit) before the next warp starts: its
+  // warp collectives complete within its own turn. Otherwise warps advance one collective per round, in
+  // step, and a warp that overwrites shared memory another warp has yet to read (a missing barrier between
+  // a multiply and the refill of its stage) would go unseen whenever both issue as many mma as each other.
+  const bool warps_run_ahead = launch.options.order == FiberOrder::kReverse;
   std::mt19937_64 rng(block_seed);
+  auto run = [&](Fiber& f) {
+    resume(w, f);
+    if (f.error) {
+      try {
+        std::rethrow_exception(f.error);
+      } catch (const std::exception& e) {
+        throw Error(std::string(e.what()) + " [block " + describe(block_idx) + ", thread " +
+                    describe(f.thread_idx) + "]");
+      }
+    }
+  };
   for (;;) {
     // A fresh order for every round (each stretch between synchronisation points): races between any two
     // threads, not only the pairs that forward and reverse put in opposite orders, can show.
@@ -539,13 +555,21 @@ void run_block(Worker& w, const uint3& block_idx, uint64_t block_seed) {
       Fiber& f = w.fibers[i];
       if (f.status == Status::kRunnable) {
         ran = true;
-        resume(w, f);
-        if (f.error) {
-          try {
-            std::rethrow_exception(f.error);
-          } catch (const std::exception& e) {
-            throw Error(std::string(e.what()) + " [block " + describe(block_idx) + ", thread " +
-                        describe(f.thread_idx) + "]");
+        run(f);
+        // f completed its warp's collective: the whole warp goes on, lanes in reverse, until every lane waits
+        // at a barrier or has exited (a barrier's release is left to the next round, as in other orders).
+        auto past_collective = [](const Fiber& g) {
+          return g.status == Status::kRunnable && g.waiting_at != nullptr &&
+                 std::strcmp(g.waiting_at, "__syncthreads") != 0;
+        };
+        const unsigned warp_first = f.warp * kWarpSize, warp_end = std::min(warp_first + kWarpSize, n);
+        for (bool progressed = warps_run_ahead && past_collective(f); progressed;) {
+          progressed = false;
+          for (unsigned lane = warp_end; lane-- > warp_first;) {
+            if (past_collective(w.fibers[lane])) {
+              run(w.fibers[lane]);
+              progressed = true;
+            }
           }
         }
       }

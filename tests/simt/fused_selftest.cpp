@@ -248,10 +248,10 @@ void run_case(MathMode mode, const Case& c) {
   std::string why;
   const bool planned = fused_inception::plan_fused_launch(p, int(sizeof(T)), 132, 227 * 1024, &why);
   unsetenv("FUSED_INCEPTION_TEST_CHANNEL_CHUNK");
+  // NHWC cases also hold their k x k weights channels_last (OHWI), as a channels_last model does.
   std::string name = std::string(c.mode_name) + (c.channels_last ? " NHWC " : " NCHW ") + std::to_string(n) + "x" +
                      std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w) + " chunk " +
-                     std::to_string(p.channel_chunk) + (p.x_vectorized ? " (16-byte copies of x)" : "") +
-                     (c.channels_last ? " (OHWI k x k weights)" : "");
+                     std::to_string(p.channel_chunk) + (p.x_vectorized ? " (16-byte copies of x)" : "");
   if (!planned || (c.chunk && p.channel_chunk != c.chunk)) {
     std::printf("FAIL %s: not planned as asked (%s)\n", name.c_str(), why.c_str());
     ++failures;

@@ -159,17 +159,27 @@ struct WeightRows {
   int64_t stride, length;
 };
 
-// Streams rows [n0, n0 + kRows) x [k0, k0 + kKChunk) of the weight rows into the B stage as 16-byte
-// cp.async copies (in the chunk's group); rows past `count` and vectors past the row are zero-filled. A
-// thread copies the same vector column of rows `row0 + j * kRowStep`, so its addresses and row predicates
-// are computed once per pass and each K chunk only adds k0 (no division in the K loop).
+// How the CTA fills a kRows x kKChunk stage with 16-byte copies: each thread keeps one vector column and the
+// rows first_row() + j * kRowStep, j < kCopies, so the streams below compute a thread's addresses and
+// predicates once and each K chunk only adds k0 (no division in the K loop).
 template <class T, int kRows>
-struct WeightStream {
+struct StageColumns {
   static constexpr int kVector = 16 / int(sizeof(T));
   static constexpr int kVectorsPerRow = Plan::kKChunk / kVector;
   static_assert(Plan::kThreads % kVectorsPerRow == 0, "a thread keeps one vector column");
   static constexpr int kRowStep = Plan::kThreads / kVectorsPerRow;
   static constexpr int kCopies = (kRows + kRowStep - 1) / kRowStep;
+  static SIMT_DEVICE int first_row() { return int(threadIdx.x) / kVectorsPerRow; }
+  static SIMT_DEVICE int vector() { return int(threadIdx.x) % kVectorsPerRow; }
+  // Copy j lies in the stage (the last step of rows may run past kRows).
+  static SIMT_DEVICE bool in_stage(int j) { return kRows % kRowStep == 0 || first_row() + j * kRowStep < kRows; }
+};
+
+// Streams rows [n0, n0 + kRows) x [k0, k0 + kKChunk) of the weight rows into the B stage as 16-byte
+// cp.async copies (in the chunk's group); rows past `count` and vectors past the row are zero-filled.
+template <class T, int kRows>
+struct WeightStream : StageColumns<T, kRows> {
+  using C = StageColumns<T, kRows>;
   const T* source;      // this thread's first row, its vector column
   int64_t row_step;     // elements between the rows of consecutive copies
   int64_t column;       // this thread's K offset within a chunk
@@ -178,16 +188,16 @@ struct WeightStream {
   uint32_t rows_inside;  // bit j: copy j's row is one of the pass's channels
 
   SIMT_DEVICE WeightStream(const WeightRows<T>& w, int count, int n0, int stride) {
-    const int row0 = int(threadIdx.x) / kVectorsPerRow, vector = int(threadIdx.x) % kVectorsPerRow;
-    column = int64_t(vector) * kVector;
+    const int row0 = C::first_row();
+    column = int64_t(C::vector()) * C::kVector;
     length = w.length;
     source = w.data + (n0 + row0) * w.stride + column;
-    row_step = kRowStep * w.stride;
-    stage_offset = row0 * stride + vector * kVector;
+    row_step = C::kRowStep * w.stride;
+    stage_offset = row0 * stride + int(column);
     rows_inside = 0;
     SIMT_UNROLL
-    for (int j = 0; j < kCopies; ++j) {
-      const int row = row0 + j * kRowStep;
+    for (int j = 0; j < C::kCopies; ++j) {
+      const int row = row0 + j * C::kRowStep;
       rows_inside |= uint32_t(row < kRows && n0 + row < count) << j;
     }
   }
@@ -195,12 +205,11 @@ struct WeightStream {
   SIMT_DEVICE void operator()(T* stage, int stride, int64_t k0) const {
     const bool k_inside = k0 + column < length;
     SIMT_UNROLL
-    for (int j = 0; j < kCopies; ++j) {
-      const int row = int(threadIdx.x) / kVectorsPerRow + j * kRowStep;
-      if (kRows % kRowStep != 0 && row >= kRows) break;  // the stage holds kRows rows
+    for (int j = 0; j < C::kCopies; ++j) {
+      if (!C::in_stage(j)) break;
       const bool inside = k_inside && ((rows_inside >> j) & 1u);
-      simt::cp_async_16(stage + stage_offset + j * kRowStep * stride, inside ? source + j * row_step + k0 : source,
-                        inside ? 16 : 0);
+      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride,
+                        inside ? source + j * row_step + k0 : source, inside ? 16 : 0);
     }
   }
 };
@@ -321,28 +330,24 @@ SIMT_DEVICE void stage_pixels(T* stage, int stride, const InceptionParams& p, in
 // of the previous chunk like the weights do. As for the weights, a thread keeps one vector column of fixed
 // pixels: their offsets and predicates are computed once per GEMM, a K chunk adds k0.
 template <class T, int kRows>
-struct PixelStream {
-  static constexpr int kVector = 16 / int(sizeof(T));
-  static constexpr int kVectorsPerRow = Plan::kKChunk / kVector;
-  static_assert(Plan::kThreads % kVectorsPerRow == 0, "a thread keeps one vector column");
-  static constexpr int kRowStep = Plan::kThreads / kVectorsPerRow;
-  static constexpr int kCopies = (kRows + kRowStep - 1) / kRowStep;
-  const T* x;                       // this image, this thread's channel offset
-  int64_t pixel_offset[kCopies];    // of copy j's pixel
+struct PixelStream : StageColumns<T, kRows> {
+  using C = StageColumns<T, kRows>;
+  const T* x;                          // this image, this thread's channel offset
+  int64_t pixel_offset[C::kCopies];    // of copy j's pixel
   int64_t column, channels;
   int stage_offset;
   uint32_t pixels_inside;           // bit j: copy j's pixel is in the box and the image
 
   SIMT_DEVICE PixelStream(const InceptionParams& p, int64_t image, const PixelBox& box, int stride) {
-    const int row0 = int(threadIdx.x) / kVectorsPerRow, vector = int(threadIdx.x) % kVectorsPerRow;
-    column = int64_t(vector) * kVector;
+    const int row0 = C::first_row();
+    column = int64_t(C::vector()) * C::kVector;
     channels = p.shape.in_channels;
     x = static_cast<const T*>(p.x) + image * p.x_stride[0] + column;
-    stage_offset = row0 * stride + vector * kVector;
+    stage_offset = row0 * stride + int(column);
     pixels_inside = 0;
     SIMT_UNROLL
-    for (int j = 0; j < kCopies; ++j) {
-      const int row = row0 + j * kRowStep;
+    for (int j = 0; j < C::kCopies; ++j) {
+      const int row = row0 + j * C::kRowStep;
       const int y = box.y0 + row / box.width, xx = box.x0 + row % box.width;
       const bool inside = row < box.pixels && y >= 0 && y < p.height && xx >= 0 && xx < p.width;
       pixels_inside |= uint32_t(inside) << j;
@@ -354,11 +359,10 @@ struct PixelStream {
     const int stride = Plan::stage_stride(int(sizeof(T)));
     const bool c_inside = k0 + column < channels;
     SIMT_UNROLL
-    for (int j = 0; j < kCopies; ++j) {
-      const int row = int(threadIdx.x) / kVectorsPerRow + j * kRowStep;
-      if (kRows % kRowStep != 0 && row >= kRows) break;  // the stage holds kRows rows
+    for (int j = 0; j < C::kCopies; ++j) {
+      if (!C::in_stage(j)) break;
       const bool inside = c_inside && ((pixels_inside >> j) & 1u);
-      simt::cp_async_16(stage + stage_offset + j * kRowStep * stride, inside ? x + pixel_offset[j] + k0 : x,
+      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, inside ? x + pixel_offset[j] + k0 : x,
                         inside ? 16 : 0);
     }
   }

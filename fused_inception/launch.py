@@ -67,12 +67,6 @@ def _round_up(value, multiple):
     return (value + multiple - 1) // multiple * multiple
 
 
-def weight_row_length(s: BlockShape, index):
-    """K of convolution `index` (CONVOLUTIONS order): weight_row_length() of inception_params.h."""
-    name = CONVOLUTIONS[index][0]
-    return s.k3 * s.k3 * s.ch3x3red if name == "w3" else s.k5 * s.k5 * s.ch5x5red if name == "w5" else s.in_channels
-
-
 def stage_stride(element_bytes):
     return K_CHUNK + 8 if element_bytes == 2 else K_CHUNK + 4
 

@@ -319,7 +319,8 @@ else
 fi
 built=$?
 
-# 3. Tests, from outside the source tree (so the installed package is imported), under pytest-xdist: it
+# 3. Tests (on the GPU: the CUDA cases, -m cuda), from outside the source tree (so the installed package
+# is imported), under pytest-xdist: it
 # spreads the emulated CPU cases over the cores; the GPU cases share the one GPU. -v: a killed run still shows
 # in check.log which cases ran. The dry run runs a small real selection with -n 2, as CI has 2 cores.
 cd "$work/run" || exit 2
@@ -334,7 +335,9 @@ else
     selection=("${selection[@]/#/$repo/}")
   else
     workers=8
-    selection=("$repo/tests")
+    # The CUDA cases only (conftest makes sure every GPU test carries the mark): the CPU and emulator cases
+    # ran in CI, and on the GPU their minutes are better spent on the sanitizers and the benchmarks.
+    selection=("$repo/tests" -m cuda)
   fi
   parallel=(-n "$workers")
   if [ "$dry_run" = 0 ] && ! "$python" -c "import xdist" 2>/dev/null; then

@@ -111,3 +111,14 @@ def op_params(block):
 
 
 assert fused_inception.GOOGLENET_BLOCKS  # the suite parametrizes over them
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that skips for want of a CUDA device carries the `cuda` mark: the device check runs
+    `-m cuda` on the GPU (the CPU cases already ran in CI), so an unmarked GPU test would never run anywhere."""
+    unmarked = [item.nodeid for item in items
+                if item.get_closest_marker("cuda") is None
+                and any(str(mark.kwargs.get("reason", "")).startswith(("no CUDA device", "needs a CUDA device"))
+                        for mark in item.iter_markers("skipif"))]
+    if unmarked:
+        raise pytest.UsageError("tests that need a CUDA device but lack @pytest.mark.cuda: " + ", ".join(unmarked))

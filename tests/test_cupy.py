@@ -179,6 +179,7 @@ def test_the_cupy_path_needs_no_extension(tmp_path):
 # ---- with a GPU and CuPy ----------------------------------------------------------------------------------
 
 @needs_cupy_gpu
+@pytest.mark.cuda
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
 @pytest.mark.parametrize("mode", ["f16", "tf32", "f32"])
 def test_cupy_equals_the_extension(mode, memory_format):
@@ -208,6 +209,7 @@ def test_cupy_equals_the_extension(mode, memory_format):
 
 
 @needs_cupy_gpu
+@pytest.mark.cuda
 def test_cupy_block_with_torch_tensors_and_bfloat16():
     import fused_inception.cupy as fic
 
@@ -221,6 +223,7 @@ def test_cupy_block_with_torch_tensors_and_bfloat16():
 
 
 @needs_cupy_gpu
+@pytest.mark.cuda
 def test_cupy_errors_name_the_argument():
     import cupy
 

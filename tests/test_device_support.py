@@ -80,6 +80,7 @@ def test_backend_info_without_a_gpu():
             backend_info("cuda")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_backend_info_on_this_gpu_is_the_decision_for_its_capability():
     info = backend_info("cuda")

@@ -77,6 +77,7 @@ def test_meta_weight_mixed_with_cpu_input():
         fused_inception.inception(x, *weights.values())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_SKIP_REASON)
 def test_device_mix_cuda_weight_cpu_input():
     x, weights = valid_args()

@@ -2,7 +2,7 @@
 
 #include <torch/library.h>
 
-#include <sstream>
+#include <string>
 #include <tuple>
 
 namespace fused_inception {
@@ -16,30 +16,32 @@ struct ArchEntry {
   bool ptx;           // "+PTX": PTX too
 };
 
+// Hand-rolled rather than with std::istringstream: on the device image the extension is built by another
+// g++ than torch's libstdc++ expects, and istream >> int crashed there at import (2026-11-28, H200).
 std::vector<ArchEntry> parse_arch_list(const std::string& arch_list) {
   std::vector<ArchEntry> entries;
-  std::string token;
-  std::istringstream in(arch_list);
-  while (std::getline(in, token, ';')) {
-    for (char& c : token) c = (c == ',') ? ' ' : c;
-    std::istringstream words(token);
-    std::string word;
-    while (words >> word) {
-      int major = 0, minor = 0;
-      char dot = 0;
-      std::istringstream number(word);
-      if (!(number >> major >> dot >> minor) || dot != '.' || minor > 9) continue;
-      std::string rest;
-      std::getline(number, rest);
-      ArchEntry entry{10 * major + minor, false, false};
-      if (!rest.empty() && (rest[0] == 'a' || rest[0] == 'f')) {
-        entry.specific = rest[0] == 'a';
-        rest.erase(0, 1);
-      }
-      if (rest == "+PTX") entry.ptx = true;
-      else if (!rest.empty()) continue;
-      entries.push_back(entry);
+  size_t pos = 0;
+  while (pos < arch_list.size()) {
+    const size_t end = arch_list.find_first_of("; ,", pos);
+    const std::string word = arch_list.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+    pos = end == std::string::npos ? arch_list.size() : end + 1;
+    // word: MAJOR.MINOR, then "a" or "f" at most, then "+PTX" at most.
+    size_t i = 0;
+    int major = 0;
+    while (i < word.size() && word[i] >= '0' && word[i] <= '9' && major < 100) major = 10 * major + (word[i++] - '0');
+    if (i == 0 || i >= word.size() || word[i] != '.') continue;
+    ++i;
+    if (i >= word.size() || word[i] < '0' || word[i] > '9') continue;
+    const int minor = word[i++] - '0';
+    ArchEntry entry{10 * major + minor, false, false};
+    std::string rest = word.substr(i);
+    if (!rest.empty() && (rest[0] == 'a' || rest[0] == 'f')) {
+      entry.specific = rest[0] == 'a';
+      rest.erase(0, 1);
     }
+    if (rest == "+PTX") entry.ptx = true;
+    else if (!rest.empty()) continue;
+    entries.push_back(entry);
   }
   return entries;
 }

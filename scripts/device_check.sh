@@ -299,7 +299,8 @@ echo "device check$([ "$dry_run" = 1 ] && echo ' (dry run)'): commit ${COMMIT:0:
 if [ "$dry_run" = 1 ]; then
   skip gpu "dry run: needs a GPU"
 else
-  step gpu "$OUT/check.log" bash -c 'nvidia-smi; "$PYTHON" -c "import torch
+  step gpu "$OUT/check.log" bash -c 'nvidia-smi; echo "CXX=${CXX:-} c++: $(command -v c++)"; "${CXX:-c++}" --version | head -n 1
+"$PYTHON" -c "import torch
 assert torch.cuda.is_available(), \"torch sees no GPU\"
 print(torch.cuda.get_device_name(0), torch.__version__, torch.version.cuda)"'
 fi

@@ -134,6 +134,11 @@ def make_extension():
         include_dirs=[csrc],
         extra_compile_args={"cxx": cxx_flags + define_flags, "nvcc": nvcc_flags + define_flags},
         py_limited_api=False,
+        # libstdc++ from the shared library torch also uses, even where the compiler links a static copy by
+        # default: two copies in one process break iostreams (seen 2026-11-28 on the H200 machine's image,
+        # whose g++ wrapper linked libstdc++ statically: `import fused_inception` segfaulted in istream >> int).
+        # An explicit -lstdc++ ahead of the driver's own resolves every symbol from the shared library.
+        extra_link_args=["-Wl,-Bdynamic", "-lstdc++"],
     )
     if not cuda_home:
         kwargs["extra_compile_args"] = {"cxx": cxx_flags + define_flags}

@@ -320,8 +320,8 @@ else
 fi
 built=$?
 
-# 3. Tests (on the GPU: the CUDA cases, -m cuda), from outside the source tree (so the installed package
-# is imported), under pytest-xdist: it
+# 3. Tests (on the GPU: the CUDA cases and the checks of the build, -m "cuda or build"), from outside the
+# source tree (so the installed package is imported), under pytest-xdist: it
 # spreads the emulated CPU cases over the cores; the GPU cases share the one GPU. -v: a killed run still shows
 # in check.log which cases ran. The dry run runs a small real selection with -n 2, as CI has 2 cores.
 cd "$work/run" || exit 2
@@ -336,9 +336,10 @@ else
     selection=("${selection[@]/#/$repo/}")
   else
     workers=8
-    # The CUDA cases only (conftest makes sure every GPU test carries the mark): the CPU and emulator cases
-    # ran in CI, and on the GPU their minutes are better spent on the sanitizers and the benchmarks.
-    selection=("$repo/tests" -m cuda)
+    # The CUDA cases (conftest makes sure every GPU test carries the mark) and the checks of the extension
+    # the step before built; the CPU and emulator cases ran in CI, and on the GPU their minutes are better
+    # spent on the sanitizers and the benchmarks.
+    selection=("$repo/tests" -m "cuda or build")
   fi
   parallel=(-n "$workers")
   if [ "$dry_run" = 0 ] && ! "$python" -c "import xdist" 2>/dev/null; then

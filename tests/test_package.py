@@ -1,6 +1,8 @@
 """The package itself: build configuration, the GoogLeNet table, the numerics helpers."""
 
+import importlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -51,6 +53,19 @@ def test_import_without_cuda_device_works():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert "torch.Size([1, 4, 3, 3])" in out.stdout
+
+
+@pytest.mark.build
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils) to list the extension's symbols")
+def test_extension_uses_the_shared_libstdcxx():
+    # A static copy of libstdc++ inside _C (a compiler that links it statically by default) broke iostreams
+    # in the process torch shares with it: import segfaulted on the H200 image (setup.py's -lstdc++).
+    library = importlib.import_module("fused_inception._C").__file__
+    symbols = subprocess.run(["nm", "-D", "--defined-only", library], capture_output=True, text=True,
+                             check=True).stdout
+    core = [line.split()[-1] for line in symbols.splitlines()
+            if line.split()[-1].startswith(("_ZNSt6locale", "_ZNSt8ios_base", "_ZNSi", "_ZNSo"))]
+    assert not core, f"{library} defines libstdc++'s own symbols (a static copy): {core[:5]}"
 
 
 def test_max_abs_error_flags_nan_mismatch():

@@ -33,20 +33,15 @@ def device(request):
 @pytest.fixture(params=["aten", "kernel"])
 def backend(request, device):
     """What the op runs, in the test id: "aten" (the unfused composition of ATen ops) or "kernel" (the fused
-    kernel: real on CUDA; on CPU its source under the SIMT emulator, every launch under the racecheck, and
-    float32 in exact FP32, since the CPU's unfused baseline has no TF32 (test_fused_kernel.py covers TF32))."""
+    kernel: real on CUDA; on CPU its source under the SIMT emulator, every launch under the racecheck).
+    float32 runs in exact FP32 on both (_exact_float32; test_fused_kernel.py covers TF32)."""
     if request.param == "aten":
         switch = fused_inception.cpu_backend if device == "cpu" else fused_inception.cuda_backend
         with switch("unfused"):
             yield request.param
     elif device == "cpu":
-        previous = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            with fused_inception.cpu_backend("fused"), racecheck():
-                yield request.param
-        finally:
-            torch.backends.cudnn.allow_tf32 = previous
+        with fused_inception.cpu_backend("fused"), racecheck():
+            yield request.param
     else:
         with fused_inception.cuda_backend("fused"):
             yield request.param
@@ -79,6 +74,19 @@ def _poison_op_outputs():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _exact_float32():
+    """float32 convolutions in exact FP32 unless a test asks for TF32 (test_fused_kernel's tf32 mode, with the
+    unfused TF32 baseline): with TF32 allowed the fused kernel always uses it while cuDNN picks TF32 or not
+    per shape, and the rule would compare a TF32 result against an exact baseline (the first GPU run)."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
 
 
 def make_block(block_args, kernel_sizes=(3, 5), device="cpu", dtype=torch.float32, seed=0):

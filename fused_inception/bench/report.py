@@ -23,7 +23,9 @@ MARKDOWN_NAME = "bench.md"
 SPEEDUP_PNG = "speedup.png"
 ROOFLINE_PNG = "roofline.png"
 IMPL_LABELS = {"fused": "fused", "eager": "eager", "eager-cudagraph": "eager + CUDA graph",
-               "compile": "torch.compile", "compile-max-autotune": "compile max-autotune"}
+               "compile": "torch.compile", "compile-max-autotune": "compile max-autotune", "cupy": "CuPy fused"}
+# One label per benchmarked implementation (a missing one broke the first GPU report, 2026-11-28).
+assert set(IMPL_LABELS) == set(IMPLS), f"IMPL_LABELS and benchcases.IMPLS differ: {set(IMPL_LABELS) ^ set(IMPLS)}"
 LAYOUT_LABELS = {"nhwc": "channels_last", "nchw": "NCHW"}
 #: extra_info fields a record needs (the case, its FLOPs and bytes, and the ceilings it was measured with).
 REQUIRED = ("target", "mode", "impl", "batch", "dtype", "memory_format", "flops", "min_bytes",

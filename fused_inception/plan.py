@@ -42,10 +42,10 @@ DTYPES = {"f16": (2, 0), "bf16": (2, 1), "tf32": (4, 2), "f32": (4, 3)}
 #: that a channels_last GoogLeNet block runs (the 16-byte x path, the pool path, the k x k GEMMs). The exact
 #: float32 kernel has no tensor loops. `--sass-report FILE` replaces these with a fresh report's numbers.
 MEASURED_SASS = {
-    "f16": dict(registers=135, instructions_per_tensor_op=19.4),
-    "bf16": dict(registers=135, instructions_per_tensor_op=19.4),
+    "f16": dict(registers=128, instructions_per_tensor_op=19.4),
+    "bf16": dict(registers=128, instructions_per_tensor_op=19.4),
     "tf32": dict(registers=202, instructions_per_tensor_op=31.7),
-    "f32": dict(registers=204, instructions_per_tensor_op=None),
+    "f32": dict(registers=206, instructions_per_tensor_op=None),
 }
 
 
@@ -68,6 +68,11 @@ class Device:
     # 1 per cycle; mma.sync (what the kernel issues; wgmma is needed for the rest) reaches about 2/3 of it.
     mma_sync_fraction: float = 2 / 3
     fp32_flops_per_sm_cycle: int = 256  # 128 FMA lanes: the exact float32 kernel's rate
+    # Cycles between one warp's consecutive issues (dependency and memory latency): a scheduler issues every
+    # cycle only with this many warps ready. Measured by Nsight Compute on the H200 (2026-11-28, the fused
+    # kernel at 8 warps a CTA, 1 CTA an SM: smsp__average_warp_latency_per_inst_issued 6.8-8.9 over six
+    # launches, issue active 22-29%); benchmarks/results/2026-11-28-h200.
+    warp_cycles_per_issue: float = 7.6
 
     def tensor_ops_per_cycle(self, dtype: str) -> float:
         if dtype == "f32":
@@ -241,13 +246,18 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     min_bytes = config.min_bytes(batch, element_bytes, kernel_sizes=kernel_sizes)
 
     # Time: each CTA's loop is issue-bound (every warp issues R instructions per tensor op, four schedulers
-    # share them) or tensor-bound, whichever is longer; CTAs sharing an SM share both; CTAs are list-scheduled
-    # in grid order onto SMs x occupancy slots. Then the larger of that and the DRAM time.
+    # share them, each issuing on issue_efficiency of its cycles) or tensor-bound, whichever is longer; CTAs
+    # sharing an SM share both; CTAs are list-scheduled in grid order onto SMs x occupancy slots. Then the
+    # larger of that and the DRAM time.
     ratio = measured["instructions_per_tensor_op"]
     rate = device.tensor_ops_per_cycle(dtype)
+    # A scheduler issues on this fraction of cycles: its resident warps over one warp's cycles per issue.
+    warps_per_scheduler = occupancy * WARPS / device.schedulers_per_sm
+    issue_efficiency = min(1.0, warps_per_scheduler / device.warp_cycles_per_issue)
 
     def cta_cycles(task):
         issue = (ratio or 0.0) * sum(g.issued_tensor_ops for g in task.gemms) / device.schedulers_per_sm
+        issue /= issue_efficiency
         tensor = task.flops / MMA_FLOPS / rate
         return issue, tensor
 
@@ -275,7 +285,9 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                 floor_us=floor_s * 1e6,
                 assumptions=dict(sms=device.sms, l2_bytes=device.l2_bytes, clock_hz=device.clock_hz,
                                  dram_bytes_per_s=device.dram_bytes_per_s,
-                                 tensor_ops_per_sm_cycle=rate, schedulers_per_sm=device.schedulers_per_sm))
+                                 tensor_ops_per_sm_cycle=rate, schedulers_per_sm=device.schedulers_per_sm,
+                                 warp_cycles_per_issue=device.warp_cycles_per_issue,
+                                 issue_efficiency=issue_efficiency))
 
 
 def sass_from_report(report: dict) -> dict:

@@ -75,14 +75,18 @@ def test_block_5b_at_batch_1_by_hand():
 def test_model_time_of_5b_at_batch_1_by_hand():
     # 16 CTAs on 132 SMs: the time is the longest CTA's, a 3x3 task. With 10 instructions per tensor op its
     # warps issue 10 * (the m16n8k16 ops of their loops, the skipped halo rows included: M = 160) over four
-    # schedulers; the tensor pipe needs 1.5 cycles per op at 2/3 of the peak. The larger wins.
+    # schedulers, each issuing on (2 warps / 7.6 cycles a warp issue) of its cycles at one CTA an SM; the
+    # tensor pipe needs 1.5 cycles per op at 2/3 of the peak. The larger wins.
     sass = {d: dict(registers=161, instructions_per_tensor_op=10.0) for d in plan.DTYPES}
     case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16", sass=sass)
     issued = (160 * 64 * 78 + 64 * 128 * 54) * 32 * 2 / 4096
     executed = (112 * 64 * 78 + 64 * 128 * 54) * 32 * 2 / 4096
-    cycles = max(10.0 * issued / 4, executed * 1.5)
+    cycles = max(10.0 * issued / 4 / (2 / 7.6), executed * 1.5)
     assert case.model_us == pytest.approx(cycles / 1.83e9 * 1e6)
-    assert case.bound == "issue"
+    assert case.bound == "issue" and case.assumptions["issue_efficiency"] == pytest.approx(2 / 7.6)
+    # With a warp able to issue every cycle, the schedulers issue every cycle: the uncalibrated model.
+    eager_warps = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16", plan.Device(warp_cycles_per_issue=1.0), sass=sass)
+    assert eager_warps.model_us == pytest.approx(max(10.0 * issued / 4, executed * 1.5) / 1.83e9 * 1e6)
     fast_issue = dict(sass, bf16=dict(registers=161, instructions_per_tensor_op=1.0))
     assert plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16", sass=fast_issue).bound == "tensor"
 

@@ -453,7 +453,9 @@ struct ReductionStore {
 // ---- the kernel ---------------------------------------------------------------------------------------------
 
 template <MathMode kMode>
-SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads, 1) inception_kernel(const InceptionParams p) {
+SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
+                                   FusedPlan::min_ctas_per_sm(int(sizeof(typename Math<kMode>::Element))))
+    inception_kernel(const InceptionParams p) {
   using M = Math<kMode>;
   using T = typename M::Element;
   constexpr int kStride = M::kStride;

@@ -55,6 +55,13 @@ FUSED_INCEPTION_HOST_DEVICE constexpr Task task_of(const InceptionShape& s, int6
 
 struct FusedPlan {
   static constexpr int kThreads = 256;
+  // CTAs an SM must fit (__launch_bounds__). At 1 CTA (8 warps, 136 registers) the H200 run's fused kernel
+  // issued on 26% of cycles, each warp stalled ~7.6 cycles an instruction with 2 warps a scheduler
+  // (benchmarks/results/2026-11-28-h200): 2 CTAs (128 registers, no spills) give each scheduler 4. The 4-byte
+  // modes stay at 1: their stages (118-156 KB) fit one CTA an SM anyway, and exact FP32 spills at 128.
+  FUSED_INCEPTION_HOST_DEVICE static constexpr int min_ctas_per_sm(int element_bytes) {
+    return element_bytes == 2 ? 2 : 1;
+  }
   static constexpr int kWarpsM = 2, kWarpsN = 4;  // warps of a CTA, as a grid over the GEMM's M x N
   static constexpr int kTile = 8;                 // output tile: kTile x kTile pixels (the output GEMMs' M)
   static constexpr int kTilePixels = kTile * kTile;

@@ -23,8 +23,8 @@ else:
     # Installed without torch or without the compiled extension (FUSED_INCEPTION_EXTENSION=0): only the CuPy
     # path, fused_inception.cupy, works. Say so when anything else is asked for.
     def __getattr__(name):
-        # `from fused_inception import launch` probes the attribute before importing the submodule: the
-        # torch-free submodules (launch, kernel_source, cupy) must still import.
+        # `from fused_inception import kernel` probes the attribute before importing the subpackage: the
+        # torch-free subpackages (kernel, cupy) must still import.
         if _importlib_util.find_spec(f"{__name__}.{name}") is not None:
             import importlib
 

@@ -13,7 +13,7 @@ from torch._prims_common import suggest_memory_format
 from torch.autograd import forward_ad
 
 from . import _library  # noqa: F401  (registers the operators)
-from .launch import WEIGHT_NAMES
+from .kernel.launch import WEIGHT_NAMES
 
 __all__ = ["backend", "backend_name", "inception", "WEIGHT_NAMES"]
 

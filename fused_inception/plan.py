@@ -6,7 +6,7 @@ channels), the work multiplier (tensor-core FLOPs the plan executes / the block'
 CTA's K steps, shared memory, modeled DRAM bytes against the minimum, and a modeled kernel time.
 docs/performance.md states the model and its assumptions; the first GPU run calibrates it.
 
-The plan is the kernel's: task split, channel chunk and shared memory come from fused_inception.launch (the
+The plan is the kernel's: task split, channel chunk and shared memory come from fused_inception.kernel.launch (the
 Python mirror of csrc/kernels/inception_params.h and inception_plan.cpp that the CuPy path launches with);
 the warp tiling below mirrors FusedPlan, and tests/test_plan.py holds it against the header.
 """
@@ -18,7 +18,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
-from .launch import (K_CHUNK, STAGE_COLS, STAGE_ROWS, THREADS, TILE, BlockShape, UnsupportedCase, count_tasks,
+from .kernel.launch import (K_CHUNK, STAGE_COLS, STAGE_ROWS, THREADS, TILE, BlockShape, UnsupportedCase, count_tasks,
                      plan_channel_chunk, shared_bytes)
 from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
 

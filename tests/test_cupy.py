@@ -16,7 +16,8 @@ import torch
 from conftest import MEMORY_FORMATS, make_block, make_input, op_params
 
 import fused_inception
-from fused_inception import kernel_source, launch
+from fused_inception.kernel import launch
+from fused_inception.kernel import source as kernel_source
 from fused_inception.testing import assert_numerics, float64_copy, racecheck, unfused_tf32
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +53,15 @@ def test_packaged_headers_are_what_the_kernel_includes(tmp_path):
     for header in ("kernels/inception_kernel.h", "kernels/inception_params.h", "inception_shape.h", "simt/simt.h",
                    "simt/integers.h"):
         assert (include / header).read_text() == open(os.path.join(REPO, "csrc", header)).read()
+
+
+def test_min_compute_capability_matches_cpp():
+    # The CuPy path refuses devices below launch.MIN_COMPUTE_CAPABILITY; the extension decides in C++.
+    def runs(major, minor):
+        return torch.ops.fused_inception._fused_kernel_support(major, minor, "7.0+PTX")[0]
+
+    major, minor = launch.MIN_COMPUTE_CAPABILITY
+    assert runs(major, minor) and not runs(*((major, minor - 1) if minor else (major - 1, 9)))
 
 
 def test_params_layout_matches_cpp():
@@ -157,17 +167,19 @@ def test_python_built_launch_runs_under_the_emulator(mode, memory_format):
 
 
 def test_the_cupy_path_needs_no_extension(tmp_path):
-    """Installed without the extension, fused_inception.launch and kernel_source import; torch names say why
-    they are missing."""
+    """Installed without the extension, fused_inception.kernel (launch parameters, NVRTC source) imports; torch
+    names say why they are missing."""
     package = tmp_path / "fused_inception"
     package.mkdir()
-    for name in ("__init__.py", "launch.py", "kernel_source.py"):
+    (package / "kernel").mkdir()
+    for name in ("__init__.py", "kernel/__init__.py", "kernel/launch.py", "kernel/source.py"):
         (package / name).write_text(open(os.path.join(REPO, "fused_inception", name)).read())
     # An editable install's finder would resolve the real package (and its _C) past this copy: drop it.
     code = ("import sys\n"
             "sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n"
-            "import fused_inception, fused_inception.launch, fused_inception.kernel_source\n"
-            "from fused_inception import launch, kernel_source  # the attribute probe must not stop it\n"
+            "import fused_inception, fused_inception.kernel.launch, fused_inception.kernel.source\n"
+            "from fused_inception import kernel  # the attribute probe must not stop it\n"
+            "from fused_inception.kernel import launch, source\n"
             "print('imported', fused_inception.__file__)\n"
             "try:\n    fused_inception.FusedInception\nexcept ImportError as e:\n    print('ImportError:', e)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)

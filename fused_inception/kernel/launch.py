@@ -12,6 +12,8 @@ import numpy as np
 
 # FusedPlan (csrc/kernels/inception_params.h)
 THREADS = 256
+# kFusedKernelMinCapability (csrc/device_support.cpp): bf16 mma.sync and cp.async need compute capability 8.0.
+MIN_COMPUTE_CAPABILITY = (8, 0)
 TILE = 8
 K_CHUNK = 32
 STAGES = 2

@@ -20,9 +20,9 @@ except ImportError as error:  # the rest of fused_inception does not need CuPy
 
 import numpy as np
 
-from . import kernel_source
-from . import launch
-from .launch import BlockShape, UnsupportedCase, block_shape
+from ..kernel import launch
+from ..kernel import source as kernel_source
+from ..kernel.launch import BlockShape, UnsupportedCase, block_shape
 
 __all__ = ["BlockShape", "FusedInceptionCuPy", "UnsupportedCase", "compile_kernels", "inception_forward"]
 
@@ -33,6 +33,12 @@ def compile_kernels(device=None):
     """The compiled kernels of `device` (the current one by default), compiled with NVRTC on first use."""
     device_id = cupy.cuda.Device(device).id
     if device_id not in _modules:
+        capability = divmod(int(cupy.cuda.Device(device_id).compute_capability), 10)
+        if capability < launch.MIN_COMPUTE_CAPABILITY:
+            raise RuntimeError(f"fused_inception.cupy: the fused kernel needs compute capability "
+                               f"{'.'.join(map(str, launch.MIN_COMPUTE_CAPABILITY))} or later (bf16 mma, cp.async); "
+                               f"device {device_id} is {capability[0]}.{capability[1]}. The torch op runs the "
+                               "unfused composition there (fused_inception.backend_info)")
         with cupy.cuda.Device(device_id):
             module = cupy.RawModule(code=kernel_source.SOURCE, options=tuple(kernel_source.nvrtc_options(arch=None)),
                                     name_expressions=list(kernel_source.KERNEL_NAMES.values()), backend="nvrtc")
@@ -146,7 +152,7 @@ class FusedInceptionCuPy:
     def from_torch(cls, module):
         """From fused_inception's Inception or FusedInception, or torchvision's Inception (BatchNorm folded,
         eval mode), through DLPack: no copy of CUDA weights."""
-        from .modules import FusedInception
+        from ..modules import FusedInception
 
         fused = module if isinstance(module, FusedInception) else FusedInception.from_module(module)
         return cls(*[cupy.from_dlpack(p.detach()) for p in fused.op_parameters()])

@@ -20,8 +20,8 @@ KERNEL_NAMES = {
 
 def include_dir() -> str:
     """The directory the kernel headers are included from."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(here, "include"), os.path.join(os.path.dirname(here), "csrc")):
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # fused_inception/
+    for candidate in (os.path.join(package, "include"), os.path.join(os.path.dirname(package), "csrc")):
         if os.path.exists(os.path.join(candidate, KERNEL_HEADER)):
             return candidate
     raise FileNotFoundError(f"fused_inception: the kernel headers ({KERNEL_HEADER}) are missing from the "

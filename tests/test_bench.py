@@ -55,9 +55,10 @@ def test_quick_profile_covers_every_target_mode_dtype_and_layout():
 
 def test_gpu_default_runs_the_headline_first():
     cases = grid("default", "cuda")
-    headline = cases[:81]
+    peers = ("fused", "fused-cudagraph", "eager", "eager-cudagraph")
+    headline = cases[:9 * 3 * len(peers)]
     assert {(c.target, c.batch, c.impl) for c in headline} == {
-        (b, n, i) for b in BLOCKS for n in (1, 32, 256) for i in ("fused", "eager", "eager-cudagraph")}
+        (b, n, i) for b in BLOCKS for n in (1, 32, 256) for i in peers}
     assert {(c.mode, c.dtype, c.memory_format) for c in headline} == {("inference", "bf16", "nhwc")}
     assert {c.batch for c in cases} == {1, 8, 32, 128, 256}
     assert {c.impl for c in cases} == set(benchcases.IMPLS)
@@ -112,8 +113,9 @@ def test_workbench_training_step():
 
 def test_workbench_skips_with_reasons():
     bench = benchrun.Workbench(CPU, ceilings(), quick_settings())
-    graph = bench.run(Case("3a", "inference", "eager-cudagraph", 1, "fp32", "nhwc"))
-    assert graph.status == "skipped" and graph.skip_reason == "CUDA graphs need a CUDA device"
+    for impl in benchcases.CUDA_GRAPH_IMPLS:
+        graph = bench.run(Case("3a", "inference", impl, 1, "fp32", "nhwc"))
+        assert graph.status == "skipped" and graph.skip_reason == "CUDA graphs need a CUDA device", impl
     tuned = bench.run(Case("3a", "inference", "compile-max-autotune", 1, "fp32", "nhwc"))
     assert tuned.status == "skipped" and "--max-autotune" in tuned.skip_reason
 
@@ -154,7 +156,7 @@ def test_workbench_on_cuda_graphs_events_and_peak_memory():
     ceilings_cuda = roofline.measure_ceilings(device, {"bf16": torch.bfloat16}, matmul_size=2048,
                                               copy_bytes=64 << 20, repeats=3)
     bench = benchrun.Workbench(device, ceilings_cuda, benchrun.Settings.for_run("cuda", "default", rounds=5))
-    for impl in ("fused", "eager", "eager-cudagraph"):
+    for impl in ("fused", "fused-cudagraph", "eager", "eager-cudagraph"):
         result = bench.run(Case("3a", "inference", impl, 2, "bf16", "nhwc"))
         assert result.status == "ok", result.error
         assert len(result.samples) == 5 and result.extra_info["numerics_passed"] is True, impl

@@ -127,3 +127,32 @@ def test_autocast_leaves_float64_alone():
     fused = FusedInception.from_module(reference)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         assert fused(make_input(1, 32, 4, 4, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_fused_block_replays_from_a_cuda_graph():
+    # Latency-bound inference captures the model in a CUDA graph: the fused op must capture, and a replay
+    # computes with the static input's new values and the parameters' current values (read in place).
+    reference = make_block(BLOCK_ARGS, device="cuda", dtype=torch.bfloat16, seed=4)
+    fused = FusedInception.from_module(reference)
+    static_x = make_input(2, BLOCK_ARGS[0], 14, 14, "cuda", torch.bfloat16, torch.channels_last)
+    with fused_inception.cuda_backend("fused"), torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fused(static_x)  # warm-up off the capture stream
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = fused(static_x)
+        static_x.copy_(make_input(2, BLOCK_ARGS[0], 14, 14, "cuda", torch.bfloat16, torch.channels_last, seed=7))
+        for p in fused.parameters():
+            p.mul_(0.75)  # in place: the captured kernel reads the new values
+        static_out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        weights = [p.detach() for p in fused.op_parameters()]
+        unfused = ops.composite_inception(static_x, *weights)
+        reference64 = ops.composite_inception(static_x.double(), *(w.double() for w in weights))
+    assert_numerics(static_out, unfused, reference64)

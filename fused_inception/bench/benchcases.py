@@ -17,10 +17,13 @@ BLOCKS = tuple(config.name for config in GOOGLENET_BLOCKS)
 TARGETS = BLOCKS + (NETWORK,)
 MODES = ("inference", "training")
 #: fused: this project's op / FusedInception. eager: the unfused reference modules (cuDNN on CUDA).
-#: eager-cudagraph: eager replayed from a captured CUDA graph (no launch overhead). compile*: torch.compile
+#: fused-cudagraph, eager-cudagraph: each replayed from a captured CUDA graph (no host or launch overhead:
+#: how latency-bound inference deploys, and the only fair small-batch comparison of the two). compile*: torch.compile
 #: of the eager modules (Inductor), default mode and max-autotune. cupy: the same kernel through
 #: fused_inception.cupy (NVRTC; its first call, timed apart, is the compile).
-IMPLS = ("fused", "eager", "eager-cudagraph", "compile", "compile-max-autotune", "cupy")
+IMPLS = ("fused", "fused-cudagraph", "eager", "eager-cudagraph", "compile", "compile-max-autotune", "cupy")
+#: Replayed from a captured CUDA graph.
+CUDA_GRAPH_IMPLS = ("fused-cudagraph", "eager-cudagraph")
 TRAINING_IMPLS = ("fused", "eager")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MEMORY_FORMATS = {"nhwc": torch.channels_last, "nchw": torch.contiguous_format}
@@ -85,7 +88,7 @@ def _unique(cases):
 def _gpu_default():
     """About 2 minutes on an H100 without max-autotune, most important first (see the README's budget)."""
     inference, training = ["inference"], ["training"]
-    peers = ["fused", "eager", "eager-cudagraph"]
+    peers = ["fused", "fused-cudagraph", "eager", "eager-cudagraph"]
     return _unique(
         # The headline: every block and the network, bf16 channels_last, small / medium / large batch.
         product(BLOCKS, inference, [1, 32, 256], ["bf16"], ["nhwc"], peers)

@@ -20,7 +20,7 @@ from ..configs import BLOCKS_BY_NAME
 from ..device_support import backend_info
 from ..testing import check_numerics, float64_copy
 from . import roofline
-from .benchcases import BASELINE, DTYPES, MEMORY_FORMATS, NETWORK, Case
+from .benchcases import BASELINE, CUDA_GRAPH_IMPLS, DTYPES, MEMORY_FORMATS, NETWORK, Case
 from .timing import measure, peak_memory, time_first_call
 
 #: Input sets each case cycles through, so caches do not flatter repeated calls on one buffer.
@@ -75,7 +75,7 @@ class Outcome:
 
 def skip_reason(case: Case, device: torch.device, settings: Settings) -> str | None:
     """Why `case` cannot (or should not) run on `device`, or None."""
-    if case.impl == "eager-cudagraph" and device.type != "cuda":
+    if case.impl in CUDA_GRAPH_IMPLS and device.type != "cuda":
         return "CUDA graphs need a CUDA device"
     if case.impl == "compile-max-autotune" and not settings.max_autotune:
         return "torch.compile max-autotune tunes for minutes per shape; pass --max-autotune to include it"
@@ -138,7 +138,7 @@ class _Workload:
 
 def _implementation(case: Case, workload: _Workload) -> torch.nn.Module:
     module = workload.module
-    if case.impl == "fused":
+    if case.impl in ("fused", "fused-cudagraph"):
         from ..fuse import fuse
 
         fused, report = fuse(module, return_report=True)
@@ -255,7 +255,7 @@ class Workbench:
             step = _training_step(case, module, workload)
             info["first_call_s"] = time_first_call(lambda: step(0), self.device)
             info["peak_memory_bytes"] = peak_memory(lambda: step(1), self.device)
-        elif case.impl == "eager-cudagraph":
+        elif case.impl in CUDA_GRAPH_IMPLS:
             captured = []
             info["first_call_s"] = time_first_call(  # the capture (and its warm-up)
                 lambda: captured.append(_cuda_graph_step(module, workload.inputs)), self.device)

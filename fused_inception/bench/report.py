@@ -22,7 +22,8 @@ FORMATS = ("json", "md", "png")
 MARKDOWN_NAME = "bench.md"
 SPEEDUP_PNG = "speedup.png"
 ROOFLINE_PNG = "roofline.png"
-IMPL_LABELS = {"fused": "fused", "eager": "eager", "eager-cudagraph": "eager + CUDA graph",
+IMPL_LABELS = {"fused": "fused", "fused-cudagraph": "fused + CUDA graph", "eager": "eager",
+               "eager-cudagraph": "eager + CUDA graph",
                "compile": "torch.compile", "compile-max-autotune": "compile max-autotune", "cupy": "CuPy fused"}
 # One label per benchmarked implementation (a missing one broke the first GPU report, 2026-11-28).
 assert set(IMPL_LABELS) == set(IMPLS), f"IMPL_LABELS and benchcases.IMPLS differ: {set(IMPL_LABELS) ^ set(IMPLS)}"

@@ -4,7 +4,7 @@ CUDA graph and torch.compile, per GoogLeNet block and for the whole network, and
 
     python -m fused_inception bench --quick                 # CI: a small CPU-sized set, well under a minute
     python -m fused_inception bench --targets 3a,4e --batch 1,32 --impl fused,eager --out results/
-    python -m fused_inception bench --budget 150            # what the device check runs on a GPU
+    python -m fused_inception bench --budget 200            # what the device check runs on a GPU
 
 Cases come from fused_inception.bench.benchcases (the same table the pytest-benchmark suite in benchmarks/
 uses), in priority order; filters narrow a profile. Cases that cannot run here are recorded as skipped with

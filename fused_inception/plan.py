@@ -44,7 +44,7 @@ DTYPES = {"f16": (2, 0), "bf16": (2, 1), "tf32": (4, 2), "f32": (4, 3)}
 MEASURED_SASS = {
     "f16": dict(registers=128, instructions_per_tensor_op=19.4),
     "bf16": dict(registers=128, instructions_per_tensor_op=19.4),
-    "tf32": dict(registers=202, instructions_per_tensor_op=31.7),
+    "tf32": dict(registers=232, instructions_per_tensor_op=31.8),
     "f32": dict(registers=206, instructions_per_tensor_op=None),
 }
 
@@ -95,19 +95,35 @@ class Gemm:
     pass_n: int
     passes: int
     k_chunks: int
+    channels: int     # N: the channels computed (the last pass may be partial)
 
     @property
     def k_steps(self) -> int:
         return self.passes * self.k_chunks
 
     @property
+    def computed_n(self) -> int:
+        """Channels the tensor cores compute over all passes: in each pass, the warps (WARPS_N across N, each
+        pass_n / WARPS_N wide) that hold at least one channel; a warp past the pass's channels skips it."""
+        warp_n = self.pass_n // WARPS_N
+        return sum(_ceil_div(min(self.pass_n, self.channels - begin), warp_n) * warp_n
+                   for begin in range(0, self.channels, self.pass_n))
+
+    @property
     def flops(self) -> int:
-        return 2 * self.rows * self.pass_n * self.k_steps * K_CHUNK
+        return 2 * self.rows * self.computed_n * self.k_chunks * K_CHUNK
 
     @property
     def issued_tensor_ops(self) -> float:
-        """m16n8k16 equivalents of the loop iterations its warps run (skipped tiles included)."""
-        return self.issued_rows * self.pass_n * self.k_steps * K_CHUNK * 2 / MMA_FLOPS
+        """m16n8k16 equivalents of the loop iterations its warps run (skipped M tiles included)."""
+        return self.issued_rows * self.computed_n * self.k_chunks * K_CHUNK * 2 / MMA_FLOPS
+
+    @property
+    def busiest_warp_tensor_ops(self) -> float:
+        """The same for the busiest warp (the first: it has tiles in every pass), its instruction stream's
+        length in tensor ops."""
+        warp_rows, warp_n = self.issued_rows // WARPS_M, self.pass_n // WARPS_N
+        return warp_rows * warp_n * self.k_steps * K_CHUNK * 2 / MMA_FLOPS
 
 
 @dataclass(frozen=True)
@@ -143,14 +159,14 @@ def tasks(s: BlockShape, chunk: int) -> list:
             count = min(chunk, channels - begin)
             output_passes = _ceil_div(count, OUT_PASS_N)
             if branch in ("1x1", "pool"):
-                gemms = (Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes, k_chunks_x),)
+                gemms = (Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes, k_chunks_x, count),)
             else:
                 kernel, reduced = (s.k3, s.ch3x3red) if branch == "3x3" else (s.k5, s.ch5x5red)
                 halo_pixels = (TILE + kernel - 1) ** 2
                 reduction = Gemm(16 * _ceil_div(halo_pixels, 16), HALO_ROWS, HALO_PASS_N,
-                                 _ceil_div(reduced, HALO_PASS_N), k_chunks_x)
+                                 _ceil_div(reduced, HALO_PASS_N), k_chunks_x, reduced)
                 window = Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes,
-                              _ceil_div(kernel * kernel * reduced, K_CHUNK))
+                              _ceil_div(kernel * kernel * reduced, K_CHUNK), count)
                 gemms = (reduction, window)
             result.append(Task(branch, begin, count, gemms))
     assert len(result) == count_tasks(s, chunk)
@@ -245,28 +261,26 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     dram_bytes = x_bytes * x_reads + pixels * s.out_channels * element_bytes + weight_bytes
     min_bytes = config.min_bytes(batch, element_bytes, kernel_sizes=kernel_sizes)
 
-    # Time: each CTA's loop is issue-bound (every warp issues R instructions per tensor op, four schedulers
-    # share them, each issuing on issue_efficiency of its cycles) or tensor-bound, whichever is longer; CTAs
-    # sharing an SM share both; CTAs are list-scheduled in grid order onto SMs x occupancy slots. Then the
-    # larger of that and the DRAM time.
-    ratio = measured["instructions_per_tensor_op"]
+    # Time: every warp issues R instructions per tensor op of its loops. A CTA takes the longest of: its
+    # busiest warp's instructions at one per warp_cycles_per_issue (latency: one warp cannot issue faster),
+    # all its warps' instructions over the four schedulers (throughput), and its tensor ops at the tensor rate;
+    # CTAs sharing an SM share the schedulers and the tensor pipe (x occupancy), not their latency. CTAs are
+    # list-scheduled in grid order onto SMs x occupancy slots. Then the larger of that and the DRAM time.
+    ratio = measured["instructions_per_tensor_op"] or 0.0
     rate = device.tensor_ops_per_cycle(dtype)
-    # A scheduler issues on this fraction of cycles: its resident warps over one warp's cycles per issue.
-    warps_per_scheduler = occupancy * WARPS / device.schedulers_per_sm
-    issue_efficiency = min(1.0, warps_per_scheduler / device.warp_cycles_per_issue)
 
     def cta_cycles(task):
-        issue = (ratio or 0.0) * sum(g.issued_tensor_ops for g in task.gemms) / device.schedulers_per_sm
-        issue /= issue_efficiency
-        tensor = task.flops / MMA_FLOPS / rate
-        return issue, tensor
+        latency = ratio * sum(g.busiest_warp_tensor_ops for g in task.gemms) * device.warp_cycles_per_issue
+        throughput = occupancy * ratio * sum(g.issued_tensor_ops for g in task.gemms) / device.schedulers_per_sm
+        tensor = occupancy * task.flops / MMA_FLOPS / rate
+        return max(latency, throughput), tensor
 
     per_task = [cta_cycles(t) for t in task_list]
-    durations = [occupancy * max(issue, tensor) for issue, tensor in per_task for _ in range(grid_x)]
+    durations = [max(issue, tensor) for issue, tensor in per_task for _ in range(grid_x)]
     compute_s = _makespan(durations, slots) / device.clock_hz
     # The same schedule with only one of the two limits, to say which one binds.
-    issue_s = _makespan([occupancy * i for i, _ in per_task for _ in range(grid_x)], slots) / device.clock_hz
-    tensor_s = _makespan([occupancy * t for _, t in per_task for _ in range(grid_x)], slots) / device.clock_hz
+    issue_s = _makespan([i for i, _ in per_task for _ in range(grid_x)], slots) / device.clock_hz
+    tensor_s = _makespan([t for _, t in per_task for _ in range(grid_x)], slots) / device.clock_hz
     dram_s = dram_bytes / device.dram_bytes_per_s
     model_s = max(compute_s, dram_s)
     bound = "dram" if dram_s >= compute_s else ("issue" if issue_s >= tensor_s else "tensor")
@@ -280,14 +294,13 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                 tasks=len(task_list), tasks_per_branch=per_branch, work_multiplier=executed / ideal,
                 executed_flops=executed, ideal_flops=ideal, longest_cta_ksteps=max(t.k_steps for t in task_list),
                 shared_bytes=smem, x_reads=x_reads, dram_bytes=dram_bytes, min_dram_bytes=min_bytes,
-                registers=measured["registers"], instructions_per_tensor_op=ratio, issue_us=issue_s * 1e6,
-                tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6, bound=bound,
+                registers=measured["registers"], instructions_per_tensor_op=measured["instructions_per_tensor_op"],
+                issue_us=issue_s * 1e6, tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6, bound=bound,
                 floor_us=floor_s * 1e6,
                 assumptions=dict(sms=device.sms, l2_bytes=device.l2_bytes, clock_hz=device.clock_hz,
                                  dram_bytes_per_s=device.dram_bytes_per_s,
                                  tensor_ops_per_sm_cycle=rate, schedulers_per_sm=device.schedulers_per_sm,
-                                 warp_cycles_per_issue=device.warp_cycles_per_issue,
-                                 issue_efficiency=issue_efficiency))
+                                 warp_cycles_per_issue=device.warp_cycles_per_issue))
 
 
 def sass_from_report(report: dict) -> dict:

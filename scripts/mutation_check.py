@@ -88,6 +88,15 @@ MUTANTS = [
     Mutant("float32 FMA path: row g + 8 multiplied with the wrong column",
            "c[3] = fmaf(row1[k], col1[k], c[3]);",
            "c[3] = fmaf(row1[k], col0[k], c[3]);"),
+    # warps past a pass's channels skip the multiply
+    Mutant("idle-warp skip: a pass's partial last 8-channel tile counted as empty",
+           "const int n_tiles = ((count - n0 < kN ? count - n0 : kN) + 7) / 8;",
+           "const int n_tiles = (count - n0 < kN ? count - n0 : kN) / 8;"),
+    Mutant("idle-warp skip: a warp that holds only some of the pass's channels skips them (16-bit)",
+           "if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data\n"
+           "    const int g = lane / 4, t = lane % 4;\n    SIMT_UNROLL\n    for (int kk = 0; kk < Plan::kKChunk; kk += 16)",
+           "if (tile_m0 >= m_tiles || tile_n0 + NI > n_tiles) return;  // warp-uniform: no tile of this warp has data\n"
+           "    const int g = lane / 4, t = lane % 4;\n    SIMT_UNROLL\n    for (int kk = 0; kk < Plan::kKChunk; kk += 16)"),
     # barriers and cp.async waits
     Mutant("missing barrier before a stage is refilled",
            "      __syncthreads();  // this buffer is refilled two steps on\n", "", everywhere=True),

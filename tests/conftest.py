@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -76,17 +77,24 @@ def _seed():
     torch.manual_seed(0)
 
 
+@contextlib.contextmanager
+def allow_tf32(enabled):
+    """Whether float32 convolutions (cuDNN's and the fused kernel's) may use TF32, inside the block."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
 @pytest.fixture(autouse=True)
 def _exact_float32():
     """float32 convolutions in exact FP32 unless a test asks for TF32 (test_fused_kernel's tf32 mode, with the
     unfused TF32 baseline): with TF32 allowed the fused kernel always uses it while cuDNN picks TF32 or not
     per shape, and the rule would compare a TF32 result against an exact baseline (the first GPU run)."""
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
+    with allow_tf32(False):
         yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = previous
 
 
 def make_block(block_args, kernel_sizes=(3, 5), device="cpu", dtype=torch.float32, seed=0):

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import MEMORY_FORMATS, make_block, make_input, op_params
+from conftest import MEMORY_FORMATS, allow_tf32, make_block, make_input, op_params
 
 import fused_inception
 from fused_inception.kernel import launch
@@ -203,18 +203,15 @@ def test_cupy_equals_the_extension(mode, memory_format):
     config = fused_inception.BLOCKS_BY_NAME["4d"]
     block = make_block(config.block_args, device="cuda", dtype=dtype)
     x = make_input(2, config.in_channels, 14, 14, "cuda", dtype, memory_format)
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = mode == "tf32"
-    try:
+    with allow_tf32(mode == "tf32"):
         expected = fused_inception.inception(x, *op_params(block))
         out = fic.inception_forward(cupy.from_dlpack(x), [cupy.from_dlpack(p) for p in op_params(block)],
                                     allow_tf32=mode == "tf32")
         cupy.cuda.get_current_stream().synchronize()
         result = torch.from_dlpack(out)
         with torch.no_grad():
-            unfused = block(x)
-    finally:
-        torch.backends.cudnn.allow_tf32 = previous
+            # TF32's baseline is unfused PyTorch on TF32 operands (cuDNN may pick an exact algorithm).
+            unfused = unfused_tf32(block, x) if mode == "tf32" else block(x)
     assert torch.equal(result, expected)
     assert result.is_contiguous(memory_format=memory_format)
     assert_numerics(result, unfused, float64_copy(block)(x.double()).detach())

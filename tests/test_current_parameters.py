@@ -31,15 +31,6 @@ def backend(request):
         yield request.param
 
 
-@pytest.fixture(autouse=True)
-def _exact_float32():
-    # Float32 held to the float32 rule on the kernel path: exact FMA, not TF32.
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = previous
-
-
 def check_current(block, x):
     """The block's output against the composition of PyTorch ops over its parameters as they are now."""
     params = [p.detach() for p in block.op_parameters()]

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import MEMORY_FORMATS, make_block, make_input, op_params
+from conftest import MEMORY_FORMATS, allow_tf32, make_block, make_input, op_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch._prims_common import suggest_memory_format
@@ -20,16 +20,6 @@ from fused_inception.testing import (assert_numerics, float64_copy, racecheck, r
 # Math modes of the kernel: (input dtype, whether float32 convolutions may use TF32).
 MODES = {"fp16": (torch.float16, False), "bf16": (torch.bfloat16, False), "tf32": (torch.float32, True),
          "fp32": (torch.float32, False)}
-
-
-@contextlib.contextmanager
-def allow_tf32(enabled):
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = previous
 
 
 #: Tests only: output channels per task, instead of the planner's choice (at least 64, which never splits the

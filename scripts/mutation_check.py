@@ -79,9 +79,12 @@ MUTANTS = [
            "inside ? relu(value + simt::to_float(bias[column])) : 0.0f",
            "inside ? value + simt::to_float(bias[column]) : 0.0f"),
     # fragment layouts
-    Mutant("16-bit A fragment: registers 1 and 2 swapped",
-           "af[mi][1] = simt::load_32(row + 8 * kStride);\n        af[mi][2] = simt::load_32(row + 8);",
-           "af[mi][1] = simt::load_32(row + 8);\n        af[mi][2] = simt::load_32(row + 8 * kStride);"),
+    Mutant("16-bit A fragment: ldmatrix's row and K halves swapped (registers 1 and 2)",
+           "(tile_m0 * 16 + row8 + 8 * (q & 1)) * kStride + 8 * (q >> 1);",
+           "(tile_m0 * 16 + row8 + 8 * (q >> 1)) * kStride + 8 * (q & 1);"),
+    Mutant("16-bit B fragment: ldmatrix pairs the K halves of two tiles",
+           "((tile_n0 + (q >> 1)) * 8 + row8) * kStride + 8 * (q & 1);",
+           "((tile_n0 + (q & 1)) * 8 + row8) * kStride + 8 * (q >> 1);"),
     Mutant("TF32 B fragment: second register from the wrong K column",
            "bf[ni][1] = simt::to_tf32(row[4]);",
            "bf[ni][1] = simt::to_tf32(row[4 * kStride]);"),
@@ -94,9 +97,9 @@ MUTANTS = [
            "const int n_tiles = (count - n0 < kN ? count - n0 : kN) / 8;"),
     Mutant("idle-warp skip: a warp that holds only some of the pass's channels skips them (16-bit)",
            "if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data\n"
-           "    const int g = lane / 4, t = lane % 4;\n    SIMT_UNROLL\n    for (int kk = 0; kk < Plan::kKChunk; kk += 16)",
+           "    // Lane l gives the address",
            "if (tile_m0 >= m_tiles || tile_n0 + NI > n_tiles) return;  // warp-uniform: no tile of this warp has data\n"
-           "    const int g = lane / 4, t = lane % 4;\n    SIMT_UNROLL\n    for (int kk = 0; kk < Plan::kKChunk; kk += 16)"),
+           "    // Lane l gives the address"),
     # barriers and cp.async waits
     Mutant("missing barrier before a stage is refilled",
            "      __syncthreads();  // this buffer is refilled two steps on\n", "", everywhere=True),

@@ -24,8 +24,10 @@ using Plan = FusedPlan;
 template <MathMode kMode>
 struct Math;
 
-// 16-bit inputs: a fragment register holds two consecutive K elements, so fragments are 32-bit loads of
-// the staged rows (row-major A[m][k], W[n][k]), laid out as the PTX ISA's m16n8k16 fragments.
+// 16-bit inputs: the staged rows (row-major A[m][k], W[n][k]) are read with ldmatrix, which hands each lane
+// the PTX ISA's m16n8k16 fragments directly: one instruction for a 16x16 A tile or two 8-channel B tiles,
+// where 32-bit loads took four (sass_report: the loops' LDS count). Rows are 16-byte aligned (kStride = 40
+// elements), and the 8 rows of a matrix fall in distinct banks.
 template <class T, bool kBf16>
 struct Math16 {
   using Element = T;
@@ -34,24 +36,26 @@ struct Math16 {
   template <int MI, int NI>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const T* a, const T* b, int tile_m0, int tile_n0,
                                    int m_tiles, int n_tiles, int lane) {
+    static_assert(NI % 2 == 0, "B tiles are loaded in pairs");
     if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data
-    const int g = lane / 4, t = lane % 4;
+    // Lane l gives the address of row l % 8 of matrix q = l / 8. A: matrices (rows 0-7 | 8-15) x (k 0-7 |
+    // 8-15) in fragment order a0..a3. B: (n tile ni, k 0-7), (ni, k 8-15), (ni + 1, k 0-7), (ni + 1, k 8-15).
+    const int q = lane / 8, row8 = lane % 8;
+    const T* a_lane = a + (tile_m0 * 16 + row8 + 8 * (q & 1)) * kStride + 8 * (q >> 1);
+    const T* b_lane = b + ((tile_n0 + (q >> 1)) * 8 + row8) * kStride + 8 * (q & 1);
     SIMT_UNROLL
     for (int kk = 0; kk < Plan::kKChunk; kk += 16) {
       uint32_t af[MI][4], bf[NI][2];
       SIMT_UNROLL
-      for (int mi = 0; mi < MI; ++mi) {
-        const T* row = a + ((tile_m0 + mi) * 16 + g) * kStride + kk + 2 * t;
-        af[mi][0] = simt::load_32(row);
-        af[mi][1] = simt::load_32(row + 8 * kStride);
-        af[mi][2] = simt::load_32(row + 8);
-        af[mi][3] = simt::load_32(row + 8 * kStride + 8);
-      }
+      for (int mi = 0; mi < MI; ++mi) simt::ldmatrix_x4(af[mi], a_lane + mi * 16 * kStride + kk);
       SIMT_UNROLL
-      for (int ni = 0; ni < NI; ++ni) {
-        const T* row = b + ((tile_n0 + ni) * 8 + g) * kStride + kk + 2 * t;
-        bf[ni][0] = simt::load_32(row);
-        bf[ni][1] = simt::load_32(row + 8);
+      for (int ni = 0; ni < NI; ni += 2) {
+        uint32_t pair[4];
+        simt::ldmatrix_x4(pair, b_lane + ni * 8 * kStride + kk);
+        bf[ni][0] = pair[0];
+        bf[ni][1] = pair[1];
+        bf[ni + 1][0] = pair[2];
+        bf[ni + 1][1] = pair[3];
       }
       SIMT_UNROLL
       for (int mi = 0; mi < MI; ++mi) {

@@ -44,7 +44,7 @@ DTYPES = {"f16": (2, 0), "bf16": (2, 1), "tf32": (4, 2), "f32": (4, 3)}
 MEASURED_SASS = {
     "f16": dict(registers=128, instructions_per_tensor_op=18.0),
     "bf16": dict(registers=128, instructions_per_tensor_op=18.0),
-    "tf32": dict(registers=232, instructions_per_tensor_op=31.8),
+    "tf32": dict(registers=166, instructions_per_tensor_op=29.1),
     "f32": dict(registers=206, instructions_per_tensor_op=None),
 }
 

@@ -78,7 +78,9 @@ struct Math<MathMode::kF16> : Math16<simt::half, false> {};
 template <>
 struct Math<MathMode::kBF16> : Math16<simt::bfloat16, true> {};
 
-// Float32 on tensor cores: m16n8k8 TF32 fragments, each register one element rounded to TF32.
+// Float32 on tensor cores: m16n8k8 TF32 fragments, each register one element rounded to TF32. ldmatrix
+// reads them too: an 8 x 8 matrix of 16-bit elements is 8 rows of four floats, and lane l receives float
+// l % 4 of row l / 4, which is the TF32 fragment's (row g, k t). Rows are 16-byte aligned (stride 36).
 template <>
 struct Math<MathMode::kTF32> {
   using Element = float;
@@ -87,24 +89,30 @@ struct Math<MathMode::kTF32> {
   template <int MI, int NI>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const float* a, const float* b, int tile_m0,
                                    int tile_n0, int m_tiles, int n_tiles, int lane) {
+    static_assert(NI % 2 == 0, "B tiles are loaded in pairs");
     if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data
-    const int g = lane / 4, t = lane % 4;
+    // Lane l gives the address of row l % 8 of matrix q = l / 8. A: (rows 0-7 | 8-15) x (k 0-3 | 4-7) in
+    // fragment order a0..a3. B: (n tile ni, k 0-3), (ni, k 4-7), (ni + 1, k 0-3), (ni + 1, k 4-7).
+    const int q = lane / 8, row8 = lane % 8;
+    const float* a_lane = a + (tile_m0 * 16 + row8 + 8 * (q & 1)) * kStride + 4 * (q >> 1);
+    const float* b_lane = b + ((tile_n0 + (q >> 1)) * 8 + row8) * kStride + 4 * (q & 1);
     SIMT_UNROLL
     for (int kk = 0; kk < Plan::kKChunk; kk += 8) {
       uint32_t af[MI][4], bf[NI][2];
       SIMT_UNROLL
       for (int mi = 0; mi < MI; ++mi) {
-        const float* row = a + ((tile_m0 + mi) * 16 + g) * kStride + kk + t;
-        af[mi][0] = simt::to_tf32(row[0]);
-        af[mi][1] = simt::to_tf32(row[8 * kStride]);
-        af[mi][2] = simt::to_tf32(row[4]);
-        af[mi][3] = simt::to_tf32(row[8 * kStride + 4]);
+        simt::ldmatrix_x4(af[mi], a_lane + mi * 16 * kStride + kk);
+        SIMT_UNROLL
+        for (int r = 0; r < 4; ++r) af[mi][r] = simt::to_tf32_bits(af[mi][r]);
       }
       SIMT_UNROLL
-      for (int ni = 0; ni < NI; ++ni) {
-        const float* row = b + ((tile_n0 + ni) * 8 + g) * kStride + kk + t;
-        bf[ni][0] = simt::to_tf32(row[0]);
-        bf[ni][1] = simt::to_tf32(row[4]);
+      for (int ni = 0; ni < NI; ni += 2) {
+        uint32_t pair[4];
+        simt::ldmatrix_x4(pair, b_lane + ni * 8 * kStride + kk);
+        bf[ni][0] = simt::to_tf32_bits(pair[0]);
+        bf[ni][1] = simt::to_tf32_bits(pair[1]);
+        bf[ni + 1][0] = simt::to_tf32_bits(pair[2]);
+        bf[ni + 1][1] = simt::to_tf32_bits(pair[3]);
       }
       SIMT_UNROLL
       for (int mi = 0; mi < MI; ++mi) {

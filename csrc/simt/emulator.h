@@ -61,6 +61,12 @@ inline uint32_t pack2(half lo, half hi) { return uint32_t(lo.bits) | (uint32_t(h
 inline uint32_t pack2(bfloat16 lo, bfloat16 hi) { return uint32_t(lo.bits) | (uint32_t(hi.bits) << 16); }
 // cvt.rna.tf32.f32: round to nearest, ties away from zero, keeping 10 mantissa bits.
 uint32_t to_tf32(float x);
+// The same for a float held as its bits (a register ldmatrix filled).
+inline uint32_t to_tf32_bits(uint32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, 4);
+  return to_tf32(x);
+}
 
 // An error the emulator detected in a kernel (or in its launch).
 class Error : public std::runtime_error {

@@ -113,6 +113,8 @@ SIMT_DEVICE uint32_t to_tf32(float x) {
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
   return r;
 }
+// The same for a float held as its bits (a register ldmatrix filled).
+SIMT_DEVICE uint32_t to_tf32_bits(uint32_t bits) { return to_tf32(__uint_as_float(bits)); }
 
 SIMT_DEVICE float negative_infinity() { return __int_as_float(int(0xff800000u)); }
 SIMT_DEVICE uint32_t load_32(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }

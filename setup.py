@@ -138,7 +138,7 @@ def make_extension():
         # default: two copies in one process break iostreams (seen 2026-11-28 on the H200 machine's image,
         # whose g++ wrapper linked libstdc++ statically: `import fused_inception` segfaulted in istream >> int).
         # An explicit -lstdc++ ahead of the driver's own resolves every symbol from the shared library.
-        extra_link_args=["-Wl,-Bdynamic", "-lstdc++"],
+        extra_link_args=["-Wl,-Bdynamic", "-lstdc++"] if sys.platform.startswith("linux") else [],
     )
     if not cuda_home:
         kwargs["extra_compile_args"] = {"cxx": cxx_flags + define_flags}

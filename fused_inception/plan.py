@@ -96,6 +96,7 @@ class Gemm:
     passes: int
     k_chunks: int
     channels: int     # N: the channels computed (the last pass may be partial)
+    skips_idle_warps: bool = True  # the tensor-core modes; the exact-FP32 path computes every warp's tiles
 
     @property
     def k_steps(self) -> int:
@@ -105,6 +106,8 @@ class Gemm:
     def computed_n(self) -> int:
         """Channels the tensor cores compute over all passes: in each pass, the warps (WARPS_N across N, each
         pass_n / WARPS_N wide) that hold at least one channel; a warp past the pass's channels skips it."""
+        if not self.skips_idle_warps:
+            return self.passes * self.pass_n
         warp_n = self.pass_n // WARPS_N
         return sum(_ceil_div(min(self.pass_n, self.channels - begin), warp_n) * warp_n
                    for begin in range(0, self.channels, self.pass_n))
@@ -150,7 +153,7 @@ def block_shape(config: InceptionConfig, kernel_sizes=(3, 5)) -> BlockShape:
     return BlockShape(*config.block_args, *kernel_sizes)
 
 
-def tasks(s: BlockShape, chunk: int) -> list:
+def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True) -> list:
     """The tasks in grid.y order (task_of in inception_params.h) with the GEMMs each CTA runs."""
     k_chunks_x = _ceil_div(s.in_channels, K_CHUNK)
     result = []
@@ -159,14 +162,14 @@ def tasks(s: BlockShape, chunk: int) -> list:
             count = min(chunk, channels - begin)
             output_passes = _ceil_div(count, OUT_PASS_N)
             if branch in ("1x1", "pool"):
-                gemms = (Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes, k_chunks_x, count),)
+                gemms = (Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes, k_chunks_x, count, skips_idle_warps),)
             else:
                 kernel, reduced = (s.k3, s.ch3x3red) if branch == "3x3" else (s.k5, s.ch5x5red)
                 halo_pixels = (TILE + kernel - 1) ** 2
                 reduction = Gemm(16 * _ceil_div(halo_pixels, 16), HALO_ROWS, HALO_PASS_N,
-                                 _ceil_div(reduced, HALO_PASS_N), k_chunks_x, reduced)
+                                 _ceil_div(reduced, HALO_PASS_N), k_chunks_x, reduced, skips_idle_warps)
                 window = Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes,
-                              _ceil_div(kernel * kernel * reduced, K_CHUNK), count)
+                              _ceil_div(kernel * kernel * reduced, K_CHUNK), count, skips_idle_warps)
                 gemms = (reduction, window)
             result.append(Task(branch, begin, count, gemms))
     assert len(result) == count_tasks(s, chunk)
@@ -243,7 +246,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     tiles = _ceil_div(height, TILE) * _ceil_div(width, TILE)
     grid_x = batch * tiles
     chunk = plan_channel_chunk(s, grid_x, device.sms)
-    task_list = tasks(s, chunk)
+    task_list = tasks(s, chunk, skips_idle_warps=dtype != "f32")
     ctas = grid_x * len(task_list)
     occupancy = ctas_per_sm(measured["registers"], smem, device)
     slots = device.sms * occupancy
@@ -295,8 +298,8 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                 executed_flops=executed, ideal_flops=ideal, longest_cta_ksteps=max(t.k_steps for t in task_list),
                 shared_bytes=smem, x_reads=x_reads, dram_bytes=dram_bytes, min_dram_bytes=min_bytes,
                 registers=measured["registers"], instructions_per_tensor_op=measured["instructions_per_tensor_op"],
-                issue_us=issue_s * 1e6, tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6, bound=bound,
-                floor_us=floor_s * 1e6,
+                issue_us=issue_s * 1e6, tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6,
+                bound=bound, floor_us=floor_s * 1e6,
                 assumptions=dict(sms=device.sms, l2_bytes=device.l2_bytes, clock_hz=device.clock_hz,
                                  dram_bytes_per_s=device.dram_bytes_per_s,
                                  tensor_ops_per_sm_cycle=rate, schedulers_per_sm=device.schedulers_per_sm,

@@ -100,9 +100,9 @@ MUTANTS = [
            "const int n_tiles = (count - n0 < kN ? count - n0 : kN) / 8;"),
     Mutant("idle-warp skip: a warp that holds only some of the pass's channels skips them (16-bit)",
            "if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data\n"
-           "    // Lane l gives the address",
+           "    // Lane l gives the address of row l % 8 of matrix q = l / 8. A: matrices (rows 0-7 | 8-15) x (k 0-7 |",
            "if (tile_m0 >= m_tiles || tile_n0 + NI > n_tiles) return;  // warp-uniform: no tile of this warp has data\n"
-           "    // Lane l gives the address"),
+           "    // Lane l gives the address of row l % 8 of matrix q = l / 8. A: matrices (rows 0-7 | 8-15) x (k 0-7 |"),
     # barriers and cp.async waits
     Mutant("missing barrier before a stage is refilled",
            "      __syncthreads();  // this buffer is refilled two steps on\n", "", everywhere=True),

@@ -40,6 +40,7 @@ def test_build_info_reports_configuration():
         assert info["cuda_arch_list"]
 
 
+@pytest.mark.build
 @pytest.mark.skipif(os.environ.get("FUSED_INCEPTION_EXPECT_CUDA_BUILD") != "1",
                     reason="set FUSED_INCEPTION_EXPECT_CUDA_BUILD=1 where the build must include CUDA (CI does)")
 def test_cuda_sources_were_built():

@@ -174,3 +174,15 @@ def test_plan_runs_without_torch():
     out, module_line = result.stdout.rsplit("MODULE ", 1)
     assert module_line.strip() == os.path.join(REPO, "fused_inception", "plan.py")
     assert json.loads(out)[0]["ctas"] == 16
+
+
+def test_idle_warps_skip_in_the_tensor_core_modes_only():
+    # 3a at batch 1: 64-channel tasks in 128-wide output passes. The tensor-core kernels skip the two idle
+    # warps across N; the exact-FP32 path computes every warp's tiles, so its executed work is larger.
+    bf16 = plan.plan_case(BLOCKS_BY_NAME["3a"], 1, "bf16")
+    f32 = plan.plan_case(BLOCKS_BY_NAME["3a"], 1, "f32")
+    assert bf16.channel_chunk == f32.channel_chunk == 64 and bf16.ideal_flops == f32.ideal_flops
+    assert f32.executed_flops > bf16.executed_flops
+    full = plan.Gemm(64, 64, 128, 1, 6, 64, skips_idle_warps=False)
+    assert full.computed_n == 128 and plan.Gemm(64, 64, 128, 1, 6, 64).computed_n == 64
+    assert plan.Gemm(160, 160, 64, 2, 6, 96).computed_n == 64 + 32  # 96 reduced channels: 4 + 2 warps of 16

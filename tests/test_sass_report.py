@@ -156,6 +156,7 @@ _SO = sass_report.find_extension()
 _CUOBJDUMP = sass_report.find_cuobjdump()
 
 
+@pytest.mark.build
 @pytest.mark.skipif(_SO is None, reason="no built extension (fused_inception/_C*.so)")
 @pytest.mark.skipif(_CUOBJDUMP is None, reason="no cuobjdump (it ships with triton)")
 def test_report_of_the_built_extension(capsys):

@@ -285,3 +285,18 @@ def test_ncu_driver_runs_its_cases_in_label_order_on_the_cpu(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert labels.read_text().split() == ["3a-b1-bf16-channels_last", "5b-b1-bf16-channels_last"]
+
+
+def test_profile_host_script_runs_on_cpu():
+    # scripts/profile_host.py: what a GPU session with spare minutes runs to split the op's time per call
+    # into host layers and the kernel (the H200 run timed 3a at batch 1 at twice its kernel time).
+    script = os.path.join(REPO, "scripts", "profile_host.py")
+    done = subprocess.run([sys.executable, script, "--device", "cpu", "--block", "5b", "--repeats", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip().endswith(" us")]
+    assert len(lines) == 6 and all(float(line.split()[-2]) > 0 for line in lines)
+    assert "fused_inception::inception_forward" in done.stdout  # the profiler's table names the op
+    bad = subprocess.run([sys.executable, script, "--device", "cpu", "--block", "9z"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--block must be one of" in bad.stderr

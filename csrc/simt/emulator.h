@@ -209,12 +209,6 @@ T* dynamic_shared() {
 }
 
 inline float negative_infinity() { return -HUGE_VALF; }
-inline uint32_t load_32(const void* p) {
-  if (reinterpret_cast<uintptr_t>(p) % 4 != 0) throw Error("load_32: misaligned 4-byte access");
-  uint32_t v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
 inline u32x4 load_128(const void* p) {
   if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw Error("load_128: misaligned 16-byte access");
   u32x4 v;

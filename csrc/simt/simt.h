@@ -117,7 +117,6 @@ SIMT_DEVICE uint32_t to_tf32(float x) {
 SIMT_DEVICE uint32_t to_tf32_bits(uint32_t bits) { return to_tf32(__uint_as_float(bits)); }
 
 SIMT_DEVICE float negative_infinity() { return __int_as_float(int(0xff800000u)); }
-SIMT_DEVICE uint32_t load_32(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }
 SIMT_DEVICE u32x4 load_128(const void* p) { return *reinterpret_cast<const uint4*>(p); }
 SIMT_DEVICE void store_128(void* p, u32x4 v) { *reinterpret_cast<uint4*>(p) = v; }
 

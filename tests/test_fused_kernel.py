@@ -82,7 +82,9 @@ def check_fused(block, x, mode):
 @pytest.mark.parametrize("config", fused_inception.GOOGLENET_BLOCKS, ids=lambda c: c.name)
 def test_googlenet_blocks(config, mode, memory_format, device, fused):
     dtype, _ = MODES[mode]
-    block = make_block(config.block_args, device=device, dtype=dtype)
+    # The model in the input's layout, as users convert one: channels_last weights are (tap, channel) rows,
+    # which the k x k GEMMs read in place from the reduction (whole-vector channels in every block).
+    block = make_block(config.block_args, device=device, dtype=dtype).to(memory_format=memory_format)
     batch = 1 if device == "cpu" else 2
     x = make_input(batch, config.in_channels, config.spatial, config.spatial, device, dtype, memory_format)
     before = simt_launch_count()
@@ -146,18 +148,22 @@ def kernel_cases(draw):
     batch = draw(st.sampled_from([1, 2, 3]))
     height, width = draw(st.integers(1, 19)), draw(st.integers(1, 19))
     layout = draw(st.sampled_from(["nchw", "nhwc", "sliced"]))
+    weights_channels_last = draw(st.booleans())  # (tap, channel) weight rows: the in-place window path
     mode = draw(st.sampled_from(list(MODES)))
     chunk = draw(st.sampled_from([None, 1, 3, 8]))  # None: the planner's (one task per branch here)
-    return block_args, kernel_sizes, batch, height, width, layout, mode, chunk, draw(st.integers(0, 2**16))
+    return (block_args, kernel_sizes, batch, height, width, layout, weights_channels_last, mode, chunk,
+            draw(st.integers(0, 2**16)))
 
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=kernel_cases())
 def test_random_configs(case, device, fused):
-    block_args, kernel_sizes, batch, height, width, layout, mode, chunk, seed = case
+    block_args, kernel_sizes, batch, height, width, layout, weights_channels_last, mode, chunk, seed = case
     dtype, _ = MODES[mode]
     block = make_block(block_args, kernel_sizes, device=device, dtype=dtype, seed=seed)
+    if weights_channels_last:
+        block = block.to(memory_format=torch.channels_last)
     cin = block_args[0]
     if layout == "sliced":  # strided in every dimension: the kernel reads x through its strides
         x = make_input(batch, cin + 3, height + 2, 2 * width, device, dtype, seed=seed)[:, 2:2 + cin, 1:-1, ::2]

@@ -19,6 +19,53 @@ namespace inception {
 
 using Plan = FusedPlan;
 
+// ---- where a lane's A rows lie in one K chunk ----------------------------------------------------------------
+
+// ldmatrix takes one row address per lane: lane l gives row l % 8 of matrix q = l / 8, and for A the four
+// matrices of an m16 x (16 bytes of K) x 2 tile are (rows 0-7 | 8-15) x (K bytes 0-15 | 16-31), in fragment
+// order a0..a3. Both sources below hand multiply() that address for (K offset kk, m tile mi).
+
+// A staged in shared memory, row-major at the stage stride.
+template <class T>
+struct StagedRows {
+  static constexpr int kStride = Plan::stage_stride(int(sizeof(T)));
+  const T* stage;     // the chunk (the exact-FP32 path reads it directly)
+  const T* lane_row;  // this lane's ldmatrix row in the warp's first m tile
+  SIMT_DEVICE StagedRows(const T* stage, int tile_m0, int lane)
+      : stage(stage),
+        lane_row(stage + (tile_m0 * 16 + lane % 8 + 8 * ((lane / 8) & 1)) * kStride + 16 / int(sizeof(T)) * (lane / 16)) {}
+  struct AtK {
+    const T* row0;
+    SIMT_DEVICE const T* row(int mi) const { return row0 + mi * 16 * kStride; }
+  };
+  SIMT_DEVICE AtK at(int kk) const { return AtK{lane_row + kk}; }
+};
+
+// The k x k GEMM's A read in place from the reduction (implicit GEMM, no staging): row m is output pixel
+// (m / 8, m % 8) of the tile; a 16-byte group of K is 8 (or 4) channels of one tap when K runs over
+// (tap, channel) and the channels are whole vectors, so it is 16 contiguous bytes of one reduction row. The
+// window table holds each group's element offset from the pixel's tap-(0, 0) row, -1 past K (read from a zero
+// vector, so that padding never multiplies a non-finite value).
+template <class T>
+struct WindowRows {
+  static constexpr int kVector = 16 / int(sizeof(T));
+  const T* lane_pixel;   // this lane's ldmatrix row (pixel) in the warp's first m tile, at tap (0, 0)
+  int64_t m_tile_step;   // elements between m tiles: two rows of the tile, 2 * halo width reduction rows
+  const int* groups;     // this chunk's window table entries, offset by this lane's K half
+  const T* zeros;
+  struct AtK {
+    const T* row0;
+    bool inside;  // the group lies within K
+    int64_t m_tile_step;
+    const T* zeros;
+    SIMT_DEVICE const T* row(int mi) const { return inside ? row0 + mi * m_tile_step : zeros; }
+  };
+  SIMT_DEVICE AtK at(int kk) const {
+    const int offset = groups[kk / kVector];
+    return AtK{lane_pixel + offset, offset >= 0, m_tile_step, zeros};
+  }
+};
+
 // ---- arithmetic per math mode: one K chunk of a warp's M x N tiles ---------------------------------------
 
 template <MathMode kMode>
@@ -33,21 +80,21 @@ struct Math16 {
   using Element = T;
   static constexpr int kStride = Plan::stage_stride(2);
 
-  template <int MI, int NI>
-  static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const T* a, const T* b, int tile_m0, int tile_n0,
+  template <int MI, int NI, class ARows>
+  static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const ARows& a, const T* b, int tile_m0, int tile_n0,
                                    int m_tiles, int n_tiles, int lane) {
     static_assert(NI % 2 == 0, "B tiles are loaded in pairs");
     if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data
-    // Lane l gives the address of row l % 8 of matrix q = l / 8. A: matrices (rows 0-7 | 8-15) x (k 0-7 |
-    // 8-15) in fragment order a0..a3. B: (n tile ni, k 0-7), (ni, k 8-15), (ni + 1, k 0-7), (ni + 1, k 8-15).
+    // A: the row addresses come from `a` (StagedRows, WindowRows). B: lane l gives row l % 8 of matrix
+    // q = l / 8: (n tile ni, k 0-7), (ni, k 8-15), (ni + 1, k 0-7), (ni + 1, k 8-15).
     const int q = lane / 8, row8 = lane % 8;
-    const T* a_lane = a + (tile_m0 * 16 + row8 + 8 * (q & 1)) * kStride + 8 * (q >> 1);
     const T* b_lane = b + ((tile_n0 + (q >> 1)) * 8 + row8) * kStride + 8 * (q & 1);
     SIMT_UNROLL
     for (int kk = 0; kk < Plan::kKChunk; kk += 16) {
       uint32_t af[MI][4], bf[NI][2];
+      const auto a_k = a.at(kk);
       SIMT_UNROLL
-      for (int mi = 0; mi < MI; ++mi) simt::ldmatrix_x4(af[mi], a_lane + mi * 16 * kStride + kk);
+      for (int mi = 0; mi < MI; ++mi) simt::ldmatrix_x4(af[mi], a_k.row(mi));
       SIMT_UNROLL
       for (int ni = 0; ni < NI; ni += 2) {
         uint32_t pair[4];
@@ -86,22 +133,22 @@ struct Math<MathMode::kTF32> {
   using Element = float;
   static constexpr int kStride = Plan::stage_stride(4);
 
-  template <int MI, int NI>
-  static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const float* a, const float* b, int tile_m0,
+  template <int MI, int NI, class ARows>
+  static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const ARows& a, const float* b, int tile_m0,
                                    int tile_n0, int m_tiles, int n_tiles, int lane) {
     static_assert(NI % 2 == 0, "B tiles are loaded in pairs");
     if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data
-    // Lane l gives the address of row l % 8 of matrix q = l / 8. A: (rows 0-7 | 8-15) x (k 0-3 | 4-7) in
-    // fragment order a0..a3. B: (n tile ni, k 0-3), (ni, k 4-7), (ni + 1, k 0-3), (ni + 1, k 4-7).
+    // A: (rows 0-7 | 8-15) x (k 0-3 | 4-7), addresses from `a`. B: lane l gives row l % 8 of matrix q = l / 8:
+    // (n tile ni, k 0-3), (ni, k 4-7), (ni + 1, k 0-3), (ni + 1, k 4-7).
     const int q = lane / 8, row8 = lane % 8;
-    const float* a_lane = a + (tile_m0 * 16 + row8 + 8 * (q & 1)) * kStride + 4 * (q >> 1);
     const float* b_lane = b + ((tile_n0 + (q >> 1)) * 8 + row8) * kStride + 4 * (q & 1);
     SIMT_UNROLL
     for (int kk = 0; kk < Plan::kKChunk; kk += 8) {
       uint32_t af[MI][4], bf[NI][2];
+      const auto a_k = a.at(kk);
       SIMT_UNROLL
       for (int mi = 0; mi < MI; ++mi) {
-        simt::ldmatrix_x4(af[mi], a_lane + mi * 16 * kStride + kk);
+        simt::ldmatrix_x4(af[mi], a_k.row(mi));
         SIMT_UNROLL
         for (int r = 0; r < 4; ++r) af[mi][r] = simt::to_tf32_bits(af[mi][r]);
       }
@@ -133,8 +180,9 @@ struct Math<MathMode::kF32> {
   static constexpr int kStride = Plan::stage_stride(4);
 
   template <int MI, int NI>
-  static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const float* a, const float* b, int tile_m0,
-                                   int tile_n0, int m_tiles, int /*n_tiles*/, int lane) {
+  static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const StagedRows<float>& staged, const float* b,
+                                   int tile_m0, int tile_n0, int m_tiles, int /*n_tiles*/, int lane) {
+    const float* a = staged.stage;
     // No early exit for idle warps here: it cost this FMA path 2.6 KB of spills (255 registers); the exact
     // mode is the reference path, not the fast one.
     const int g = lane / 4, t = lane % 4;
@@ -177,7 +225,8 @@ struct WeightRows {
 
 // How the CTA fills a kRows x kKChunk stage with 16-byte copies: each thread keeps one vector column and the
 // rows first_row() + j * kRowStep, j < kCopies, so the streams below compute a thread's addresses and
-// predicates once and each K chunk only adds k0 (no division in the K loop).
+// predicates once; a stream is called for K chunks 0, 1, 2, ... in order and advances its pointer by one
+// chunk a call (no division, no 64-bit multiply in the K loop).
 template <class T, int kRows>
 struct StageColumns {
   static constexpr int kVector = 16 / int(sizeof(T));
@@ -196,20 +245,19 @@ struct StageColumns {
 template <class T, int kRows>
 struct WeightStream : StageColumns<T, kRows> {
   using C = StageColumns<T, kRows>;
-  const T* source;      // this thread's first row, its vector column
+  const T* source;      // this thread's first row, its vector column, at the next chunk
   int64_t row_step;     // elements between the rows of consecutive copies
-  int64_t column;       // this thread's K offset within a chunk
-  int64_t length;
+  int k_left;           // elements of the row from there on (K fits int32: plan_fused_launch)
   int stage_offset;     // this thread's first row in the stage
   uint32_t rows_inside;  // bit j: copy j's row is one of the pass's channels
 
   SIMT_DEVICE WeightStream(const WeightRows<T>& w, int count, int n0, int stride) {
     const int row0 = C::first_row();
-    column = int64_t(C::vector()) * C::kVector;
-    length = w.length;
+    const int column = C::vector() * C::kVector;
+    k_left = int(w.length) - column;
     source = w.data + (n0 + row0) * w.stride + column;
     row_step = C::kRowStep * w.stride;
-    stage_offset = row0 * stride + int(column);
+    stage_offset = row0 * stride + column;
     rows_inside = 0;
     SIMT_UNROLL
     for (int j = 0; j < C::kCopies; ++j) {
@@ -218,15 +266,19 @@ struct WeightStream : StageColumns<T, kRows> {
     }
   }
 
-  SIMT_DEVICE void operator()(T* stage, int stride, int64_t k0) const {
-    const bool k_inside = k0 + column < length;
+  // The next chunk into `stage` (rows `stride` elements apart).
+  SIMT_DEVICE void operator()(T* stage, int stride) {
+    const bool k_inside = k_left > 0;
     SIMT_UNROLL
     for (int j = 0; j < C::kCopies; ++j) {
       if (!C::in_stage(j)) break;
       const bool inside = k_inside && ((rows_inside >> j) & 1u);
-      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride,
-                        inside ? source + j * row_step + k0 : source, inside ? 16 : 0);
+      // Outside, src-size 0 reads nothing and zero-fills; the address only has to be well formed.
+      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, inside ? source + j * row_step : source,
+                        inside ? 16 : 0);
     }
+    source += Plan::kKChunk;
+    k_left -= Plan::kKChunk;
   }
 };
 
@@ -247,9 +299,17 @@ SIMT_DEVICE void for_each_accumulator(const float (&acc)[MI][NI][4], int n0, int
   }
 }
 
+// Where multiply() finds a K chunk's A: in the stage, for every loader that stages it (an overload below
+// serves the one that does not).
+template <class LoadA, class T>
+SIMT_DEVICE StagedRows<T> a_rows(const LoadA&, const T* stage, int64_t /*chunk*/, int tile_m0, int lane) {
+  return StagedRows<T>(stage, tile_m0, lane);
+}
+
 // C[m_rows x count] = A * W^T over K = w.length in passes of N = kWarpsN * NI * 8 channels. `load_a(stage,
-// k0)` fills the A stage (all kWarpsM * MI * 16 rows, zeros where there is no data); `store(row, column,
-// value)` receives every accumulator of a pass. Loaders and stores are functors, not lambdas, so that they
+// k0)` fills the A stage (all kWarpsM * MI * 16 rows, zeros where there is no data); each pass calls a fresh
+// copy of it for k0 = 0, kKChunk, 2 kKChunk, ... in order (a stream may count instead of reading k0).
+// `store(row, column, value)` receives every accumulator of a pass. Loaders and stores are functors, not lambdas, so that they
 // inline and the accumulators stay in registers. Every thread of the CTA calls it with the same arguments
 // (it synchronises the CTA).
 template <MathMode kMode, int MI, int NI, class LoadA, class Store>
@@ -264,7 +324,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
   constexpr int kN = Plan::kWarpsN * NI * 8;
   const int warp = threadIdx.x / simt::kWarpSize, lane = threadIdx.x % simt::kWarpSize;
   const int tile_m0 = (warp / Plan::kWarpsN) * MI, tile_n0 = (warp % Plan::kWarpsN) * NI;
-  const int64_t chunks = (w.length + Plan::kKChunk - 1) / Plan::kKChunk;
+  const int chunks = int((w.length + Plan::kKChunk - 1) / Plan::kKChunk);  // K fits int32: plan_fused_launch
   if (chunks == 0) return;  // no K: nothing to issue (a committed group would outlive the kernel)
   for (int n0 = 0; n0 < count; n0 += kN) {
     // 8-channel tiles of this pass that hold channels: a warp whose tiles all lie past them skips the
@@ -280,15 +340,16 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
         for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
       }
     }
-    const WeightStream<typename M::Element, kN> stage_weights(w, count, n0, M::kStride);
+    WeightStream<typename M::Element, kN> stage_weights(w, count, n0, M::kStride);
+    LoadA pass_load_a = load_a;
     // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group.
-    auto issue = [&](int64_t chunk, int stage) {
-      stage_weights(b_stage(stage), M::kStride, chunk * Plan::kKChunk);
-      load_a(a_stage(stage), chunk * Plan::kKChunk);
+    auto issue = [&](int chunk, int stage) {
+      stage_weights(b_stage(stage), M::kStride);
+      pass_load_a(a_stage(stage), int64_t(chunk) * Plan::kKChunk);
       simt::cp_async_commit();
     };
     issue(0, 0);
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    for (int chunk = 0; chunk < chunks; ++chunk) {
       const int stage = int(chunk & 1);
       if (chunk + 1 < chunks) {
         issue(chunk + 1, stage ^ 1);  // the other buffer was released by the barrier ending the last step
@@ -297,7 +358,8 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
         simt::cp_async_wait<0>();
       }
       __syncthreads();
-      M::template multiply<MI, NI>(acc, a_stage(stage), b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles, lane);
+      M::template multiply<MI, NI>(acc, a_rows(load_a, a_stage(stage), chunk, tile_m0, lane), b_stage(stage), tile_m0,
+                                   tile_n0, m_tiles, n_tiles, lane);
       __syncthreads();  // this buffer is refilled two steps on
     }
     for_each_accumulator(acc, n0, tile_m0, tile_n0, lane, store);
@@ -352,18 +414,18 @@ SIMT_DEVICE void stage_pixels(T* stage, int stride, const InceptionParams& p, in
 template <class T, int kRows>
 struct PixelStream : StageColumns<T, kRows> {
   using C = StageColumns<T, kRows>;
-  const T* x;                          // this image, this thread's channel offset
+  const T* x;                          // this image, this thread's channel offset, at the next chunk
   int64_t pixel_offset[C::kCopies];    // of copy j's pixel
-  int64_t column, channels;
+  int channels_left;                   // channels from there on (in_channels fits int32: plan_fused_launch)
   int stage_offset;
   uint32_t pixels_inside;           // bit j: copy j's pixel is in the box and the image
 
   SIMT_DEVICE PixelStream(const InceptionParams& p, int64_t image, const PixelBox& box, int stride) {
     const int row0 = C::first_row();
-    column = int64_t(C::vector()) * C::kVector;
-    channels = p.shape.in_channels;
+    const int column = C::vector() * C::kVector;
+    channels_left = int(p.shape.in_channels) - column;
     x = static_cast<const T*>(p.x) + image * p.x_stride[0] + column;
-    stage_offset = row0 * stride + int(column);
+    stage_offset = row0 * stride + column;
     pixels_inside = 0;
     SIMT_UNROLL
     for (int j = 0; j < C::kCopies; ++j) {
@@ -375,16 +437,19 @@ struct PixelStream : StageColumns<T, kRows> {
     }
   }
 
-  SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
+  // The next chunk (its K offset k0 is implied by the calls so far).
+  SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
     const int stride = Plan::stage_stride(int(sizeof(T)));
-    const bool c_inside = k0 + column < channels;
+    const bool c_inside = channels_left > 0;
     SIMT_UNROLL
     for (int j = 0; j < C::kCopies; ++j) {
       if (!C::in_stage(j)) break;
       const bool inside = c_inside && ((pixels_inside >> j) & 1u);
-      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, inside ? x + pixel_offset[j] + k0 : x,
+      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, inside ? x + pixel_offset[j] : x,
                         inside ? 16 : 0);
     }
+    x += Plan::kKChunk;
+    channels_left -= Plan::kKChunk;
   }
 };
 
@@ -394,7 +459,8 @@ struct PixelStream : StageColumns<T, kRows> {
 // A thread stages one column k of the pixels of one tile column px: k's (c, tap) is decoded once per chunk,
 // and the tile's 8 rows of pixels are a fixed stride apart in the reduction.
 template <bool kTapsOuter, class T>
-SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kernel, int channels, int64_t k0) {
+SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kernel, int channels, int row_stride,
+                               int64_t k0) {
   static_assert(Plan::kThreads == Plan::kKChunk * Plan::kTile, "one thread per (K column, tile column)");
   const int halo_width = Plan::kTile + kernel - 1;
   const int taps = kernel * kernel;
@@ -405,9 +471,9 @@ SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kerne
   if (inside) {
     const int tap = kTapsOuter ? int(k / channels) : int(k % taps);
     const int c = kTapsOuter ? int(k % channels) : int(k / taps);
-    source = ((tap / kernel) * halo_width + px + tap % kernel) * channels + c;
+    source = ((tap / kernel) * halo_width + px + tap % kernel) * row_stride + c;
   }
-  const int row_step = halo_width * channels;  // one tile row down
+  const int row_step = halo_width * row_stride;  // one tile row down
   SIMT_UNROLL
   for (int py = 0; py < Plan::kTile; ++py) {
     stage[(py * Plan::kTile + px) * stride + kk] = inside ? reduced[source + py * row_step] : simt::from_float<T>(0.0f);
@@ -431,11 +497,46 @@ struct PixelLoader {
 template <class T, bool kTapsOuter>
 struct WindowLoader {
   const T* reduced;
-  int kernel, channels;
+  int kernel, channels, row_stride;
   SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
-    stage_windows<kTapsOuter>(stage, Plan::stage_stride(int(sizeof(T))), reduced, kernel, channels, k0);
+    stage_windows<kTapsOuter>(stage, Plan::stage_stride(int(sizeof(T))), reduced, kernel, channels, row_stride, k0);
   }
 };
+
+// The k x k GEMM with A read in place (WindowRows): K over (tap, channel), channels whole 16-byte vectors,
+// tensor-core modes. Nothing to stage; the window table maps each 16-byte group of K to its reduction offset.
+template <class T>
+struct DirectWindows {
+  const T* reduced;
+  const int* table;  // window_groups entries
+  const T* zeros;    // one zero vector
+  int halo_width, row_stride;
+  SIMT_DEVICE void operator()(T*, int64_t) const {}
+
+  // Fills the table for a kernel x kernel window over `channels`: group g is K elements [g, g + 1) x kVector.
+  // Every thread of the CTA calls it; a barrier must follow before the GEMM reads the table.
+  static SIMT_DEVICE void fill_table(int* table, T* zeros, int kernel, int channels, int halo_width,
+                                     int row_stride) {
+    constexpr int kVector = 16 / int(sizeof(T));
+    const int taps = kernel * kernel;
+    const int groups = int(window_groups(kernel, channels, int(sizeof(T))));
+    for (int g = threadIdx.x; g < groups; g += Plan::kThreads) {
+      const int k = g * kVector, tap = k / channels, c = k % channels;
+      table[g] = tap < taps ? ((tap / kernel) * halo_width + tap % kernel) * row_stride + c : -1;
+    }
+    if (int(threadIdx.x) < kVector) zeros[threadIdx.x] = simt::from_float<T>(0.0f);
+  }
+};
+
+template <class T>
+SIMT_DEVICE WindowRows<T> a_rows(const DirectWindows<T>& w, const T* /*stage*/, int64_t chunk, int tile_m0, int lane) {
+  constexpr int kVector = 16 / int(sizeof(T));
+  // Lane l's row: pixel (m / 8, m % 8) for m = tile_m0 * 16 + l % 8 + 8 * ((l / 8) & 1); its K half: l / 16.
+  const int tile_y = tile_m0 * 2 + ((lane / 8) & 1), tile_x = lane % 8;
+  return WindowRows<T>{w.reduced + (tile_y * w.halo_width + tile_x) * w.row_stride,
+                       int64_t(2) * w.halo_width * w.row_stride,
+                       w.table + chunk * (Plan::kKChunk / kVector) + lane / 16, w.zeros};
+}
 
 // Output GEMM pass: bias, ReLU, the branch's channel slice of the output (row: pixel of the 8x8 tile).
 template <class T>
@@ -454,19 +555,20 @@ struct OutputStore {
 };
 
 // Reduction GEMM pass (row: pixel of the halo box): bias and ReLU into shared memory, zero outside the image
-// because the k x k convolution zero-pads the reduced activation.
+// because the k x k convolution zero-pads the reduced activation. Rows are row_stride elements apart.
 template <class T>
 struct ReductionStore {
   const InceptionParams& p;
   T* reduced;
   const T* bias;
   PixelBox box;
-  int channels;
+  int channels, row_stride;
   SIMT_DEVICE void operator()(int row, int column, float value) const {
     if (row >= box.pixels || column >= channels) return;
     const int y = box.y0 + row / box.width, x = box.x0 + row % box.width;
     const bool inside = y >= 0 && y < p.height && x >= 0 && x < p.width;
-    reduced[row * channels + column] = simt::from_float<T>(inside ? relu(value + simt::to_float(bias[column])) : 0.0f);
+    reduced[row * row_stride + column] =
+        simt::from_float<T>(inside ? relu(value + simt::to_float(bias[column])) : 0.0f);
   }
 };
 
@@ -535,8 +637,16 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const int kernel = int(three ? s.k3 : s.k5);
   const int channels = int(three ? s.ch3x3red : s.ch5x5red);
   const int halo = kernel / 2, halo_width = Plan::kTile + kernel - 1;
+  const int row_stride = int(reduced_row_stride(channels, int(sizeof(T))));
   const PixelBox halo_box{y0 - halo, x0 - halo, halo_width, halo_width * halo_width};
-  const ReductionStore<T> reduction{p, reduced, bias(reduce, 0), halo_box, channels};
+  const ReductionStore<T> reduction{p, reduced, bias(reduce, 0), halo_box, channels, row_stride};
+  // The k x k GEMM reads A in place where K runs over (tap, channel) in whole 16-byte groups (DirectWindows);
+  // its table is filled here, ordered before its reads by the barrier that follows the reduction.
+  T* const zeros = reduced + p.reduced_elements;
+  int* const window_table = reinterpret_cast<int*>(zeros + 16 / int(sizeof(T)));
+  const bool direct_windows = kMode != MathMode::kF32 && p.weights[conv].taps_outer &&
+                              channels % (16 / int(sizeof(T))) == 0;
+  if (direct_windows) DirectWindows<T>::fill_table(window_table, zeros, kernel, channels, halo_width, row_stride);
   if (p.x_vectorized) {
     run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,
                                                   (halo_box.pixels + 15) / 16,
@@ -553,14 +663,24 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const int64_t out0 = (three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;
   const WeightRows<T> conv_rows = weight_rows(conv, task.channel_begin);
   const OutputStore<T> conv_store{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0};
+  if constexpr (kMode != MathMode::kF32) {  // (the exact-FP32 multiply reads staged A only)
+    if (direct_windows) {
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
+          a_stage, b_stage, conv_rows, task.channel_count, Plan::kTilePixels / 16,
+          DirectWindows<T>{reduced, window_table, zeros, halo_width, row_stride}, conv_store);
+      return;
+    }
+  }
   if (p.weights[conv].taps_outer) {
     run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
                                                 Plan::kTilePixels / 16,
-                                                WindowLoader<T, true>{reduced, kernel, channels}, conv_store);
+                                                WindowLoader<T, true>{reduced, kernel, channels, row_stride},
+                                                conv_store);
   } else {
     run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
                                                 Plan::kTilePixels / 16,
-                                                WindowLoader<T, false>{reduced, kernel, channels}, conv_store);
+                                                WindowLoader<T, false>{reduced, kernel, channels, row_stride},
+                                                conv_store);
   }
 }
 

@@ -87,6 +87,24 @@ static_assert(FusedPlan::kWarpsM * FusedPlan::kOutMI * 16 == FusedPlan::kTilePix
 static_assert(FusedPlan::kStageRows >= FusedPlan::kMaxHaloPixels);
 static_assert(FusedPlan::kStageCols >= FusedPlan::kWarpsN * FusedPlan::kHaloNI * 8);
 
+// The recomputed reduction in shared memory: one row of `reduced_row_stride` elements per halo pixel. A row is
+// the channels rounded up to whole 16-byte vectors, plus one vector where that count is even: an odd number of
+// vectors puts the 8 consecutive pixels of an ldmatrix (the k x k GEMM reads its A fragments straight from
+// these rows) in 8 distinct 16-byte bank groups.
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t reduced_row_stride(int64_t channels, int element_bytes) {
+  const int64_t vector = 16 / element_bytes, vectors = (channels + vector - 1) / vector;
+  return (vectors % 2 == 0 ? vectors + 1 : vectors) * vector;
+}
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t halo_pixels(int64_t kernel) {
+  return (FusedPlan::kTile + kernel - 1) * (FusedPlan::kTile + kernel - 1);
+}
+// The k x k GEMM's K, in whole K chunks, as 16-byte groups: the entries of its window table (one element
+// offset into the reduction per group of K, -1 past K), which lets it read A without staging.
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t window_groups(int64_t kernel, int64_t channels, int element_bytes) {
+  const int64_t k = kernel * kernel * channels;
+  return (k + FusedPlan::kKChunk - 1) / FusedPlan::kKChunk * FusedPlan::kKChunk / (16 / element_bytes);
+}
+
 // The block's six convolutions, in schema order; InceptionParams::weights is indexed by these.
 enum WeightIndex : int { kW1 = 0, kW3r = 1, kW3 = 2, kW5r = 3, kW5 = 4, kWp = 5, kNumWeights = 6 };
 
@@ -122,7 +140,7 @@ struct InceptionParams {
   InceptionShape shape;
   int32_t tiles_h, tiles_w;
   int32_t x_vectorized;      // x is read in 16-byte cp.async copies (channels contiguous and aligned)
-  int32_t reduced_elements;  // shared-memory elements for the recomputed reduction
+  int32_t reduced_elements;  // shared-memory elements for the recomputed reduction (its rows padded)
   int32_t channel_chunk;     // output channels per task (task_of)
   int32_t num_tasks;         // grid.y
 };

@@ -38,17 +38,21 @@ int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int s
   return chunk;
 }
 
-int64_t reduced_elements(const InceptionShape& s) {
-  auto halo_pixels = [](int64_t k) { return (FusedPlan::kTile + k - 1) * (FusedPlan::kTile + k - 1); };
-  return std::max(halo_pixels(s.k3) * s.ch3x3red, halo_pixels(s.k5) * s.ch5x5red);
+int64_t reduced_elements(const InceptionShape& s, int element_bytes) {
+  return std::max(halo_pixels(s.k3) * reduced_row_stride(s.ch3x3red, element_bytes),
+                  halo_pixels(s.k5) * reduced_row_stride(s.ch5x5red, element_bytes));
 }
 
 size_t fused_shared_bytes(const InceptionShape& s, int element_bytes) {
   const size_t stage = size_t(FusedPlan::kStages) * size_t(FusedPlan::kStageRows + FusedPlan::kStageCols) *
                        size_t(FusedPlan::stage_stride(element_bytes));
-  // The reduction follows the stages; keep it 16-byte aligned.
+  // The reduction follows the stages at a 16-byte boundary (its rows are whole vectors), then one zero vector
+  // and the window table (int32 entries) that the k x k GEMM reads A through.
   const size_t stage_bytes = (stage * size_t(element_bytes) + 15) / 16 * 16;
-  return stage_bytes + size_t(reduced_elements(s)) * size_t(element_bytes);
+  const int64_t groups = std::max(window_groups(s.k3, s.ch3x3red, element_bytes),
+                                  window_groups(s.k5, s.ch5x5red, element_bytes));
+  return stage_bytes + size_t(reduced_elements(s, element_bytes)) * size_t(element_bytes) + 16 +
+         size_t(groups) * sizeof(int32_t);
 }
 
 bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size_t shared_memory_limit,
@@ -69,6 +73,12 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
        << shared_memory_limit;
     return refuse(os.str());
   }
+  // The kernel counts K (a GEMM's input channels x taps) and its chunks in int32.
+  for (int index = 0; index < kNumWeights; ++index) {
+    if (weight_row_length(s, index) > std::numeric_limits<int32_t>::max() - FusedPlan::kKChunk) {
+      return refuse("a convolution with over 2^31 - 33 input channels x taps");
+    }
+  }
   p.tiles_h = int32_t(ceil_div(p.height, FusedPlan::kTile));
   p.tiles_w = int32_t(ceil_div(p.width, FusedPlan::kTile));
   const int64_t ctas_per_task = p.batch * int64_t(p.tiles_h) * p.tiles_w;
@@ -77,7 +87,7 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
   if (chunk > std::numeric_limits<int32_t>::max()) return refuse("too many output channels for one launch");
   p.channel_chunk = int32_t(chunk);
   p.num_tasks = int32_t(count_tasks(s, chunk));
-  p.reduced_elements = int32_t(reduced_elements(s));  // fits: the shared-memory check above bounds it
+  p.reduced_elements = int32_t(reduced_elements(s, element_bytes));  // fits: the shared-memory check above bounds it
   // 16-byte copies of x need whole vectors of channels at aligned addresses: channels contiguous, every
   // other stride and the channel count multiples of a vector, an aligned base.
   const int64_t vector = 16 / element_bytes;

@@ -14,9 +14,10 @@ namespace fused_inception {
 // grid's y dimension holds.
 int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int sm_count);
 
-// Shared memory of a launch: the A and B stages of the K chunks in flight and the recomputed reduction.
+// Shared memory of a launch: the A and B stages of the K chunks in flight, the recomputed reduction (its
+// rows padded: reduced_row_stride) and the k x k GEMM's window table.
 size_t fused_shared_bytes(const InceptionShape& s, int element_bytes);
-int64_t reduced_elements(const InceptionShape& s);
+int64_t reduced_elements(const InceptionShape& s, int element_bytes);
 
 // Fills the fields of `p` that follow from the shape, pointers and strides (tiles, tasks, shared memory,
 // how x and the weights are read); returns false, with the reason, for a case the fused kernel does not cover (the caller

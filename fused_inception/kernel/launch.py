@@ -86,13 +86,29 @@ def plan_channel_chunk(s: BlockShape, ctas_per_task, sm_count):
     return chunk
 
 
-def reduced_elements(s: BlockShape):
-    return max((TILE + s.k3 - 1) ** 2 * s.ch3x3red, (TILE + s.k5 - 1) ** 2 * s.ch5x5red)
+def reduced_row_stride(channels, element_bytes):
+    vector = 16 // element_bytes
+    vectors = -(-channels // vector)
+    return (vectors + 1 if vectors % 2 == 0 else vectors) * vector
+
+
+def halo_pixels(kernel):
+    return (TILE + kernel - 1) ** 2
+
+
+def window_groups(kernel, channels, element_bytes):
+    return _round_up(kernel * kernel * channels, K_CHUNK) // (16 // element_bytes)
+
+
+def reduced_elements(s: BlockShape, element_bytes):
+    return max(halo_pixels(s.k3) * reduced_row_stride(s.ch3x3red, element_bytes),
+               halo_pixels(s.k5) * reduced_row_stride(s.ch5x5red, element_bytes))
 
 
 def shared_bytes(s: BlockShape, element_bytes):
     stage = STAGES * (STAGE_ROWS + STAGE_COLS) * stage_stride(element_bytes)
-    return _round_up(stage * element_bytes, 16) + reduced_elements(s) * element_bytes
+    groups = max(window_groups(s.k3, s.ch3x3red, element_bytes), window_groups(s.k5, s.ch5x5red, element_bytes))
+    return _round_up(stage * element_bytes, 16) + reduced_elements(s, element_bytes) * element_bytes + 16 + 4 * groups
 
 
 def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width, x_strides, out_strides,
@@ -111,6 +127,8 @@ def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width
     if smem > shared_memory_limit:
         raise UnsupportedCase(f"the recomputed reduction needs {smem} bytes of shared memory, over the device's "
                               f"{shared_memory_limit}")
+    if max(s.in_channels, s.k3 * s.k3 * s.ch3x3red, s.k5 * s.k5 * s.ch5x5red) > 2**31 - 1 - K_CHUNK:
+        raise UnsupportedCase("a convolution with over 2^31 - 33 input channels x taps")  # the kernel counts K in int32
     tiles_h, tiles_w = -(-height // TILE), -(-width // TILE)
     ctas_per_task = batch * tiles_h * tiles_w
     if ctas_per_task > 2**31 - 1:
@@ -134,7 +152,7 @@ def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width
     params["x_stride"], params["out_stride"] = x_strides, out_strides
     params["shape"] = s.as_tuple()
     params["tiles_h"], params["tiles_w"], params["x_vectorized"] = tiles_h, tiles_w, int(vectorized)
-    params["reduced_elements"], params["channel_chunk"] = reduced_elements(s), chunk
+    params["reduced_elements"], params["channel_chunk"] = reduced_elements(s, element_bytes), chunk
     params["num_tasks"] = count_tasks(s, chunk)
     return params, (ctas_per_task, int(params["num_tasks"])), smem
 

@@ -185,3 +185,29 @@ def test_report_of_the_built_extension(capsys):
             assert loop["instructions_per_tensor_op"] == pytest.approx(
                 loop["instructions"] / loop["tensor_op_equivalents"])
             assert loop["instructions_per_tensor_op"] >= 1
+
+
+@pytest.mark.build
+@pytest.mark.skipif(_SO is None, reason="no built extension (fused_inception/_C*.so)")
+@pytest.mark.skipif(_CUOBJDUMP is None, reason="no cuobjdump (it ships with triton)")
+def test_plan_loop_counts_are_the_built_kernels(capsys):
+    # plan.MEASURED_SASS records, per dtype, each loop's instructions per K step and the registers: every
+    # recorded loop must be one of the built instantiation's tensor loops, with that loop's tensor work, so the
+    # model cannot silently describe an older kernel (update the table with the kernel).
+    from fused_inception import plan
+
+    status = sass_report.main(["--so", _SO, "--kernel", "inception_kernel", "--json"])
+    out, err = capsys.readouterr()
+    if status == 2 and "no sm_90 kernels" in err:
+        pytest.skip(f"the extension has no sm_90 cubins: {err.strip()}")
+    assert status == 0, err
+    modes = {int(e["kernel"].split("MathMode)")[1][0]): e for e in json.loads(out)["kernels"]}
+    for dtype, (_, mode) in plan.DTYPES.items():
+        recorded, built = plan.MEASURED_SASS[dtype], modes[mode]
+        assert recorded["registers"] == built["registers"], dtype
+        if recorded["loop_instructions"] is None:
+            assert built["tensor_loops"] == [], dtype
+            continue
+        loops = {(loop["instructions"], loop["tensor_op_equivalents"]) for loop in built["tensor_loops"]}
+        for kind, count in recorded["loop_instructions"].items():
+            assert (count, plan.LOOP_TENSOR_OPS[kind]) in loops, (dtype, kind, count, sorted(loops))

@@ -96,10 +96,12 @@ def test_a_terminated_check_still_writes_its_report(tmp_path):
                DEVICE_CHECK_CMD_tests="sleep 60")
     check = subprocess.Popen(["bash", CHECK, "--dry-run"], env=env, stdout=subprocess.PIPE, text=True)
     log = tmp_path / "check.log"
-    for _ in range(400):  # until the tests step has started
-        if log.exists() and "===== tests" in log.read_text():
-            break
+    # Until the tests step has started: the steps before it take seconds, more on a loaded machine (a 20 s
+    # cap once sent the signal early under a parallel test run).
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "===== tests" in log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert "===== tests" in log.read_text(), "the tests step never started"
     check.send_signal(signal.SIGTERM)
     output = check.communicate(timeout=60)[0]
     assert check.returncode == 143, output

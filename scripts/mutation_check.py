@@ -69,15 +69,22 @@ MUTANTS = [
            "(three ? s.out_offset_branch2() : s.out_offset_branch2())"),
     # biases and weights per branch (these read the packed weights: update them with the weight inputs)
     Mutant("spatial bias read without the task's channel_begin",
-           "conv_store{p, out, bias(conv, task.channel_begin),",
-           "conv_store{p, out, bias(conv, 0),"),
+           "conv_store{p, out + out0 * p.out_stride[1], bias(conv, task.channel_begin),",
+           "conv_store{p, out + out0 * p.out_stride[1], bias(conv, 0),"),
     Mutant("spatial weights read without the task's channel_begin",
            "conv_rows = weight_rows(conv, task.channel_begin);",
            "conv_rows = weight_rows(conv, 0);"),
     # ReLU
     Mutant("no ReLU on the recomputed reduction",
-           "inside ? relu(value + simt::to_float(bias[column])) : 0.0f",
-           "inside ? value + simt::to_float(bias[column]) : 0.0f"),
+           "inside ? relu(first) : 0.0f",
+           "inside ? first : 0.0f"),
+    # the paired epilogue
+    Mutant("epilogue: the second channel of a pair gets the first one's bias",
+           "bias[ni][1] = store.bias_at(column + 1);",
+           "bias[ni][1] = store.bias_at(column);"),
+    Mutant("epilogue: pair stores from an odd first channel (misaligned pairs)",
+           "return p.out_stride[1] == 1 && first % 2 == 0 &&",
+           "return p.out_stride[1] == 1 &&"),
     # fragment layouts
     Mutant("staged A fragment: ldmatrix's row and K halves swapped (registers 1 and 2)",
            "(tile_m0 * 16 + lane % 8 + 8 * ((lane / 8) & 1)) * kStride + 16 / int(sizeof(T)) * (lane / 16)",

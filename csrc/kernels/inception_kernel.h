@@ -282,18 +282,29 @@ struct WeightStream : StageColumns<T, kRows> {
   }
 };
 
-// Calls `store(row, column, value)` for every accumulator of a pass (row: GEMM M index, column: channel).
+// The epilogue of a pass. Lane (g, t) holds, in each m16n8 tile, rows g and g + 8 of the adjacent columns 2t
+// and 2t + 1: each such pair gets its biases (read once per pass: `store.bias_at(column)`, zero past the
+// channels) and goes to `store.write(row, column, first, second)` (row: GEMM M index; column: the pair's
+// first channel), which applies ReLU and writes both in one store where it can.
 template <int MI, int NI, class Store>
-SIMT_DEVICE void for_each_accumulator(const float (&acc)[MI][NI][4], int n0, int tile_m0, int tile_n0, int lane,
-                                      const Store& store) {
+SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int tile_m0, int tile_n0, int lane,
+                                    const Store& store) {
   const int g = lane / 4, t = lane % 4;
+  float bias[NI][2];
+  SIMT_UNROLL
+  for (int ni = 0; ni < NI; ++ni) {
+    const int column = n0 + (tile_n0 + ni) * 8 + 2 * t;
+    bias[ni][0] = store.bias_at(column);
+    bias[ni][1] = store.bias_at(column + 1);
+  }
   SIMT_UNROLL
   for (int mi = 0; mi < MI; ++mi) {
     SIMT_UNROLL
-    for (int ni = 0; ni < NI; ++ni) {
+    for (int row_half = 0; row_half < 2; ++row_half) {
       SIMT_UNROLL
-      for (int r = 0; r < 4; ++r) {
-        store((tile_m0 + mi) * 16 + g + 8 * (r >> 1), n0 + (tile_n0 + ni) * 8 + 2 * t + (r & 1), acc[mi][ni][r]);
+      for (int ni = 0; ni < NI; ++ni) {
+        store.write((tile_m0 + mi) * 16 + g + 8 * row_half, n0 + (tile_n0 + ni) * 8 + 2 * t,
+                    acc[mi][ni][2 * row_half] + bias[ni][0], acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
       }
     }
   }
@@ -309,7 +320,7 @@ SIMT_DEVICE StagedRows<T> a_rows(const LoadA&, const T* stage, int64_t /*chunk*/
 // C[m_rows x count] = A * W^T over K = w.length in passes of N = kWarpsN * NI * 8 channels. `load_a(stage,
 // k0)` fills the A stage (all kWarpsM * MI * 16 rows, zeros where there is no data); each pass calls a fresh
 // copy of it for k0 = 0, kKChunk, 2 kKChunk, ... in order (a stream may count instead of reading k0).
-// `store(row, column, value)` receives every accumulator of a pass. Loaders and stores are functors, not lambdas, so that they
+// `store` receives every accumulator of a pass (store_accumulators). Loaders and stores are functors, not lambdas, so that they
 // inline and the accumulators stay in registers. Every thread of the CTA calls it with the same arguments
 // (it synchronises the CTA).
 template <MathMode kMode, int MI, int NI, class LoadA, class Store>
@@ -362,7 +373,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
                                    tile_n0, m_tiles, n_tiles, lane);
       __syncthreads();  // this buffer is refilled two steps on
     }
-    for_each_accumulator(acc, n0, tile_m0, tile_n0, lane, store);
+    store_accumulators(acc, n0, tile_m0, tile_n0, lane, store);
   }
 }
 
@@ -538,24 +549,41 @@ SIMT_DEVICE WindowRows<T> a_rows(const DirectWindows<T>& w, const T* /*stage*/, 
                        w.table + chunk * (Plan::kKChunk / kVector) + lane / 16, w.zeros};
 }
 
-// Output GEMM pass: bias, ReLU, the branch's channel slice of the output (row: pixel of the 8x8 tile).
+// Output GEMM pass: ReLU, the branch's channel slice of the output (row: pixel of the 8x8 tile).
 template <class T>
 struct OutputStore {
   const InceptionParams& p;
-  T* out;  // this image's output
-  const T* bias;
-  int64_t out_channel0;
+  T* out;        // this image's output at the task's first channel
+  const T* bias;  // at the task's first channel
   int count, y0, x0;
-  SIMT_DEVICE void operator()(int row, int column, float value) const {
+  bool pairs;  // channels contiguous and every pair 2-element aligned: one store a pair
+  SIMT_DEVICE float bias_at(int column) const { return column < count ? simt::to_float(bias[column]) : 0.0f; }
+  SIMT_DEVICE void write(int row, int column, float first, float second) const {
     const int y = y0 + row / Plan::kTile, x = x0 + row % Plan::kTile;
     if (column >= count || y >= p.height || x >= p.width) return;
-    out[(out_channel0 + column) * p.out_stride[1] + y * p.out_stride[2] + x * p.out_stride[3]] =
-        simt::from_float<T>(relu(value + simt::to_float(bias[column])));
+    T* const pixel = out + column * p.out_stride[1] + y * p.out_stride[2] + x * p.out_stride[3];
+    if (column + 1 < count) {
+      if (pairs) {
+        simt::store_pair(pixel, relu(first), relu(second));
+        return;
+      }
+      pixel[p.out_stride[1]] = simt::from_float<T>(relu(second));
+    }
+    pixel[0] = simt::from_float<T>(relu(first));
   }
 };
 
-// Reduction GEMM pass (row: pixel of the halo box): bias and ReLU into shared memory, zero outside the image
-// because the k x k convolution zero-pads the reduced activation. Rows are row_stride elements apart.
+// Whether an output slice from channel `first` on takes pair stores: channels contiguous, and the image,
+// pixel strides, first channel and base all even in elements (so every pair (even column, + 1) is aligned).
+template <class T>
+SIMT_DEVICE bool output_pairs(const InceptionParams& p, int64_t first) {
+  return p.out_stride[1] == 1 && first % 2 == 0 && p.out_stride[0] % 2 == 0 && p.out_stride[2] % 2 == 0 &&
+         p.out_stride[3] % 2 == 0 && reinterpret_cast<uintptr_t>(p.out) % (2 * sizeof(T)) == 0;
+}
+
+// Reduction GEMM pass (row: pixel of the halo box): ReLU into shared memory, zero outside the image because
+// the k x k convolution zero-pads the reduced activation. Rows are row_stride elements apart, whole 16-byte
+// vectors, so a pair (even column, + 1) always lies in its row (past the channels: padding, written as 0).
 template <class T>
 struct ReductionStore {
   const InceptionParams& p;
@@ -563,12 +591,12 @@ struct ReductionStore {
   const T* bias;
   PixelBox box;
   int channels, row_stride;
-  SIMT_DEVICE void operator()(int row, int column, float value) const {
+  SIMT_DEVICE float bias_at(int column) const { return column < channels ? simt::to_float(bias[column]) : 0.0f; }
+  SIMT_DEVICE void write(int row, int column, float first, float second) const {
     if (row >= box.pixels || column >= channels) return;
     const int y = box.y0 + row / box.width, x = box.x0 + row % box.width;
     const bool inside = y >= 0 && y < p.height && x >= 0 && x < p.width;
-    reduced[row * row_stride + column] =
-        simt::from_float<T>(inside ? relu(value + simt::to_float(bias[column])) : 0.0f);
+    simt::store_pair(reduced + row * row_stride + column, inside ? relu(first) : 0.0f, inside ? relu(second) : 0.0f);
   }
 };
 
@@ -613,7 +641,8 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
     const PixelBox tile_box{y0, x0, Plan::kTile, Plan::kTilePixels};
     constexpr int kRows = Plan::kWarpsM * Plan::kOutMI * 16;
     const WeightRows<T> rows = weight_rows(conv, task.channel_begin);
-    const OutputStore<T> store{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0};
+    const OutputStore<T> store{p, out + out0 * p.out_stride[1], bias(conv, task.channel_begin), task.channel_count,
+                               y0, x0, output_pairs<T>(p, out0)};
     // One GEMM per way of reading A, chosen here once: no loader branch inside a K loop.
     if (pooled) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
@@ -662,7 +691,8 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
 
   const int64_t out0 = (three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;
   const WeightRows<T> conv_rows = weight_rows(conv, task.channel_begin);
-  const OutputStore<T> conv_store{p, out, bias(conv, task.channel_begin), out0, task.channel_count, y0, x0};
+  const OutputStore<T> conv_store{p, out + out0 * p.out_stride[1], bias(conv, task.channel_begin),
+                                  task.channel_count, y0, x0, output_pairs<T>(p, out0)};
   if constexpr (kMode != MathMode::kF32) {  // (the exact-FP32 multiply reads staged A only)
     if (direct_windows) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(

@@ -219,6 +219,13 @@ inline void store_128(void* p, u32x4 v) {
   if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw Error("store_128: misaligned 16-byte access");
   std::memcpy(p, &v, sizeof(v));
 }
+// Two adjacent elements in one store (st.b32 of a packed pair, st.v2.f32), which must be aligned to its size.
+template <class T>
+inline void store_pair(T* p, float first, float second) {
+  if (reinterpret_cast<uintptr_t>(p) % (2 * sizeof(T)) != 0) throw Error("store_pair: misaligned pair store");
+  const T pair[2] = {from_float<T>(first), from_float<T>(second)};
+  std::memcpy(p, pair, sizeof(pair));
+}
 
 inline void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]) {
   detail::mma("mma.m16n8k16.f16", &detail::mma_f16_compute, d, a, b, c);

@@ -119,6 +119,16 @@ SIMT_DEVICE uint32_t to_tf32_bits(uint32_t bits) { return to_tf32(__uint_as_floa
 SIMT_DEVICE float negative_infinity() { return __int_as_float(int(0xff800000u)); }
 SIMT_DEVICE u32x4 load_128(const void* p) { return *reinterpret_cast<const uint4*>(p); }
 SIMT_DEVICE void store_128(void* p, u32x4 v) { *reinterpret_cast<uint4*>(p) = v; }
+// Two adjacent elements in one store (4 bytes of 16-bit elements, 8 of floats), aligned to the pair's size.
+SIMT_DEVICE void store_pair(half* p, float first, float second) {
+  *reinterpret_cast<uint32_t*>(p) = pack2(__float2half_rn(first), __float2half_rn(second));
+}
+SIMT_DEVICE void store_pair(bfloat16* p, float first, float second) {
+  *reinterpret_cast<uint32_t*>(p) = pack2(__float2bfloat16_rn(first), __float2bfloat16_rn(second));
+}
+SIMT_DEVICE void store_pair(float* p, float first, float second) {
+  *reinterpret_cast<float2*>(p) = make_float2(first, second);
+}
 
 // mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32: d = a * b + c for a warp.
 SIMT_DEVICE void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],

@@ -173,7 +173,7 @@ std::vector<int64_t> fused_params_layout() {
           int64_t(offsetof(InceptionParams, tiles_h)),
           int64_t(offsetof(InceptionParams, tiles_w)), int64_t(offsetof(InceptionParams, x_vectorized)),
           int64_t(offsetof(InceptionParams, reduced_elements)), int64_t(offsetof(InceptionParams, channel_chunk)),
-          int64_t(offsetof(InceptionParams, num_tasks))};
+          int64_t(offsetof(InceptionParams, num_tasks)), int64_t(offsetof(InceptionParams, band_tiles))};
 }
 
 InceptionShape shape_from_list(const std::vector<int64_t>& v) {
@@ -182,7 +182,8 @@ InceptionShape shape_from_list(const std::vector<int64_t>& v) {
   return InceptionShape{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
 }
 
-// [supported, channel_chunk, num_tasks, tiles_h, tiles_w, reduced_elements, shared_bytes, x_vectorized] for
+// [supported, channel_chunk, num_tasks, tiles_h, tiles_w, reduced_elements, shared_bytes, x_vectorized,
+// band_tiles] for
 // a contiguous input in the given layout and weight rows of `weight_row_stride` elements (0: their length K),
 // all at 16-byte aligned addresses.
 std::vector<int64_t> fused_plan(const std::vector<int64_t>& shape, int64_t batch, int64_t height, int64_t width,
@@ -203,7 +204,7 @@ std::vector<int64_t> fused_plan(const std::vector<int64_t>& shape, int64_t batch
   }
   const bool ok = plan_fused_launch(p, int(element_bytes), int(sm_count), size_t(shared_memory_limit), nullptr);
   return {ok, p.channel_chunk, p.num_tasks, p.tiles_h, p.tiles_w, p.reduced_elements,
-          int64_t(fused_shared_bytes(p.shape, int(element_bytes))), p.x_vectorized};
+          int64_t(fused_shared_bytes(p.shape, int(element_bytes))), p.x_vectorized, p.band_tiles};
 }
 
 MathMode parse_mode(const std::string& mode) {

@@ -107,6 +107,11 @@ MUTANTS = [
            "    // A: the row addresses come from `a` (StagedRows, WindowRows). B: lane l gives row l % 8 of matrix",
            "if (tile_m0 >= m_tiles || tile_n0 + NI > n_tiles) return;  // warp-uniform: no tile of this warp has data\n"
            "    // A: the row addresses come from `a` (StagedRows, WindowRows). B: lane l gives row l % 8 of matrix"),
+    # the CTA index
+    Mutant("grid bands: a shorter last band indexed as a full one",
+           "return GridCta{first_tile + in_band % band_size, in_band / band_size};",
+           "return GridCta{first_tile + in_band % band_tiles, in_band / band_tiles};",
+           path="csrc/kernels/inception_params.h"),
     # barriers and cp.async waits
     Mutant("missing barrier before a stage is refilled",
            "      __syncthreads();  // this buffer is refilled two steps on\n", "", everywhere=True),
@@ -130,8 +135,8 @@ MUTANTS = [
            "const int row_step = halo_width * row_stride;",
            "const int row_step = Plan::kTile * row_stride;"),
     Mutant("reduction rows stored unpadded (channels apart, not row_stride)",
-           "reduced[row * row_stride + column] =",
-           "reduced[row * channels + column] ="),
+           "simt::store_pair(reduced + row * row_stride + column,",
+           "simt::store_pair(reduced + row * channels + column,"),
     # A read in place from the reduction (DirectWindows)
     Mutant("in-place windows: kernel taps transposed in the window table",
            "table[g] = tap < taps ? ((tap / kernel) * halo_width + tap % kernel) * row_stride + c : -1;",

@@ -123,9 +123,10 @@ def test_plan_matches_cpp(element_bytes, channels_last):
                 assert expected[0] == 0, (shape, batch)
                 continue
             got = [1, int(params["channel_chunk"]), int(params["num_tasks"]), int(params["tiles_h"]),
-                   int(params["tiles_w"]), int(params["reduced_elements"]), smem, int(params["x_vectorized"])]
+                   int(params["tiles_w"]), int(params["reduced_elements"]), smem, int(params["x_vectorized"]),
+                   int(params["band_tiles"])]
             assert got == expected, (shape, batch, side)
-            assert grid == (batch * got[3] * got[4], got[2])
+            assert grid == (batch * got[3] * got[4] * got[2], 1)  # one dimension, the task fastest
 
 
 def test_block_shape_names_the_bad_weight():
@@ -158,6 +159,8 @@ def test_python_built_launch_runs_under_the_emulator(mode, memory_format):
         block_shape(block), x_ptr=x.data_ptr(), out_ptr=out.data_ptr(), weights=views_of(block, copies), batch=2,
         height=9, width=11, x_strides=list(x.stride()), out_strides=list(out.stride()),
         element_bytes=x.element_size(), sm_count=132, shared_memory_limit=227 * 1024)
+    assert params["band_tiles"] == 8  # one band of the 2 x 2 x 2 tiles; run bands of 3 (3 + 3 + 2) instead
+    params["band_tiles"] = 3
     with racecheck():
         torch.ops.fused_inception._simt_launch_params(torch.from_numpy(params.reshape(1).view(np.uint8)), mode)
     with torch.no_grad():
@@ -244,3 +247,23 @@ def test_cupy_errors_name_the_argument():
         cupy_block(cupy.zeros((1, 7, 4, 4), cupy.float32))
     with pytest.raises(TypeError, match="x must be float16, bfloat16 or float32"):
         cupy_block(cupy.zeros((1, 8, 4, 4), cupy.float64))
+
+
+@pytest.mark.parametrize("tiles, tasks, band", [(8, 5, 3), (7, 4, 7), (10, 3, 1), (256, 6, 64), (5, 2, 9)])
+def test_grid_bands_cover_every_tile_and_task_once(tiles, tasks, band):
+    # launch.cta_of mirrors the kernel's cta_of (inception_params.h), whose every CTA the kernel tests check.
+    order = [launch.cta_of(cta, tiles, tasks, band) for cta in range(tiles * tasks)]
+    assert sorted(order) == [(tile, task) for tile in range(tiles) for task in range(tasks)]
+    # Bands of `band` tiles in order, each task-major: a band's first task (the longest) on all its tiles first.
+    for cta, (tile, task) in enumerate(order):
+        first_tile = cta // (band * tasks) * band
+        assert first_tile <= tile < first_tile + band
+    assert [task for _, task in order[:min(band, tiles) * tasks]] == sorted(task for _, task in order[:min(band, tiles) * tasks])
+
+
+def test_band_size_keeps_a_band_of_x_within_the_budget():
+    # 3a at batch 256 in bf16: 4096 tiles of 64 pixels x 192 channels x 2 bytes = 24 KiB: 682 fit 16 MiB, so
+    # 7 bands, made equal: 586 tiles.
+    assert launch.plan_band_tiles(4096, 192, 2) == 586
+    assert launch.plan_band_tiles(16, 192, 2) == 16   # batch 1: one band
+    assert launch.plan_band_tiles(3, 10**9, 4) == 1    # a tile over the budget: bands of one tile

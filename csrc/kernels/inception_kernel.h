@@ -1,7 +1,9 @@
 // The fused Inception block: the whole block's forward in one launch. Torch-free; compiled by nvcc for the
 // GPU, by NVRTC for the CuPy path and by g++ for the SIMT emulator (see docs/fused-kernel.md for the design).
 //
-// Grid: x = image * tiles + tile (8x8 output pixels), y = task (a branch's chunk of output channels).
+// Grid: one dimension of (image tile, task) CTAs in bands (cta_of): a tile is 8x8 output pixels, a task a
+// branch's chunk of output channels; each band of tiles runs its tasks in turn, longest first, while its
+// x stays in L2 (x comes from DRAM about once).
 // Every task is one or two GEMMs with the same engine (run_gemm): C[M x N] = A[M x K] * W[N x K]^T, A staged
 // in shared memory K chunk by K chunk by a task-specific loader, W rows streamed with cp.async (both
 // double-buffered: the next chunk's copies fly while this one is multiplied), fp32
@@ -618,10 +620,11 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
       int(sizeof(T));
   T* reduced = base + kStageElements;
 
-  const Task task = task_of(p.shape, p.channel_chunk, blockIdx.y);
   const int64_t tiles = int64_t(p.tiles_h) * p.tiles_w;
-  const int64_t image = int64_t(blockIdx.x) / tiles;
-  const int tile = int(int64_t(blockIdx.x) % tiles);
+  const GridCta cta = cta_of(blockIdx.x, p.batch * tiles, p.num_tasks, p.band_tiles);
+  const Task task = task_of(p.shape, p.channel_chunk, cta.task_index);
+  const int64_t image = cta.tile_index / tiles;
+  const int tile = int(cta.tile_index % tiles);
   const int y0 = (tile / p.tiles_w) * Plan::kTile, x0 = (tile % p.tiles_w) * Plan::kTile;
   const InceptionShape& s = p.shape;
   T* out = static_cast<T*>(p.out) + image * p.out_stride[0];

@@ -12,10 +12,11 @@ void FUSED_INCEPTION_FORWARD(const InceptionParams& params, simt::LaunchContext 
   constexpr MathMode kMode = MathMode::FUSED_INCEPTION_MODE;
   const size_t shared_bytes =
       fused_shared_bytes(params.shape, int(sizeof(typename Math<kMode>::Element)));
-  const int64_t blocks = params.batch * int64_t(params.tiles_h) * params.tiles_w;
-  if (blocks <= 0 || params.num_tasks <= 0) return;  // nothing to compute: no launch
+  // Every (tile, task), in bands (cta_of): fits grid.x, plan_fused_launch checked it.
+  const int64_t blocks = params.batch * int64_t(params.tiles_h) * params.tiles_w * params.num_tasks;
+  if (blocks <= 0) return;  // nothing to compute: no launch
   simt::allow_shared_memory(inception_kernel<kMode>, shared_bytes);
-  const simt::dim3 grid{static_cast<unsigned>(blocks), static_cast<unsigned>(params.num_tasks)};
+  const simt::dim3 grid{static_cast<unsigned>(blocks), 1u};
   SIMT_LAUNCH(inception_kernel<kMode>, grid, FusedPlan::kThreads, shared_bytes, context, params);
 }
 

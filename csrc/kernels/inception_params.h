@@ -75,7 +75,10 @@ struct FusedPlan {
   static constexpr int kStageCols = kWarpsN * kOutNI * 8;    // B stage rows: the largest N (128)
   // Double buffering: the copies of K chunk i + 1 are in flight while chunk i is multiplied.
   static constexpr int kStages = 2;
-  static constexpr int kMaxTasks = 65535;  // grid.y
+  static constexpr int kMaxTasks = 65535;  // tasks per tile at most (the chunk grows past it)
+  // The grid runs bands of tiles, each band's tasks in turn (longest first): a band's x, kBandBytes at most,
+  // stays in L2 (a third of an H100's) while all its tasks read it.
+  static constexpr int64_t kBandBytes = int64_t(16) << 20;
   // Element stride of a staged row: kKChunk plus padding that puts the 8 rows of a fragment load in
   // distinct banks (a 16-bit row of 40 elements is 20 words; a 32-bit row of 36 is 36 words: 4 apart).
   FUSED_INCEPTION_HOST_DEVICE static constexpr int stage_stride(int element_bytes) {
@@ -86,6 +89,28 @@ static_assert(FusedPlan::kWarpsM * FusedPlan::kWarpsN * 32 == FusedPlan::kThread
 static_assert(FusedPlan::kWarpsM * FusedPlan::kOutMI * 16 == FusedPlan::kTilePixels);
 static_assert(FusedPlan::kStageRows >= FusedPlan::kMaxHaloPixels);
 static_assert(FusedPlan::kStageCols >= FusedPlan::kWarpsN * FusedPlan::kHaloNI * 8);
+
+// The grid: one dimension of batch x tiles x tasks CTAs in bands of `band_tiles` image tiles (the last band
+// the rest); within a band, task-major: every tile's first task (the longest), then every tile's second, ...
+// So each band's x is read from DRAM once and then from L2 by its other tasks, and the longest CTAs still
+// start first. Tile index: image * tiles_h * tiles_w + tile.
+struct GridCta {
+  int64_t tile_index;
+  int64_t task_index;
+};
+FUSED_INCEPTION_HOST_DEVICE constexpr GridCta cta_of(int64_t cta, int64_t tiles, int64_t tasks, int64_t band_tiles) {
+  const int64_t band = cta / (band_tiles * tasks), first_tile = band * band_tiles;
+  const int64_t in_band = cta - first_tile * tasks;
+  const int64_t band_size = tiles - first_tile < band_tiles ? tiles - first_tile : band_tiles;
+  return GridCta{first_tile + in_band % band_size, in_band / band_size};
+}
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t plan_band_tiles(int64_t tiles, int64_t in_channels, int element_bytes) {
+  const int64_t tile_bytes = int64_t(FusedPlan::kTilePixels) * in_channels * element_bytes;
+  int64_t band = FusedPlan::kBandBytes / (tile_bytes > 0 ? tile_bytes : 1);
+  band = band < 1 ? 1 : band;
+  const int64_t bands = (tiles + band - 1) / band;  // then equal bands, so the last is not a sliver
+  return bands > 0 ? (tiles + bands - 1) / bands : 1;
+}
 
 // The recomputed reduction in shared memory: one row of `reduced_row_stride` elements per halo pixel. A row is
 // the channels rounded up to whole 16-byte vectors, plus one vector where that count is even: an odd number of
@@ -142,7 +167,8 @@ struct InceptionParams {
   int32_t x_vectorized;      // x is read in 16-byte cp.async copies (channels contiguous and aligned)
   int32_t reduced_elements;  // shared-memory elements for the recomputed reduction (its rows padded)
   int32_t channel_chunk;     // output channels per task (task_of)
-  int32_t num_tasks;         // grid.y
+  int32_t num_tasks;         // tasks per tile
+  int32_t band_tiles;        // tiles per band of the grid (the last band may have fewer): cta_of
 };
 
 }  // namespace fused_inception

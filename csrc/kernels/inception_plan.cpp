@@ -87,6 +87,10 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
   if (chunk > std::numeric_limits<int32_t>::max()) return refuse("too many output channels for one launch");
   p.channel_chunk = int32_t(chunk);
   p.num_tasks = int32_t(count_tasks(s, chunk));
+  if (ctas_per_task * p.num_tasks > std::numeric_limits<int32_t>::max()) {
+    return refuse("more than 2^31 - 1 CTAs (image tiles x tasks)");  // the grid is one-dimensional
+  }
+  p.band_tiles = int32_t(plan_band_tiles(ctas_per_task, s.in_channels, element_bytes));
   p.reduced_elements = int32_t(reduced_elements(s, element_bytes));  // fits: the shared-memory check above bounds it
   // 16-byte copies of x need whole vectors of channels at aligned addresses: channels contiguous, every
   // other stride and the channel count multiples of a vector, an aligned base.

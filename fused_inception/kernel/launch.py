@@ -20,6 +20,7 @@ STAGES = 2
 STAGE_ROWS = 160
 STAGE_COLS = 128
 MAX_TASKS = 65535
+BAND_BYTES = 16 << 20  # FusedPlan::kBandBytes
 
 SHAPE_FIELDS = ("in_channels", "ch1x1", "ch3x3red", "ch3x3", "ch5x5red", "ch5x5", "pool_proj", "k3", "k5")
 #: The convolutions in InceptionParams::weights order (WeightIndex), and their biases.
@@ -37,7 +38,7 @@ PARAMS_DTYPE = np.dtype([
     ("x_stride", "<i8", (4,)), ("out_stride", "<i8", (4,)),
     ("shape", "<i8", (len(SHAPE_FIELDS),)),
     ("tiles_h", "<i4"), ("tiles_w", "<i4"), ("x_vectorized", "<i4"), ("reduced_elements", "<i4"),
-    ("channel_chunk", "<i4"), ("num_tasks", "<i4"),
+    ("channel_chunk", "<i4"), ("num_tasks", "<i4"), ("band_tiles", "<i4"),
 ], align=True)
 
 
@@ -71,6 +72,22 @@ def _round_up(value, multiple):
 
 def stage_stride(element_bytes):
     return K_CHUNK + 8 if element_bytes == 2 else K_CHUNK + 4
+
+
+def cta_of(cta, tiles, tasks, band_tiles):
+    """(tile index, task index) of a CTA: bands of band_tiles tiles, task-major within a band (the kernel's
+    cta_of)."""
+    first_tile = cta // (band_tiles * tasks) * band_tiles
+    in_band = cta - first_tile * tasks
+    band_size = min(band_tiles, tiles - first_tile)
+    return first_tile + in_band % band_size, in_band // band_size
+
+
+def plan_band_tiles(tiles, in_channels, element_bytes):
+    """Tiles per band: as many as keep a band's x within BAND_BYTES, then equal bands."""
+    band = max(1, BAND_BYTES // max(1, TILE * TILE * in_channels * element_bytes))
+    bands = -(-tiles // band)
+    return -(-tiles // bands) if bands > 0 else 1
 
 
 def count_tasks(s: BlockShape, chunk):
@@ -114,7 +131,7 @@ def shared_bytes(s: BlockShape, element_bytes):
 def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width, x_strides, out_strides,
                  element_bytes, sm_count, shared_memory_limit):
     """InceptionParams for one launch (strides in elements), with its grid and shared memory:
-    ``(params, (grid_x, grid_y), shared_bytes)``. ``weights`` holds, per convolution in CONVOLUTIONS order,
+    ``(params, (grid_x, 1), shared_bytes)``: one CTA per (tile, task), in bands (:func:`cta_of`). ``weights`` holds, per convolution in CONVOLUTIONS order,
     ``(weight_ptr, bias_ptr, row_stride, taps_outer)``: the weight's output-channel rows are dense in K order
     (channel, tap) (OIHW), or (tap, channel) with ``taps_outer`` (OHWI), ``row_stride`` elements apart, start
     16-byte aligned and are zero past K up to a whole 16-byte vector (see :func:`padded_rows`); the bias is
@@ -154,7 +171,10 @@ def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width
     params["tiles_h"], params["tiles_w"], params["x_vectorized"] = tiles_h, tiles_w, int(vectorized)
     params["reduced_elements"], params["channel_chunk"] = reduced_elements(s, element_bytes), chunk
     params["num_tasks"] = count_tasks(s, chunk)
-    return params, (ctas_per_task, int(params["num_tasks"])), smem
+    if ctas_per_task * int(params["num_tasks"]) > 2**31 - 1:
+        raise UnsupportedCase("more than 2^31 - 1 CTAs (image tiles x tasks)")  # the grid is one-dimensional
+    params["band_tiles"] = plan_band_tiles(ctas_per_task, s.in_channels, element_bytes)
+    return params, (ctas_per_task * int(params["num_tasks"]), 1), smem
 
 
 # ---- weights --------------------------------------------------------------------------------------------

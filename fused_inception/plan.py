@@ -179,7 +179,7 @@ def block_shape(config: InceptionConfig, kernel_sizes=(3, 5)) -> BlockShape:
 
 
 def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True) -> list:
-    """The tasks in grid.y order (task_of in inception_params.h) with the GEMMs each CTA runs."""
+    """The tasks of a tile in launch order (task_of in inception_params.h) with the GEMMs each CTA runs."""
     k_chunks_x = _ceil_div(s.in_channels, K_CHUNK)
     result = []
     for branch, channels in (("3x3", s.ch3x3), ("5x5", s.ch5x5), ("1x1", s.ch1x1), ("pool", s.pool_proj)):

@@ -24,7 +24,7 @@ struct Task {
   int32_t channel_count;
 };
 
-// Tasks in launch order (grid.y): the spatial branches first, so the longest CTAs are dispatched first,
+// Tasks in launch order (within a band of tiles, cta_of): the spatial branches first, so the longest CTAs are dispatched first,
 // each branch's output channels in chunks of `chunk`. The host counts them, each CTA decodes its own.
 FUSED_INCEPTION_HOST_DEVICE constexpr Branch branch_in_order(int order) {
   return order == 0 ? Branch::kSpatial3 : order == 1 ? Branch::kSpatial5 : order == 2 ? Branch::k1x1 : Branch::kPool;

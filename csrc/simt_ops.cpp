@@ -45,6 +45,18 @@ TestCall prepare_test_call(const std::string& kernel, const std::vector<at::Tens
                 op, ": unknown kernel ", kernel);
     expect(0, at::kShort, {call.count, 8, 8});
     call.out = at::empty({32, call.count}, inputs[0].options().dtype(at::kInt));
+  } else if (kernel == "max_nan") {
+    need(2);
+    const auto dtype = inputs[0].scalar_type();
+    TORCH_CHECK(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat, op,
+                ": max_nan takes half, bfloat16 or float vectors");
+    const int64_t per_lane = 16 / int64_t(inputs[0].element_size());
+    expect(0, dtype, {32, per_lane});
+    expect(1, dtype, {32, per_lane});
+    call.kind = TestKind::kMaxNan;
+    call.dtype = dtype == at::kHalf ? TestDtype::kHalf : dtype == at::kBFloat16 ? TestDtype::kBFloat16
+                                                                                 : TestDtype::kFloat32;
+    call.out = at::empty_like(inputs[0]);
   } else if (kernel == "warp_ops") {
     need(1);
     expect(0, at::kInt, {32});

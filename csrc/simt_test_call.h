@@ -11,7 +11,7 @@
 
 namespace fused_inception {
 
-enum class TestKind { kMma, kLdmatrix, kWarpOps, kGemm, kNeighbour, kSharedOffByOne };
+enum class TestKind { kMma, kLdmatrix, kMaxNan, kWarpOps, kGemm, kNeighbour, kSharedOffByOne };
 
 struct TestCall {
   TestKind kind;
@@ -39,6 +39,9 @@ TestCall prepare_test_call(const std::string& kernel, const std::vector<at::Tens
       case ::fused_inception::TestKind::kLdmatrix:                                                              \
         launchers::ldmatrix(c.count, c.flag, static_cast<const uint16_t*>(c.in[0].data_ptr()),                  \
                             static_cast<uint32_t*>(c.out.data_ptr()), context);                                  \
+        break;                                                                                                  \
+      case ::fused_inception::TestKind::kMaxNan:                                                                \
+        launchers::max_nan(c.dtype, c.in[0].data_ptr(), c.in[1].data_ptr(), c.out.data_ptr(), context);         \
         break;                                                                                                  \
       case ::fused_inception::TestKind::kWarpOps:                                                               \
         launchers::warp_ops(c.in[0].data_ptr<int>(), c.out.data_ptr<int>(), context);                          \

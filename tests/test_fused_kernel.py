@@ -173,11 +173,17 @@ def test_random_configs(case, device, fused):
         check_fused(block, x, mode)
 
 
-def test_nan_propagates_through_the_pool_branch(device, fused):
-    block = make_block((8, 2, 3, 4, 2, 3, 2), device=device)
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
+def test_nan_propagates_through_the_pool_branch(mode, memory_format, device, fused):
+    # NCHW takes the max element by element, channels_last in 16-byte vectors from shared memory (max.NaN):
+    # a NaN inside the image and one in a corner come out exactly where the float64 reference has them.
+    dtype, _ = MODES[mode]
+    block = make_block((8, 2, 3, 4, 2, 3, 2), device=device, dtype=dtype)
     x = make_input(1, 8, 9, 9, device)
     x[0, 5, 4, 4] = float("nan")
-    check_fused(block, x, "fp32")  # NaN exactly where the float64 reference has it
+    x[0, 2, 0, 8] = float("nan")
+    check_fused(block, x.to(dtype).contiguous(memory_format=memory_format), mode)
 
 
 def test_forward_is_one_launch_with_fixed_weights(device, fused):

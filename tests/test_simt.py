@@ -97,6 +97,23 @@ def test_shuffles_and_votes(device):
     assert torch.equal(out, warp_ops_expected(v.tolist()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_max_nan_is_torch_maximum(dtype, device):
+    # max.NaN (the channels_last pool's max): NaN wherever either side is NaN, else the larger, infinities
+    # included; torch.maximum propagates NaN the same way. Fresh values, then NaN, +-inf, and ties.
+    per_lane = 16 // torch.tensor([], dtype=dtype).element_size()
+    generator = torch.Generator().manual_seed(7)
+    a = torch.randn(32, per_lane, generator=generator).to(dtype)
+    b = torch.randn(32, per_lane, generator=generator).to(dtype)
+    a[0, 0], b[1, 1], a[2, 2], b[2, 2] = float("nan"), float("nan"), float("nan"), float("nan")
+    a[3, 0], b[3, 0], a[4, 1], b[5, 1], a[6, 0], b[6, 0] = float("-inf"), 1.0, float("inf"), float("inf"), 2.5, 2.5
+    out = simt_test("max_nan", [a.to(device), b.to(device)]).cpu()
+    expected = torch.maximum(a, b)
+    assert torch.equal(torch.isnan(out), torch.isnan(expected))
+    finite = ~torch.isnan(expected)
+    assert torch.equal(out[finite], expected[finite])
+
+
 # ---- the GEMM: cp.async + ldmatrix + mma ----------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(70, 72, 40), (1, 8, 8), (130, 136, 96), (64, 64, 32)], ids=str)

@@ -312,6 +312,13 @@ SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int t
   }
 }
 
+// A loaders whose A needs a second step once its copies have landed (finish()), between two barriers: the
+// pool's (specialised below).
+template <class LoadA>
+struct FinishesA {
+  static constexpr bool value = false;
+};
+
 // Where multiply() finds a K chunk's A: in the stage, for every loader that stages it (an overload below
 // serves the one that does not).
 template <class LoadA, class T>
@@ -371,6 +378,10 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
         simt::cp_async_wait<0>();
       }
       __syncthreads();
+      if constexpr (FinishesA<LoadA>::value) {
+        pass_load_a.finish(a_stage(stage), stage);
+        __syncthreads();  // the A stage is complete before any warp multiplies it
+      }
       M::template multiply<MI, NI>(acc, a_rows(load_a, a_stage(stage), chunk, tile_m0, lane), b_stage(stage), tile_m0,
                                    tile_n0, m_tiles, n_tiles, lane);
       __syncthreads();  // this buffer is refilled two steps on
@@ -424,7 +435,7 @@ SIMT_DEVICE void stage_pixels(T* stage, int stride, const InceptionParams& p, in
 // (src_bytes 0) outside the image, past the box and past the channels, so that they overlap the multiply
 // of the previous chunk like the weights do. As for the weights, a thread keeps one vector column of fixed
 // pixels: their offsets and predicates are computed once per GEMM, a K chunk adds k0.
-template <class T, int kRows>
+template <class T, int kRows, int kStride = Plan::stage_stride(int(sizeof(T)))>
 struct PixelStream : StageColumns<T, kRows> {
   using C = StageColumns<T, kRows>;
   const T* x;                          // this image, this thread's channel offset, at the next chunk
@@ -433,7 +444,7 @@ struct PixelStream : StageColumns<T, kRows> {
   int stage_offset;
   uint32_t pixels_inside;           // bit j: copy j's pixel is in the box and the image
 
-  SIMT_DEVICE PixelStream(const InceptionParams& p, int64_t image, const PixelBox& box, int stride) {
+  SIMT_DEVICE PixelStream(const InceptionParams& p, int64_t image, const PixelBox& box, int stride = kStride) {
     const int row0 = C::first_row();
     const int column = C::vector() * C::kVector;
     channels_left = int(p.shape.in_channels) - column;
@@ -452,7 +463,7 @@ struct PixelStream : StageColumns<T, kRows> {
 
   // The next chunk (its K offset k0 is implied by the calls so far).
   SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
-    const int stride = Plan::stage_stride(int(sizeof(T)));
+    constexpr int stride = kStride;
     const bool c_inside = channels_left > 0;
     SIMT_UNROLL
     for (int j = 0; j < C::kCopies; ++j) {
@@ -464,6 +475,76 @@ struct PixelStream : StageColumns<T, kRows> {
     x += Plan::kKChunk;
     channels_left -= Plan::kKChunk;
   }
+};
+
+// The 3x3 stride-1 max-pool of x (-inf padded, NaN propagating) as the pool projection's A, when x's channels
+// are contiguous and aligned: each K chunk's 10 x 10 halo of x goes to shared memory as 16-byte cp.async
+// copies (in flight with the weights, like the 1x1 GEMM's x), and once it has landed finish() takes each
+// pixel's max over its neighbours in the image, 16 bytes of channels at a time, into the A stage. The halo
+// stages live where a spatial task keeps its reduction (a pool task has none); rows are kKChunk elements,
+// unpadded: a quarter warp's 16-byte loads then cover two whole 64-byte rows or one 128-byte row, no bank
+// conflicts.
+template <class T>
+struct PoolStream {
+  static constexpr int kHaloWidth = Plan::kTile + 2, kHaloPixels = kHaloWidth * kHaloWidth;
+  static constexpr int kVector = 16 / int(sizeof(T)), kVectorsPerRow = Plan::kKChunk / kVector;
+  static constexpr int kItems = Plan::kTilePixels * kVectorsPerRow / Plan::kThreads;  // (pixel, vector)s a thread
+  static_assert(Plan::kTilePixels * kVectorsPerRow % Plan::kThreads == 0, "every thread takes whole items");
+  PixelStream<T, kHaloPixels, Plan::kKChunk> halo_copies;
+  T* halo;  // kStages x kHaloPixels x kKChunk elements
+  int next_stage;
+  // Per item, the element offsets from its pixel's halo row to the rows above, below, left and right, 0 where
+  // that neighbour lies outside the image: the window then reads the pixel itself there, which leaves the
+  // max as over the neighbours in the image (the -inf padding), with no branch and no select.
+  int up[kItems], down[kItems], left[kItems], right[kItems];
+
+  SIMT_DEVICE PoolStream(const InceptionParams& p, int64_t image, int y0, int x0, T* halo_stages)
+      : halo_copies(p, image, PixelBox{y0 - 1, x0 - 1, kHaloWidth, kHaloPixels}), halo(halo_stages), next_stage(0) {
+    SIMT_UNROLL
+    for (int i = 0; i < kItems; ++i) {
+      const int pixel = (int(threadIdx.x) + i * Plan::kThreads) / kVectorsPerRow;
+      const int y = y0 + pixel / Plan::kTile, x = x0 + pixel % Plan::kTile;
+      up[i] = y >= 1 ? -kHaloWidth * Plan::kKChunk : 0;
+      down[i] = y + 1 < p.height ? kHaloWidth * Plan::kKChunk : 0;
+      left[i] = x >= 1 ? -Plan::kKChunk : 0;
+      right[i] = x + 1 < p.width ? Plan::kKChunk : 0;
+    }
+  }
+
+  // The next chunk's halo into the next halo stage (run_gemm's A stage is filled by finish()).
+  SIMT_DEVICE void operator()(T* /*a_stage*/, int64_t k0) {
+    halo_copies(halo + next_stage * kHaloPixels * Plan::kKChunk, k0);
+    next_stage ^= 1;
+  }
+
+  // The max of the chunk in halo stage `stage` into `a_stage`: after the chunk has landed (a barrier), before
+  // any warp multiplies it (another). A pixel outside the image takes its max from pixels inside; its row of
+  // the GEMM is never stored.
+  SIMT_DEVICE void finish(T* a_stage, int stage) const {
+    const T* halo_stage = halo + stage * kHaloPixels * Plan::kKChunk;
+    SIMT_UNROLL
+    for (int i = 0; i < kItems; ++i) {
+      const int item = int(threadIdx.x) + i * Plan::kThreads;
+      const int pixel = item / kVectorsPerRow, column = item % kVectorsPerRow * kVector;
+      const T* center = halo_stage + ((pixel / Plan::kTile + 1) * kHaloWidth + pixel % Plan::kTile + 1) * Plan::kKChunk +
+                        column;
+      const int rows[3] = {up[i], 0, down[i]}, columns[3] = {left[i], 0, right[i]};
+      simt::u32x4 value = simt::load_128(center);
+      SIMT_UNROLL
+      for (int dy = 0; dy < 3; ++dy) {
+        SIMT_UNROLL
+        for (int dx = 0; dx < 3; ++dx) {
+          if (dy != 1 || dx != 1) value = simt::max_nan_128<T>(value, simt::load_128(center + rows[dy] + columns[dx]));
+        }
+      }
+      simt::store_128(a_stage + pixel * Plan::stage_stride(int(sizeof(T))) + column, value);
+    }
+  }
+};
+
+template <class T>
+struct FinishesA<PoolStream<T>> {
+  static constexpr bool value = true;
 };
 
 // Stages the implicit-GEMM A of a k x k convolution over the reduction in shared memory: row r is output
@@ -647,7 +728,11 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
     const OutputStore<T> store{p, out + out0 * p.out_stride[1], bias(conv, task.channel_begin), task.channel_count,
                                y0, x0, output_pairs<T>(p, out0)};
     // One GEMM per way of reading A, chosen here once: no loader branch inside a K loop.
-    if (pooled) {
+    if (pooled && p.x_vectorized) {
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
+                                                  Plan::kTilePixels / 16, PoolStream<T>(p, image, y0, x0, reduced),
+                                                  store);
+    } else if (pooled) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
                                                   Plan::kTilePixels / 16,
                                                   PixelLoader<T, true>{p, image, tile_box, kRows}, store);

@@ -165,7 +165,7 @@ struct InceptionParams {
   InceptionShape shape;
   int32_t tiles_h, tiles_w;
   int32_t x_vectorized;      // x is read in 16-byte cp.async copies (channels contiguous and aligned)
-  int32_t reduced_elements;  // shared-memory elements for the recomputed reduction (its rows padded)
+  int32_t reduced_elements;  // shared-memory elements for the recomputed reduction (rows padded) or the pool halo
   int32_t channel_chunk;     // output channels per task (task_of)
   int32_t num_tasks;         // tasks per tile
   int32_t band_tiles;        // tiles per band of the grid (the last band may have fewer): cta_of

@@ -82,6 +82,15 @@ SIMT_GLOBAL void warp_ops_kernel(const int* in, int* out) {
   out[10 * 32 + lane] = __all_sync(all, v > -1000000);
 }
 
+// out = max.NaN(a, b) element by element, one 16-byte vector a lane (simt::max_nan_128, the pool's max).
+template <class T>
+SIMT_GLOBAL void max_nan_kernel(const T* a, const T* b, T* out) {
+  constexpr int kVector = 16 / int(sizeof(T));
+  const int lane = threadIdx.x;
+  simt::store_128(out + lane * kVector, simt::max_nan_128<T>(simt::load_128(a + lane * kVector),
+                                                             simt::load_128(b + lane * kVector)));
+}
+
 // ---- a tiled GEMM with the fused kernel's building blocks: cp.async, ldmatrix, mma ----------------------
 
 // c[m][n] (float) = a[m][k] * b[k][n]; a, b row-major simt::half or simt::bfloat16; k and n multiples of 8.

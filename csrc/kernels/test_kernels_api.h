@@ -18,6 +18,8 @@ enum class TestDtype { kHalf, kBFloat16, kFloat32 };
   void mma(TestDtype dtype, const void* a, const void* b, const float* c, float* d, Context context);     \
   /* matrices: `count` 8x8 16-bit matrices; out: 32 x count registers */                                   \
   void ldmatrix(int count, bool transposed, const uint16_t* matrices, uint32_t* out, Context context);      \
+  /* out = max.NaN(a, b) element-wise; 32 x 16 bytes of `dtype` each */                                   \
+  void max_nan(TestDtype dtype, const void* a, const void* b, void* out, Context context);                 \
   /* in: 32 ints; out: 11 x 32 ints */                                                                     \
   void warp_ops(const int* in, int* out, Context context);                                                 \
   /* c[m][n] = a[m][k] * b[k][n]; half or bfloat16 inputs, float output; k and n multiples of 8 */         \

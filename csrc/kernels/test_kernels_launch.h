@@ -37,6 +37,23 @@ void ldmatrix(int count, bool transposed, const uint16_t* matrices, uint32_t* ou
   SIMT_LAUNCH(kernel, 1, 32, 0, context, matrices, out);
 }
 
+void max_nan(TestDtype dtype, const void* a, const void* b, void* out, simt::LaunchContext context) {
+  switch (dtype) {
+    case TestDtype::kHalf:
+      SIMT_LAUNCH(max_nan_kernel<simt::half>, 1, 32, 0, context, static_cast<const simt::half*>(a),
+                  static_cast<const simt::half*>(b), static_cast<simt::half*>(out));
+      break;
+    case TestDtype::kBFloat16:
+      SIMT_LAUNCH(max_nan_kernel<simt::bfloat16>, 1, 32, 0, context, static_cast<const simt::bfloat16*>(a),
+                  static_cast<const simt::bfloat16*>(b), static_cast<simt::bfloat16*>(out));
+      break;
+    case TestDtype::kFloat32:
+      SIMT_LAUNCH(max_nan_kernel<float>, 1, 32, 0, context, static_cast<const float*>(a),
+                  static_cast<const float*>(b), static_cast<float*>(out));
+      break;
+  }
+}
+
 void warp_ops(const int* in, int* out, simt::LaunchContext context) {
   SIMT_LAUNCH(warp_ops_kernel, 1, 32, 0, context, in, out);
 }

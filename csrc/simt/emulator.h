@@ -219,6 +219,38 @@ inline void store_128(void* p, u32x4 v) {
   if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw Error("store_128: misaligned 16-byte access");
   std::memcpy(p, &v, sizeof(v));
 }
+// max.NaN.{f16x2,bf16x2,f32} over the elements of a 16-byte vector of T: the larger of each pair, the
+// canonical NaN (all mantissa bits set) where either is NaN. Of +0 and -0 either may come back (the tests
+// do not rely on it).
+template <class T>
+inline u32x4 max_nan_128(u32x4 a, u32x4 b) {
+  constexpr int kCount = 16 / int(sizeof(T));
+  T x[kCount], y[kCount], r[kCount];
+  std::memcpy(x, &a, 16);
+  std::memcpy(y, &b, 16);
+  for (int i = 0; i < kCount; ++i) {
+    const float fx = to_float(x[i]), fy = to_float(y[i]);
+    if (fx != fx || fy != fy) {
+      const uint32_t nan = sizeof(T) == 2 ? 0x7fffu : 0x7fffffffu;
+      std::memcpy(&r[i], &nan, sizeof(T));
+    } else {
+      r[i] = fx >= fy ? x[i] : y[i];
+    }
+  }
+  u32x4 d;
+  std::memcpy(&d, r, 16);
+  return d;
+}
+template <class T>
+inline u32x4 negative_infinity_128() {
+  constexpr int kCount = 16 / int(sizeof(T));
+  T v[kCount];
+  for (int i = 0; i < kCount; ++i) v[i] = from_float<T>(-HUGE_VALF);
+  u32x4 d;
+  std::memcpy(&d, v, 16);
+  return d;
+}
+
 // Two adjacent elements in one store (st.b32 of a packed pair, st.v2.f32), which must be aligned to its size.
 template <class T>
 inline void store_pair(T* p, float first, float second) {

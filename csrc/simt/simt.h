@@ -119,6 +119,38 @@ SIMT_DEVICE uint32_t to_tf32_bits(uint32_t bits) { return to_tf32(__uint_as_floa
 SIMT_DEVICE float negative_infinity() { return __int_as_float(int(0xff800000u)); }
 SIMT_DEVICE u32x4 load_128(const void* p) { return *reinterpret_cast<const uint4*>(p); }
 SIMT_DEVICE void store_128(void* p, u32x4 v) { *reinterpret_cast<uint4*>(p) = v; }
+// max.NaN.{f16x2,bf16x2,f32} (sm_80) over the four 32-bit words of a 16-byte vector of T: the larger of each
+// pair of elements, a canonical NaN where either is NaN (PyTorch's max-pool lets a NaN win).
+SIMT_DEVICE uint32_t max_nan_word(uint32_t a, uint32_t b, half) {
+  uint32_t d;
+  asm("max.NaN.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+SIMT_DEVICE uint32_t max_nan_word(uint32_t a, uint32_t b, bfloat16) {
+  uint32_t d;
+  asm("max.NaN.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+SIMT_DEVICE uint32_t max_nan_word(uint32_t a, uint32_t b, float) {
+  float d;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(d) : "f"(__uint_as_float(a)), "f"(__uint_as_float(b)));
+  return __float_as_uint(d);
+}
+template <class T>
+SIMT_DEVICE u32x4 max_nan_128(u32x4 a, u32x4 b) {
+  return make_uint4(max_nan_word(a.x, b.x, T{}), max_nan_word(a.y, b.y, T{}), max_nan_word(a.z, b.z, T{}),
+                    max_nan_word(a.w, b.w, T{}));
+}
+// A 16-byte vector of T's -infinity.
+SIMT_DEVICE uint32_t negative_infinity_word(half) { return 0xfc00fc00u; }
+SIMT_DEVICE uint32_t negative_infinity_word(bfloat16) { return 0xff80ff80u; }
+SIMT_DEVICE uint32_t negative_infinity_word(float) { return 0xff800000u; }
+template <class T>
+SIMT_DEVICE u32x4 negative_infinity_128() {
+  const uint32_t w = negative_infinity_word(T{});
+  return make_uint4(w, w, w, w);
+}
+
 // Two adjacent elements in one store (4 bytes of 16-bit elements, 8 of floats), aligned to the pair's size.
 SIMT_DEVICE void store_pair(half* p, float first, float second) {
   *reinterpret_cast<uint32_t*>(p) = pack2(__float2half_rn(first), __float2half_rn(second));

@@ -47,20 +47,19 @@ def test_work_multiplier_and_bytes_are_at_least_the_ideal(batch, dtype):
 
 def test_block_5b_at_batch_1_by_hand():
     # 5b: Cin 832; 1x1 384; 3x3 192 -> 384; 5x5 48 -> 128; pool 128; 7x7 pixels, so one 8x8 tile.
-    # One tile: 1 CTA per task, so the chunk halves from 256 while tasks < 2 * 132 SMs, down to 64:
-    # 3x3: 6 tasks, 5x5: 2, 1x1: 6, pool: 2 of 64 channels = 16 CTAs.
+    # One tile: 1 CTA per task, so the chunk halves from 256 while tasks < 2 * 132 SMs, down to one output
+    # pass, 128: 3x3: 3 tasks, 5x5: 1, 1x1: 3, pool: 1 of 128 channels = 8 CTAs.
     case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16")
-    assert (case.grid, case.ctas, case.channel_chunk, case.waves) == ((1, 16), 16, 64, 1)
-    assert case.tasks_per_branch == {"3x3": 6, "5x5": 2, "1x1": 6, "pool": 2}
+    assert (case.grid, case.ctas, case.channel_chunk, case.waves) == ((1, 8), 8, 128, 1)
+    assert case.tasks_per_branch == {"3x3": 3, "5x5": 1, "1x1": 3, "pool": 1}
     # A 3x3 task: the reduction over the 10x10 halo (100 pixels -> 7 tiles of 16 rows), N = 192 in 3 passes
-    # of 64, K = 832 in 26 steps of 32; then the 3x3 GEMM: M = 64, one pass of 128 for 64 channels, of which
-    # the two warps across N that hold channels compute 64, K = 9 * 192 = 1728 in 54 steps. A 5x5 task: 12x12
-    # halo = 144 rows, 48 channels on three warps of 16, K = 832; then K = 25 * 48 = 1200 -> 38 steps = 1216.
-    # 1x1 and pool tasks: M = 64, N = 64 computed, K = 832.
-    three = 2 * 112 * 192 * 832 + 2 * 64 * 64 * 1728
-    five = 2 * 144 * 48 * 832 + 2 * 64 * 64 * 1216
-    one = 2 * 64 * 64 * 832
-    executed = 6 * three + 2 * five + 8 * one
+    # of 64, K = 832 in 26 steps of 32; then the 3x3 GEMM: M = 64, one pass of 128 channels, K = 9 * 192 =
+    # 1728 in 54 steps. A 5x5 task: 12x12 halo = 144 rows, 48 channels on three warps of 16, K = 832; then
+    # K = 25 * 48 = 1200 -> 38 steps = 1216. 1x1 and pool tasks: M = 64, N = 128, K = 832.
+    three = 2 * 112 * 192 * 832 + 2 * 64 * 128 * 1728
+    five = 2 * 144 * 48 * 832 + 2 * 64 * 128 * 1216
+    one = 2 * 64 * 128 * 832
+    executed = 3 * three + 1 * five + 4 * one
     ideal = 2 * 49 * (832 * (384 + 192 + 48 + 128) + 192 * 384 * 9 + 48 * 128 * 25)
     assert case.executed_flops == executed and case.ideal_flops == ideal
     assert case.work_multiplier == pytest.approx(executed / ideal)
@@ -75,18 +74,18 @@ def test_block_5b_at_batch_1_by_hand():
 
 
 def test_model_time_of_5b_at_batch_1_by_hand():
-    # 16 CTAs on 132 SMs: the time is the longest CTA's, a 3x3 task of 64 channels: the reduction (192
+    # 8 CTAs on 132 SMs: the time is the longest CTA's, a 3x3 task of 128 channels: the reduction (192
     # channels in 3 passes of 64 over K = 832: 78 K steps) and the 3x3 windows (K = 1728: 54 steps, one pass).
     # Its busiest warp runs 80 rows x 16 channels of the reduction and 32 x 32 of the windows a step, at 10
     # instructions per tensor op, plus 1750 instructions in each of its 4 passes and 1100 for the CTA, one per
-    # 7.6 cycles; the schedulers see all warps' instructions (the windows' 64 channels: two of the four warps
-    # across N) at one a cycle; the tensor pipe 1.5 cycles a tensor op.
+    # 7.6 cycles; the schedulers see all warps' instructions at one a cycle; the tensor pipe 1.5 cycles a
+    # tensor op.
     sass = {d: dict(registers=161, instructions_per_tensor_op=10.0) for d in plan.DTYPES}
     case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16", sass=sass)
     overhead = 4 * 1750 + 1100
     busiest = 10.0 * (80 * 16 * 78 + 32 * 32 * 54) * 32 * 2 / 4096 + overhead
-    issued = 10.0 * (160 * 192 * 26 + 64 * 64 * 54) * 32 * 2 / 4096 + 8 * overhead
-    executed = (112 * 192 * 26 + 64 * 64 * 54) * 32 * 2 / 4096
+    issued = 10.0 * (160 * 192 * 26 + 64 * 128 * 54) * 32 * 2 / 4096 + 8 * overhead
+    executed = (112 * 192 * 26 + 64 * 128 * 54) * 32 * 2 / 4096
     cycles = max(busiest * 7.6, issued / 4, executed * 1.5)
     assert cycles == busiest * 7.6  # latency-bound, as the H200 measured
     assert case.model_us == pytest.approx(cycles / 1.83e9 * 1e6)
@@ -213,15 +212,16 @@ def test_plan_runs_without_torch():
     assert result.returncode == 0, result.stderr
     out, module_line = result.stdout.rsplit("MODULE ", 1)
     assert module_line.strip() == os.path.join(REPO, "fused_inception", "plan.py")
-    assert json.loads(out)[0]["ctas"] == 16
+    assert json.loads(out)[0]["ctas"] == 8
 
 
 def test_idle_warps_skip_in_the_tensor_core_modes_only():
-    # 3a at batch 1: 64-channel tasks in 128-wide output passes. The tensor-core kernels skip the two idle
-    # warps across N; the exact-FP32 path computes every warp's tiles, so its executed work is larger.
+    # 3a at batch 1: the 1x1 branch's 64 and the 5x5's and pool's 32 channels in 128-wide output passes. The
+    # tensor-core kernels skip the idle warps across N; the exact-FP32 path computes every warp's tiles, so
+    # its executed work is larger.
     bf16 = plan.plan_case(BLOCKS_BY_NAME["3a"], 1, "bf16")
     f32 = plan.plan_case(BLOCKS_BY_NAME["3a"], 1, "f32")
-    assert bf16.channel_chunk == f32.channel_chunk == 64 and bf16.ideal_flops == f32.ideal_flops
+    assert bf16.channel_chunk == f32.channel_chunk == 128 and bf16.ideal_flops == f32.ideal_flops
     assert f32.executed_flops > bf16.executed_flops
     full = plan.Gemm(64, 64, 128, 1, 6, 64, skips_idle_warps=False)
     assert full.computed_n == 128 and plan.Gemm(64, 64, 128, 1, 6, 64).computed_n == 64

@@ -32,8 +32,10 @@ int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int s
   if (const int64_t forced = test_channel_chunk(); forced > 0 && count_tasks(s, forced) <= FusedPlan::kMaxTasks) {
     return forced;
   }
+  // Never below one output pass (kStageCols = 128 channels): a smaller chunk shortens no CTA (the busiest
+  // warp still runs every K step of the pass, the reduction is recomputed whole), it only adds CTAs and work.
   int64_t chunk = 256;
-  while (chunk > 64 && count_tasks(s, chunk) * ctas_per_task < 2 * int64_t(sm_count)) chunk /= 2;
+  while (chunk > FusedPlan::kStageCols && count_tasks(s, chunk) * ctas_per_task < 2 * int64_t(sm_count)) chunk /= 2;
   while (count_tasks(s, chunk) > FusedPlan::kMaxTasks) chunk *= 2;
   return chunk;
 }

@@ -9,9 +9,9 @@
 
 namespace fused_inception {
 
-// The output channels per task: the largest chunk of 256, 128 or 64 (the less a spatial branch's reduction
-// is recomputed, the better) that still gives two CTAs per multiprocessor, and never more tasks than a
-// grid's y dimension holds.
+// The output channels per task: 256, or 128 where 256 gives fewer than two CTAs per multiprocessor (the less
+// a spatial branch's reduction is recomputed, the better; a chunk under one 128-channel output pass would
+// shorten no CTA), grown past kMaxTasks tasks.
 int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int sm_count);
 
 // Shared memory of a launch: the A and B stages of the K chunks in flight, the recomputed reduction (its

@@ -96,7 +96,7 @@ def count_tasks(s: BlockShape, chunk):
 
 def plan_channel_chunk(s: BlockShape, ctas_per_task, sm_count):
     chunk = 256
-    while chunk > 64 and count_tasks(s, chunk) * ctas_per_task < 2 * sm_count:
+    while chunk > STAGE_COLS and count_tasks(s, chunk) * ctas_per_task < 2 * sm_count:  # one output pass at least
         chunk //= 2
     while count_tasks(s, chunk) > MAX_TASKS:
         chunk *= 2

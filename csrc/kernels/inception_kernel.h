@@ -238,8 +238,9 @@ struct StageColumns {
   static constexpr int kCopies = (kRows + kRowStep - 1) / kRowStep;
   static SIMT_DEVICE int first_row() { return int(threadIdx.x) / kVectorsPerRow; }
   static SIMT_DEVICE int vector() { return int(threadIdx.x) % kVectorsPerRow; }
-  // Copy j lies in the stage (the last step of rows may run past kRows).
-  static SIMT_DEVICE bool in_stage(int j) { return kRows % kRowStep == 0 || first_row() + j * kRowStep < kRows; }
+  // Copy j lies in the stage (the last step of rows may run past kRows). first_row() < kRowStep, so every
+  // step that ends within the stage is known at compile time; only a partial last step tests the thread.
+  static SIMT_DEVICE bool in_stage(int j) { return (j + 1) * kRowStep <= kRows || first_row() + j * kRowStep < kRows; }
 };
 
 // Streams rows [n0, n0 + kRows) x [k0, k0 + kKChunk) of the weight rows into the B stage as 16-byte

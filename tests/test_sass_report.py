@@ -156,20 +156,26 @@ _SO = sass_report.find_extension()
 _CUOBJDUMP = sass_report.find_cuobjdump()
 
 
-@pytest.mark.build
-@pytest.mark.skipif(_SO is None, reason="no built extension (fused_inception/_C*.so)")
-@pytest.mark.skipif(_CUOBJDUMP is None, reason="no cuobjdump (it ships with triton)")
-def test_report_of_the_built_extension(capsys):
+def built_report_by_mode(capsys) -> dict:
+    """The built extension's inception_kernel instantiations from the SASS report, by MathMode value (skips
+    where the extension has no sm_90 cubins)."""
     status = sass_report.main(["--so", _SO, "--kernel", "inception_kernel", "--json"])
     out, err = capsys.readouterr()
     if status == 2 and "no sm_90 kernels" in err:
         pytest.skip(f"the extension has no sm_90 cubins: {err.strip()}")
     assert status == 0, err
-    kernels = {entry["kernel"]: entry for entry in json.loads(out)["kernels"]}
     modes = {}
-    for name, entry in kernels.items():
-        assert "inception_kernel<(fused_inception::MathMode)" in name
-        modes[int(name.split("MathMode)")[1][0])] = entry
+    for entry in json.loads(out)["kernels"]:
+        assert "inception_kernel<(fused_inception::MathMode)" in entry["kernel"]
+        modes[int(entry["kernel"].split("MathMode)")[1][0])] = entry
+    return modes
+
+
+@pytest.mark.build
+@pytest.mark.skipif(_SO is None, reason="no built extension (fused_inception/_C*.so)")
+@pytest.mark.skipif(_CUOBJDUMP is None, reason="no cuobjdump (it ships with triton)")
+def test_report_of_the_built_extension(capsys):
+    modes = built_report_by_mode(capsys)
     assert sorted(modes) == [0, 1, 2, 3]  # F16, BF16, TF32, F32
     for mode, entry in modes.items():
         assert entry["registers"] > 0 and entry["local_bytes"] is not None
@@ -196,12 +202,7 @@ def test_plan_loop_counts_are_the_built_kernels(capsys):
     # model cannot silently describe an older kernel (update the table with the kernel).
     from fused_inception import plan
 
-    status = sass_report.main(["--so", _SO, "--kernel", "inception_kernel", "--json"])
-    out, err = capsys.readouterr()
-    if status == 2 and "no sm_90 kernels" in err:
-        pytest.skip(f"the extension has no sm_90 cubins: {err.strip()}")
-    assert status == 0, err
-    modes = {int(e["kernel"].split("MathMode)")[1][0]): e for e in json.loads(out)["kernels"]}
+    modes = built_report_by_mode(capsys)
     for dtype, (_, mode) in plan.DTYPES.items():
         recorded, built = plan.MEASURED_SASS[dtype], modes[mode]
         assert recorded["registers"] == built["registers"], dtype

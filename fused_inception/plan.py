@@ -1,7 +1,7 @@
 """`python -m fused_inception plan`: what the fused kernel will do for a block, batch and dtype, and what that
 should cost on an H100, from the kernel's own plan (no GPU, no torch, no extension).
 
-Per case: the grid (x = image tiles, y = tasks), CTAs and waves, the tasks (each a branch's chunk of output
+Per case: the grid (image tiles x tasks; launched as one dimension in bands of tiles), CTAs and waves, the tasks (each a branch's chunk of output
 channels), the work multiplier (tensor-core FLOPs the plan executes / the block's ideal FLOPs), the longest
 CTA's K steps, shared memory, modeled DRAM bytes against the minimum, and a modeled kernel time.
 docs/performance.md states the model and its assumptions; the first GPU run calibrates it.

@@ -126,7 +126,7 @@ def test_plan_matches_cpp(element_bytes, channels_last):
                    int(params["tiles_w"]), int(params["reduced_elements"]), smem, int(params["x_vectorized"]),
                    int(params["band_tiles"])]
             assert got == expected, (shape, batch, side)
-            assert grid == (batch * got[3] * got[4] * got[2], 1)  # one dimension, the task fastest
+            assert grid == (batch * got[3] * got[4] * got[2], 1)  # one dimension: (tile, task) in bands
 
 
 def test_block_shape_names_the_bad_weight():
@@ -267,3 +267,18 @@ def test_band_size_keeps_a_band_of_x_within_the_budget():
     assert launch.plan_band_tiles(4096, 192, 2) == 586
     assert launch.plan_band_tiles(16, 192, 2) == 16   # batch 1: one band
     assert launch.plan_band_tiles(3, 10**9, 4) == 1    # a tile over the budget: bands of one tile
+
+
+@pytest.mark.parametrize("case", ["k_over_int32", "ctas_over_int32"])
+def test_the_plan_refuses_what_the_kernel_cannot_index(case):
+    # The kernel counts K in int32 and launches a one-dimensional grid: a K over 2^31 - 33 and more than
+    # 2^31 - 1 CTAs run unfused, in C++ and in the Python mirror alike.
+    shape = [2**31, 1, 1, 1, 1, 1, 1, 3, 5] if case == "k_over_int32" else [8, 1, 1, 1, 1, 1, 1, 3, 5]
+    batch = 1 if case == "k_over_int32" else 2**29  # one 1x1 tile per image, four tasks: 2^31 CTAs
+    expected = torch.ops.fused_inception._fused_plan(shape, batch, 1, 1, 2, True, 132, 227 * 1024, 0)
+    assert expected[0] == 0
+    c = shape[0]
+    with pytest.raises(launch.UnsupportedCase, match="2\\^31"):
+        launch.build_params(launch.BlockShape(*shape), x_ptr=4096, out_ptr=4096, batch=batch, height=1, width=1,
+                            weights=[(4096, 4096, 8 * 1024, False)] * 6, x_strides=[c, 1, c, c],
+                            out_strides=[4, 1, 4, 4], element_bytes=2, sm_count=132, shared_memory_limit=227 * 1024)

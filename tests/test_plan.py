@@ -132,9 +132,10 @@ def test_loop_model_counts_each_loop_with_its_own_cost():
                           sass=dict(plan.MEASURED_SASS, bf16=slower_window)).model_us > 2 * before.model_us
 
 
-def test_x_is_read_once_with_the_task_fastest_grid():
+def test_x_is_read_once_with_the_banded_grid():
     # 3a at batch 256 in bf16: x is 256 * 784 * 192 * 2 bytes = 77 MB > 50 MB of L2, four tasks of 256 channels.
-    # A tile's tasks run side by side, so x comes from DRAM once: the bytes are the minimum.
+    # The grid runs bands of tiles (16 MiB of x each) task by task, so a band's later tasks find its x in L2
+    # and x comes from DRAM once: the bytes are the minimum.
     case = plan.plan_case(BLOCKS_BY_NAME["3a"], 256, "bf16")
     assert (case.tasks, case.x_reads) == (4, 1)
     assert case.dram_bytes == case.min_dram_bytes

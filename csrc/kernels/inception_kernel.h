@@ -491,6 +491,8 @@ struct PoolStream {
   static constexpr int kVector = 16 / int(sizeof(T)), kVectorsPerRow = Plan::kKChunk / kVector;
   static constexpr int kItems = Plan::kTilePixels * kVectorsPerRow / Plan::kThreads;  // (pixel, vector)s a thread
   static_assert(Plan::kTilePixels * kVectorsPerRow % Plan::kThreads == 0, "every thread takes whole items");
+  // next_stage alternates like run_gemm's stage (chunk & 1): two stages, chunks issued 0, 1, 2, ... per pass.
+  static_assert(Plan::kStages == 2, "the halo stages follow run_gemm's two-stage pipeline");
   PixelStream<T, kHaloPixels, Plan::kKChunk> halo_copies;
   T* halo;  // kStages x kHaloPixels x kKChunk elements
   int next_stage;

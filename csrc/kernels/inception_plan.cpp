@@ -13,7 +13,7 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Tests only: FUSED_INCEPTION_TEST_CHANNEL_CHUNK forces the chunk (the planned one is at least 64, so small
+// Tests only: FUSED_INCEPTION_TEST_CHANNEL_CHUNK forces the chunk (the planned one is at least 128, so small
 // test shapes would never split a branch into several tasks with a non-zero channel_begin). 0: no override.
 int64_t test_channel_chunk() {
   const char* env = std::getenv("FUSED_INCEPTION_TEST_CHANNEL_CHUNK");

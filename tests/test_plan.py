@@ -1,6 +1,7 @@
 """`python -m fused_inception plan`: its JSON, a case computed by hand from the kernel's plan, the model's
 arithmetic, the warp tiling against inception_params.h, and that it runs without torch."""
 
+import importlib.util
 import json
 import os
 import re
@@ -227,3 +228,20 @@ def test_idle_warps_skip_in_the_tensor_core_modes_only():
     full = plan.Gemm(64, 64, 128, 1, 6, 64, skips_idle_warps=False)
     assert full.computed_n == 128 and plan.Gemm(64, 64, 128, 1, 6, 64).computed_n == 64
     assert plan.Gemm(160, 160, 64, 2, 6, 96).computed_n == 64 + 32  # 96 reduced channels: 4 + 2 warps of 16
+
+
+def test_calibration_script_refits_the_first_run():
+    # scripts/calibrate_plan.py, the next GPU run's re-fit, on the first run's results.json and that kernel's
+    # build: the same fit quality and constants near plan.Device's. The two trade off along a shallow valley
+    # (more per pass, less per CTA), so only their neighbourhood is checked.
+    spec = importlib.util.spec_from_file_location("calibrate_plan", os.path.join(REPO, "scripts", "calibrate_plan.py"))
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    with open(os.path.join(REPO, "benchmarks", "results", "2026-11-28-h200", "results.json")) as f:
+        cases = calibrate.measured_cases(json.load(f))
+    assert [(block, batch) for block, batch, _, _ in cases] == list(FIRST_RUN_US)
+    assert all(measured == pytest.approx(FIRST_RUN_US[block, batch], rel=1e-3) for block, batch, _, measured in cases)
+    pass_overhead, cta_overhead, errors = calibrate.fit(cases, FIRST_RUN_BUILD)
+    assert abs(pass_overhead - plan.Device.pass_overhead_instructions) <= 250
+    assert abs(cta_overhead - plan.Device.cta_overhead_instructions) <= 500
+    assert max(abs(e) for e in errors) < 0.1

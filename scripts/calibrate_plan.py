@@ -1,0 +1,87 @@
+"""Re-fits the cost model's instructions outside the loops (plan.Device.pass_overhead_instructions and
+cta_overhead_instructions) to a device check's Nsight Compute times, and prints measured / modeled per case.
+
+The device check writes results.json with one labelled launch per profiled case ("3a-b256-bf16-channels_last")
+and its gpu__time_duration. The loops' cost comes from the build that ran: plan.MEASURED_SASS (this checkout)
+unless --build names a JSON file holding one MEASURED_SASS entry (registers, loop_instructions and, for
+builds before the idle-warp skip, skips_idle_warps: false). The fit minimises the squared log error, over a
+coarse grid and then a finer one around its best point (seconds on a CPU).
+
+Usage: python scripts/calibrate_plan.py --results benchmarks/results/<run>/results.json [--build build.json]
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import replace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fused_inception import plan  # noqa: E402
+from fused_inception.configs import BLOCKS_BY_NAME  # noqa: E402
+
+DTYPE_LABELS = {"bf16": "bf16", "f16": "f16", "fp16": "f16", "tf32": "tf32", "fp32": "f32", "f32": "f32"}
+
+
+def measured_cases(results: dict) -> list:
+    """(block, batch, dtype, microseconds) per labelled Nsight Compute launch of results.json."""
+    cases = []
+    for launch in (results.get("ncu") or {}).get("launches", []):
+        parts = launch["label"].split("-")
+        duration_ns = launch["metrics"].get("gpu__time_duration.sum")
+        if len(parts) < 3 or parts[0] not in BLOCKS_BY_NAME or not parts[1].startswith("b") or duration_ns is None:
+            continue
+        cases.append((parts[0], int(parts[1][1:]), DTYPE_LABELS.get(parts[2], parts[2]), duration_ns / 1e3))
+    if not cases:
+        raise ValueError("results.json holds no labelled Nsight Compute launches (ncu.launches)")
+    return cases
+
+
+def log_errors(cases, build_dtype, build, pass_overhead, cta_overhead):
+    device = replace(plan.Device(), pass_overhead_instructions=pass_overhead, cta_overhead_instructions=cta_overhead)
+    sass = dict(plan.MEASURED_SASS, **{build_dtype: build})
+    return [math.log(measured / plan.plan_case(BLOCKS_BY_NAME[block], batch, dtype, device, sass).model_us)
+            for block, batch, dtype, measured in cases]
+
+
+def fit(cases, build):
+    """(pass overhead, CTA overhead, log errors) minimising the sum of squared log errors."""
+    dtypes = {dtype for _, _, dtype, _ in cases}
+    if len(dtypes) != 1:
+        raise ValueError(f"one dtype per fit, got {sorted(dtypes)}")
+    dtype = dtypes.pop()
+
+    def cost(point):
+        return sum(e * e for e in log_errors(cases, dtype, build, *point))
+
+    best = min(((p, c) for p in range(0, 5001, 500) for c in range(0, 6001, 1000)), key=cost)
+    for step_p, step_c in ((125, 250), (25, 50), (5, 10)):
+        around = [(best[0] + i * step_p, best[1] + j * step_c) for i in range(-3, 4) for j in range(-3, 4)]
+        best = min((point for point in around if point[0] >= 0 and point[1] >= 0), key=cost)
+    return best[0], best[1], log_errors(cases, dtype, build, *best)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", required=True, help="a device check's results.json")
+    parser.add_argument("--build", help="JSON file: the MEASURED_SASS entry of the build that ran (default: "
+                                        "this checkout's, for the profiled dtype)")
+    args = parser.parse_args(argv)
+    with open(args.results) as f:
+        cases = measured_cases(json.load(f))
+    dtype = cases[0][2]
+    build = plan.MEASURED_SASS[dtype]
+    if args.build:
+        with open(args.build) as f:
+            build = json.load(f)
+    pass_overhead, cta_overhead, errors = fit(cases, build)
+    print(f"pass_overhead_instructions = {pass_overhead}, cta_overhead_instructions = {cta_overhead} "
+          f"(now {plan.Device.pass_overhead_instructions:g}, {plan.Device.cta_overhead_instructions:g})")
+    for (block, batch, case_dtype, measured), error in zip(cases, errors):
+        print(f"  {block} b{batch} {case_dtype}: measured {measured:.1f} us, measured / model {math.exp(error):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -212,3 +212,13 @@ def test_plan_loop_counts_are_the_built_kernels(capsys):
         loops = {(loop["instructions"], loop["tensor_op_equivalents"]) for loop in built["tensor_loops"]}
         for kind, count in recorded["loop_instructions"].items():
             assert (count, plan.LOOP_TENSOR_OPS[kind]) in loops, (dtype, kind, count, sorted(loops))
+        # And each count labels the right loop, by what that loop must contain: the 1x1 loop streams x (more
+        # global copies than the k x k loop, which reads A in place), the pool loop stores its max into the A
+        # stage and loads 9 neighbours (a store, more shared loads than the 1x1 loop), and neither of those two
+        # nor the k x k loop stores anything else.
+        mix = {kind: next(loop["mix"] for loop in built["tensor_loops"]
+                          if loop["instructions"] == count and loop["tensor_op_equivalents"] == plan.LOOP_TENSOR_OPS[kind])
+               for kind, count in recorded["loop_instructions"].items()}
+        assert mix["1x1"]["store"] == mix["window"]["store"] == 0 and mix["pool"]["store"] >= 1, dtype
+        assert mix["1x1"]["global_load"] > mix["window"]["global_load"], dtype
+        assert mix["pool"]["shared_load"] > mix["1x1"]["shared_load"], dtype

@@ -87,8 +87,8 @@ MUTANTS = [
            "return p.out_stride[1] == 1 &&"),
     # fragment layouts
     Mutant("staged A fragment: ldmatrix's row and K halves swapped (registers 1 and 2)",
-           "(tile_m0 * 16 + lane % 8 + 8 * ((lane / 8) & 1)) * kStride + 16 / int(sizeof(T)) * (lane / 16)",
-           "(tile_m0 * 16 + lane % 8 + 8 * (lane / 16)) * kStride + 16 / int(sizeof(T)) * ((lane / 8) & 1)"),
+           "(tile_m0 * 16 + lane % 8 + 8 * ((lane / 8) & 1)) * kStride + kVectorElements<T> * (lane / 16)",
+           "(tile_m0 * 16 + lane % 8 + 8 * (lane / 16)) * kStride + kVectorElements<T> * ((lane / 8) & 1)"),
     Mutant("16-bit B fragment: ldmatrix pairs the K halves of two tiles",
            "((tile_n0 + (q >> 1)) * 8 + row8) * kStride + 8 * (q & 1);",
            "((tile_n0 + (q & 1)) * 8 + row8) * kStride + 8 * (q >> 1);"),

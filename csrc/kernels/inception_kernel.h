@@ -21,6 +21,10 @@ namespace inception {
 
 using Plan = FusedPlan;
 
+// Elements of T in one 16-byte vector: a cp.async copy, an ldmatrix row, a group of the window table.
+template <class T>
+constexpr int kVectorElements = 16 / int(sizeof(T));
+
 // ---- where a lane's A rows lie in one K chunk ----------------------------------------------------------------
 
 // ldmatrix takes one row address per lane: lane l gives row l % 8 of matrix q = l / 8, and for A the four
@@ -35,7 +39,7 @@ struct StagedRows {
   const T* lane_row;  // this lane's ldmatrix row in the warp's first m tile
   SIMT_DEVICE StagedRows(const T* stage, int tile_m0, int lane)
       : stage(stage),
-        lane_row(stage + (tile_m0 * 16 + lane % 8 + 8 * ((lane / 8) & 1)) * kStride + 16 / int(sizeof(T)) * (lane / 16)) {}
+        lane_row(stage + (tile_m0 * 16 + lane % 8 + 8 * ((lane / 8) & 1)) * kStride + kVectorElements<T> * (lane / 16)) {}
   struct AtK {
     const T* row0;
     SIMT_DEVICE const T* row(int mi) const { return row0 + mi * 16 * kStride; }
@@ -50,7 +54,7 @@ struct StagedRows {
 // vector, so that padding never multiplies a non-finite value).
 template <class T>
 struct WindowRows {
-  static constexpr int kVector = 16 / int(sizeof(T));
+  static constexpr int kVector = kVectorElements<T>;
   const T* lane_pixel;   // this lane's ldmatrix row (pixel) in the warp's first m tile, at tap (0, 0)
   int64_t m_tile_step;   // elements between m tiles: two rows of the tile, 2 * halo width reduction rows
   const int* groups;     // this chunk's window table entries, offset by this lane's K half
@@ -231,7 +235,7 @@ struct WeightRows {
 // chunk a call (no division, no 64-bit multiply in the K loop).
 template <class T, int kRows>
 struct StageColumns {
-  static constexpr int kVector = 16 / int(sizeof(T));
+  static constexpr int kVector = kVectorElements<T>;
   static constexpr int kVectorsPerRow = Plan::kKChunk / kVector;
   static_assert(Plan::kThreads % kVectorsPerRow == 0, "a thread keeps one vector column");
   static constexpr int kRowStep = Plan::kThreads / kVectorsPerRow;
@@ -488,7 +492,7 @@ struct PixelStream : StageColumns<T, kRows> {
 template <class T>
 struct PoolStream {
   static constexpr int kHaloWidth = Plan::kTile + 2, kHaloPixels = kHaloWidth * kHaloWidth;
-  static constexpr int kVector = 16 / int(sizeof(T)), kVectorsPerRow = Plan::kKChunk / kVector;
+  static constexpr int kVector = kVectorElements<T>, kVectorsPerRow = Plan::kKChunk / kVector;
   static constexpr int kItems = Plan::kTilePixels * kVectorsPerRow / Plan::kThreads;  // (pixel, vector)s a thread
   static_assert(Plan::kTilePixels * kVectorsPerRow % Plan::kThreads == 0, "every thread takes whole items");
   // next_stage alternates like run_gemm's stage (chunk & 1): two stages, chunks issued 0, 1, 2, ... per pass.
@@ -614,7 +618,7 @@ struct DirectWindows {
   // Every thread of the CTA calls it; a barrier must follow before the GEMM reads the table.
   static SIMT_DEVICE void fill_table(int* table, T* zeros, int kernel, int channels, int halo_width,
                                      int row_stride) {
-    constexpr int kVector = 16 / int(sizeof(T));
+    constexpr int kVector = kVectorElements<T>;
     const int taps = kernel * kernel;
     const int groups = int(window_groups(kernel, channels, int(sizeof(T))));
     for (int g = threadIdx.x; g < groups; g += Plan::kThreads) {
@@ -627,7 +631,7 @@ struct DirectWindows {
 
 template <class T>
 SIMT_DEVICE WindowRows<T> a_rows(const DirectWindows<T>& w, const T* /*stage*/, int64_t chunk, int tile_m0, int lane) {
-  constexpr int kVector = 16 / int(sizeof(T));
+  constexpr int kVector = kVectorElements<T>;
   // Lane l's row: pixel (m / 8, m % 8) for m = tile_m0 * 16 + l % 8 + 8 * ((l / 8) & 1); its K half: l / 16.
   const int tile_y = tile_m0 * 2 + ((lane / 8) & 1), tile_x = lane % 8;
   return WindowRows<T>{w.reduced + (tile_y * w.halo_width + tile_x) * w.row_stride,
@@ -763,9 +767,9 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   // The k x k GEMM reads A in place where K runs over (tap, channel) in whole 16-byte groups (DirectWindows);
   // its table is filled here, ordered before its reads by the barrier that follows the reduction.
   T* const zeros = reduced + p.reduced_elements;
-  int* const window_table = reinterpret_cast<int*>(zeros + 16 / int(sizeof(T)));
+  int* const window_table = reinterpret_cast<int*>(zeros + kVectorElements<T>);
   const bool direct_windows = kMode != MathMode::kF32 && p.weights[conv].taps_outer &&
-                              channels % (16 / int(sizeof(T))) == 0;
+                              channels % kVectorElements<T> == 0;
   if (direct_windows) DirectWindows<T>::fill_table(window_table, zeros, kernel, channels, halo_width, row_stride);
   if (p.x_vectorized) {
     run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,

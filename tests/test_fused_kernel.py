@@ -186,6 +186,35 @@ def test_nan_propagates_through_the_pool_branch(mode, memory_format, device, fus
     check_fused(block, x.to(dtype).contiguous(memory_format=memory_format), mode)
 
 
+def _just_below_tf32_values(shape, scale, generator):
+    """±(1 + 7/8 ulp) x 2^e (TF32's ulp is 2^-10 at 1): rounding to nearest moves each up an eighth of an ulp,
+    truncating the 13 low bits down seven eighths."""
+    signs = torch.randint(0, 2, shape, generator=generator).double() * 2 - 1
+    exponents = torch.randint(-1, 2, shape, generator=generator).double()
+    return signs * (1 + 7 * 2.0**-13) * torch.exp2(exponents) * scale
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
+def test_tf32_operands_round_to_nearest(memory_format, device, fused):
+    # The kernel rounds TF32 operands once where they are stored (x and weight stages, the pool's max, the
+    # reduction), not per fragment. Operands an eighth of an ulp under a TF32 value make any truncated one
+    # (left to the tensor core) fail the rule's 2x and miss unfused TF32 by about 1e-3 of the output's
+    # magnitude; rounded to nearest, the kernel computes on unfused TF32's very operands and matches it to
+    # float32 summation (as tests/simt/fused_selftest.cpp checks too).
+    generator = torch.Generator().manual_seed(7)
+    block = make_block((24, 16, 8, 16, 4, 8, 16), device=device).to(memory_format=memory_format)
+    with torch.no_grad():
+        for conv in (m for m in block.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.weight.copy_(_just_below_tf32_values(conv.weight.shape, 2.0**-4, generator))
+    x = _just_below_tf32_values((2, 24, 7, 10), 1.0, generator).float().to(device)
+    x = x.contiguous(memory_format=memory_format)
+    check_fused(block, x, "tf32")
+    with allow_tf32(True), torch.no_grad():
+        result = fused_inception.inception(x, *op_params(block))
+        unfused = unfused_tf32(block, x)
+    assert (result - unfused).abs().max().item() <= 2.0**-14 * unfused.abs().max().item()
+
+
 def test_forward_is_one_launch_with_fixed_weights(device, fused):
     block = fused_inception.FusedInception(*fused_inception.BLOCKS_BY_NAME["4a"].block_args).to(device).eval()
     x = make_input(2, 480, 14, 14, device)

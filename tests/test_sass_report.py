@@ -214,11 +214,16 @@ def test_plan_loop_counts_are_the_built_kernels(capsys):
             assert (count, plan.LOOP_TENSOR_OPS[kind]) in loops, (dtype, kind, count, sorted(loops))
         # And each count labels the right loop, by what that loop must contain: the 1x1 loop streams x (more
         # global copies than the k x k loop, which reads A in place), the pool loop stores its max into the A
-        # stage and loads 9 neighbours (a store, more shared loads than the 1x1 loop), and neither of those two
-        # nor the k x k loop stores anything else.
+        # stage and loads 9 neighbours (a store, more shared loads than the 1x1 loop). In 16 bits neither the
+        # 1x1 nor the k x k loop stores anything; in TF32 both store their rounded weight stage, and the 1x1
+        # loop its rounded x stage too (the k x k loop's A is the reduction, rounded when it was stored).
         mix = {kind: next(loop["mix"] for loop in built["tensor_loops"]
                           if loop["instructions"] == count and loop["tensor_op_equivalents"] == plan.LOOP_TENSOR_OPS[kind])
                for kind, count in recorded["loop_instructions"].items()}
-        assert mix["1x1"]["store"] == mix["window"]["store"] == 0 and mix["pool"]["store"] >= 1, dtype
+        if dtype == "tf32":
+            assert mix["1x1"]["store"] > mix["window"]["store"] >= 1, dtype
+        else:
+            assert mix["1x1"]["store"] == mix["window"]["store"] == 0, dtype
+        assert mix["pool"]["store"] >= 1, dtype
         assert mix["1x1"]["global_load"] > mix["window"]["global_load"], dtype
         assert mix["pool"]["shared_load"] > mix["1x1"]["shared_load"], dtype

@@ -81,8 +81,15 @@ struct Math;
 // the PTX ISA's m16n8k16 fragments directly: one instruction for a 16x16 A tile or two 8-channel B tiles,
 // where 32-bit loads took four (sass_report: the loops' LDS count). Rows are 16-byte aligned (kStride = 40
 // elements), and the 8 rows of a matrix fall in distinct banks.
+// Modes whose operands the tensor cores (or FMAs) take as stored: nothing to round.
+struct OperandsAsStored {
+  static constexpr bool kRoundsStages = false;
+  static SIMT_DEVICE float round_operand(float value) { return value; }
+  static SIMT_DEVICE simt::u32x4 round_operands(simt::u32x4 vector) { return vector; }
+};
+
 template <class T, bool kBf16>
-struct Math16 {
+struct Math16 : OperandsAsStored {
   using Element = T;
   static constexpr int kStride = Plan::stage_stride(2);
 
@@ -134,10 +141,23 @@ struct Math<MathMode::kBF16> : Math16<simt::bfloat16, true> {};
 // Float32 on tensor cores: m16n8k8 TF32 fragments, each register one element rounded to TF32. ldmatrix
 // reads them too: an 8 x 8 matrix of 16-bit elements is 8 rows of four floats, and lane l receives float
 // l % 4 of row l / 4, which is the TF32 fragment's (row g, k t). Rows are 16-byte aligned (stride 36).
+// Operands are rounded (cvt.rna) once where they are stored in shared memory, not per fragment: run_gemm
+// rounds each landed stage (round_tf32_stage), the reduction and the pool's max are rounded as they are
+// written. A fragment register would otherwise be converted by every warp that loads it (2 or 4 of them),
+// at three instructions each: 64 conversions a warp per K step of the output GEMMs.
 template <>
 struct Math<MathMode::kTF32> {
   using Element = float;
   static constexpr int kStride = Plan::stage_stride(4);
+  static constexpr bool kRoundsStages = true;
+  static SIMT_DEVICE float round_operand(float value) { return simt::round_tf32_operand(value); }
+  static SIMT_DEVICE simt::u32x4 round_operands(simt::u32x4 v) {
+    v.x = simt::round_tf32_operand_bits(v.x);
+    v.y = simt::round_tf32_operand_bits(v.y);
+    v.z = simt::round_tf32_operand_bits(v.z);
+    v.w = simt::round_tf32_operand_bits(v.w);
+    return v;
+  }
 
   template <int MI, int NI, class ARows>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const ARows& a, const float* b, int tile_m0,
@@ -153,19 +173,15 @@ struct Math<MathMode::kTF32> {
       uint32_t af[MI][4], bf[NI][2];
       const auto a_k = a.at(kk);
       SIMT_UNROLL
-      for (int mi = 0; mi < MI; ++mi) {
-        simt::ldmatrix_x4(af[mi], a_k.row(mi));
-        SIMT_UNROLL
-        for (int r = 0; r < 4; ++r) af[mi][r] = simt::to_tf32_bits(af[mi][r]);
-      }
+      for (int mi = 0; mi < MI; ++mi) simt::ldmatrix_x4(af[mi], a_k.row(mi));
       SIMT_UNROLL
       for (int ni = 0; ni < NI; ni += 2) {
         uint32_t pair[4];
         simt::ldmatrix_x4(pair, b_lane + ni * 8 * kStride + kk);
-        bf[ni][0] = simt::to_tf32_bits(pair[0]);
-        bf[ni][1] = simt::to_tf32_bits(pair[1]);
-        bf[ni + 1][0] = simt::to_tf32_bits(pair[2]);
-        bf[ni + 1][1] = simt::to_tf32_bits(pair[3]);
+        bf[ni][0] = pair[0];
+        bf[ni][1] = pair[1];
+        bf[ni + 1][0] = pair[2];
+        bf[ni + 1][1] = pair[3];
       }
       SIMT_UNROLL
       for (int mi = 0; mi < MI; ++mi) {
@@ -181,7 +197,7 @@ struct Math<MathMode::kTF32> {
 // accumulator: two-level summation keeps the rounding error near that of blocked GEMM libraries (a single
 // running sum over K = 832 loses several times more).
 template <>
-struct Math<MathMode::kF32> {
+struct Math<MathMode::kF32> : OperandsAsStored {
   using Element = float;
   static constexpr int kStride = Plan::stage_stride(4);
 
@@ -246,6 +262,22 @@ struct StageColumns {
   // step that ends within the stage is known at compile time; only a partial last step tests the thread.
   static SIMT_DEVICE bool in_stage(int j) { return (j + 1) * kRowStep <= kRows || first_row() + j * kRowStep < kRows; }
 };
+
+// TF32: rounds a landed float stage in place to mma operands, 16 bytes at a time, each thread the vector
+// column and rows a stream's copies give it (a quarter warp covers one 128-byte row): all kRows rows, or
+// (kBounded) rows [0, rows).
+template <int kRows, bool kBounded>
+SIMT_DEVICE void round_tf32_stage(float* stage, int rows = kRows) {
+  using C = StageColumns<float, kRows>;
+  constexpr int kStride = Plan::stage_stride(4);
+  float* const column = stage + C::first_row() * kStride + C::vector() * C::kVector;
+  SIMT_UNROLL
+  for (int j = 0; j < C::kCopies; ++j) {
+    if (!C::in_stage(j) || (kBounded && C::first_row() + j * C::kRowStep >= rows)) break;
+    float* const vector = column + j * C::kRowStep * kStride;
+    simt::store_128(vector, Math<MathMode::kTF32>::round_operands(simt::load_128(vector)));
+  }
+}
 
 // Streams rows [n0, n0 + kRows) x [k0, k0 + kKChunk) of the weight rows into the B stage as 16-byte
 // cp.async copies (in the chunk's group); rows past `count` and vectors past the row are zero-filled.
@@ -324,6 +356,15 @@ struct FinishesA {
   static constexpr bool value = false;
 };
 
+// A loaders whose A stage holds x as read (cp.async copies or element stores), which TF32 must round in the
+// stage. False (specialised below) where A is rounded already: the pool's max (rounded by finish()) and the
+// k x k windows, read from the reduction (rounded by ReductionStore). Rounding twice changes nothing, so the
+// safe default is true.
+template <class LoadA>
+struct StagesRawA {
+  static constexpr bool value = true;
+};
+
 // Where multiply() finds a K chunk's A: in the stage, for every loader that stages it (an overload below
 // serves the one that does not).
 template <class LoadA, class T>
@@ -347,6 +388,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
   auto b_stage = [&](int stage) { return b_stages + stage * Plan::kStageCols * M::kStride; };
   static_assert(Plan::kStages == 2, "the pipeline below alternates two stages");
   constexpr int kN = Plan::kWarpsN * NI * 8;
+  SIMT_ASSUME(threadIdx.x < unsigned(Plan::kThreads));  // the launch's block: lets nvcc bound the warp's tiles
   const int warp = threadIdx.x / simt::kWarpSize, lane = threadIdx.x % simt::kWarpSize;
   const int tile_m0 = (warp / Plan::kWarpsN) * MI, tile_n0 = (warp % Plan::kWarpsN) * NI;
   const int chunks = int((w.length + Plan::kKChunk - 1) / Plan::kKChunk);  // K fits int32: plan_fused_launch
@@ -383,9 +425,16 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
         simt::cp_async_wait<0>();
       }
       __syncthreads();
-      if constexpr (FinishesA<LoadA>::value) {
-        pass_load_a.finish(a_stage(stage), stage);
-        __syncthreads();  // the A stage is complete before any warp multiplies it
+      if constexpr (FinishesA<LoadA>::value || M::kRoundsStages) {
+        // Each thread completes its share of the landed stages: the pool's max, TF32's rounding.
+        if constexpr (FinishesA<LoadA>::value) pass_load_a.template finish<M>(a_stage(stage), stage);
+        if constexpr (M::kRoundsStages) {
+          round_tf32_stage<kN, false>(b_stage(stage));  // every row: those past the channels hold zeros
+          if constexpr (StagesRawA<LoadA>::value) {
+            round_tf32_stage<Plan::kWarpsM * MI * 16, true>(a_stage(stage), m_tiles * 16);  // skip M padding
+          }
+        }
+        __syncthreads();  // the stages are complete before any warp multiplies them
       }
       M::template multiply<MI, NI>(acc, a_rows(load_a, a_stage(stage), chunk, tile_m0, lane), b_stage(stage), tile_m0,
                                    tile_n0, m_tiles, n_tiles, lane);
@@ -524,9 +573,10 @@ struct PoolStream {
     next_stage ^= 1;
   }
 
-  // The max of the chunk in halo stage `stage` into `a_stage`: after the chunk has landed (a barrier), before
-  // any warp multiplies it (another). A pixel outside the image takes its max from pixels inside; its row of
-  // the GEMM is never stored.
+  // The max of the chunk in halo stage `stage` into `a_stage`, as math mode M's operands (TF32: rounded):
+  // after the chunk has landed (a barrier), before any warp multiplies it (another). A pixel outside the
+  // image takes its max from pixels inside; its row of the GEMM is never stored.
+  template <class M>
   SIMT_DEVICE void finish(T* a_stage, int stage) const {
     const T* halo_stage = halo + stage * kHaloPixels * Plan::kKChunk;
     SIMT_UNROLL
@@ -544,7 +594,7 @@ struct PoolStream {
           if (dy != 1 || dx != 1) value = simt::max_nan_128<T>(value, simt::load_128(center + rows[dy] + columns[dx]));
         }
       }
-      simt::store_128(a_stage + pixel * Plan::stage_stride(int(sizeof(T))) + column, value);
+      simt::store_128(a_stage + pixel * Plan::stage_stride(int(sizeof(T))) + column, M::round_operands(value));
     }
   }
 };
@@ -552,6 +602,10 @@ struct PoolStream {
 template <class T>
 struct FinishesA<PoolStream<T>> {
   static constexpr bool value = true;
+};
+template <class T>
+struct StagesRawA<PoolStream<T>> {
+  static constexpr bool value = false;
 };
 
 // Stages the implicit-GEMM A of a k x k convolution over the reduction in shared memory: row r is output
@@ -603,6 +657,10 @@ struct WindowLoader {
     stage_windows<kTapsOuter>(stage, Plan::stage_stride(int(sizeof(T))), reduced, kernel, channels, row_stride, k0);
   }
 };
+template <class T, bool kTapsOuter>
+struct StagesRawA<WindowLoader<T, kTapsOuter>> {
+  static constexpr bool value = false;
+};
 
 // The k x k GEMM with A read in place (WindowRows): K over (tap, channel), channels whole 16-byte vectors,
 // tensor-core modes. Nothing to stage; the window table maps each 16-byte group of K to its reduction offset.
@@ -627,6 +685,11 @@ struct DirectWindows {
     }
     if (int(threadIdx.x) < kVector) zeros[threadIdx.x] = simt::from_float<T>(0.0f);
   }
+};
+
+template <class T>
+struct StagesRawA<DirectWindows<T>> {
+  static constexpr bool value = false;  // no stage: A is the reduction
 };
 
 template <class T>
@@ -674,8 +737,10 @@ SIMT_DEVICE bool output_pairs(const InceptionParams& p, int64_t first) {
 // Reduction GEMM pass (row: pixel of the halo box): ReLU into shared memory, zero outside the image because
 // the k x k convolution zero-pads the reduced activation. Rows are row_stride elements apart, whole 16-byte
 // vectors, so a pair (even column, + 1) always lies in its row (past the channels: padding, written as 0).
-template <class T>
+// Values are stored as math mode M's operands (TF32: rounded), since the k x k GEMM reads them as they are.
+template <class M>
 struct ReductionStore {
+  using T = typename M::Element;
   const InceptionParams& p;
   T* reduced;
   const T* bias;
@@ -686,7 +751,8 @@ struct ReductionStore {
     if (row >= box.pixels || column >= channels) return;
     const int y = box.y0 + row / box.width, x = box.x0 + row % box.width;
     const bool inside = y >= 0 && y < p.height && x >= 0 && x < p.width;
-    simt::store_pair(reduced + row * row_stride + column, inside ? relu(first) : 0.0f, inside ? relu(second) : 0.0f);
+    simt::store_pair(reduced + row * row_stride + column, M::round_operand(inside ? relu(first) : 0.0f),
+                     M::round_operand(inside ? relu(second) : 0.0f));
   }
 };
 
@@ -763,7 +829,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const int halo = kernel / 2, halo_width = Plan::kTile + kernel - 1;
   const int row_stride = int(reduced_row_stride(channels, int(sizeof(T))));
   const PixelBox halo_box{y0 - halo, x0 - halo, halo_width, halo_width * halo_width};
-  const ReductionStore<T> reduction{p, reduced, bias(reduce, 0), halo_box, channels, row_stride};
+  const ReductionStore<M> reduction{p, reduced, bias(reduce, 0), halo_box, channels, row_stride};
   // The k x k GEMM reads A in place where K runs over (tap, channel) in whole 16-byte groups (DirectWindows);
   // its table is filled here, ordered before its reads by the barrier that follows the reduction.
   T* const zeros = reduced + p.reduced_elements;

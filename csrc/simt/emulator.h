@@ -67,6 +67,19 @@ inline uint32_t to_tf32_bits(uint32_t bits) {
   std::memcpy(&x, &bits, 4);
   return to_tf32(x);
 }
+// A float as a TF32 mma operand: cvt.rna.tf32.f32's rounding without clearing the 13 low bits, which the
+// tensor core ignores (mma's tf32_value drops them): half a TF32 ulp added to a finite value.
+inline uint32_t round_tf32_operand_bits(uint32_t bits) {
+  return (bits & 0x7f800000u) != 0x7f800000u ? bits + 0x1000u : bits;  // inf and NaN stay
+}
+inline float round_tf32_operand(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  bits = round_tf32_operand_bits(bits);
+  float rounded;
+  std::memcpy(&rounded, &bits, 4);
+  return rounded;
+}
 
 // An error the emulator detected in a kernel (or in its launch).
 class Error : public std::runtime_error {

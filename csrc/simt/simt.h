@@ -51,6 +51,9 @@
 #define SIMT_UNROLL _Pragma("unroll")
 // A statically sized shared-memory array, one per block.
 #define SIMT_SHARED_ARRAY(type, name, count) __shared__ __align__(16) type name[count]
+// Tells the compiler a condition holds (what the launch guarantees, such as the block size), so that it can
+// fold the tests that follow from it.
+#define SIMT_ASSUME(condition) __builtin_assume(condition)
 
 namespace simt {
 
@@ -115,6 +118,14 @@ SIMT_DEVICE uint32_t to_tf32(float x) {
 }
 // The same for a float held as its bits (a register ldmatrix filled).
 SIMT_DEVICE uint32_t to_tf32_bits(uint32_t bits) { return to_tf32(__uint_as_float(bits)); }
+// A float as a TF32 mma operand, rounded to nearest (ties away from zero) like cvt.rna.tf32.f32 but without
+// its final clearing of the 13 low bits, which the tensor core ignores: half a TF32 ulp added to a finite
+// value (two instructions, FSETP and IADD, where cvt.rna takes three). nvcc compiles cvt.rna feeding an
+// HMMA.1688 the same way (it drops the clearing LOP3). Inf and NaN stay as they are.
+SIMT_DEVICE uint32_t round_tf32_operand_bits(uint32_t bits) {
+  return fabsf(__uint_as_float(bits)) < __int_as_float(0x7f800000) ? bits + 0x1000u : bits;
+}
+SIMT_DEVICE float round_tf32_operand(float x) { return __uint_as_float(round_tf32_operand_bits(__float_as_uint(x))); }
 
 SIMT_DEVICE float negative_infinity() { return __int_as_float(int(0xff800000u)); }
 SIMT_DEVICE u32x4 load_128(const void* p) { return *reinterpret_cast<const uint4*>(p); }
@@ -265,6 +276,9 @@ inline void allow_shared_memory(Kernel, size_t) {}  // the emulator's limit is L
 #define SIMT_HOST_DEVICE inline
 #define SIMT_LAUNCH_BOUNDS(threads, min_blocks)
 #define SIMT_UNROLL
+// The emulator checks what the GPU build assumes.
+#define SIMT_ASSUME(condition) \
+  ((condition) ? void(0) : throw ::simt::Error("SIMT_ASSUME failed: " #condition))
 #define SIMT_SHARED_ARRAY(type, name, count)                                          \
   static const char name##_simt_site = 0;                                             \
   type* const name = static_cast<type*>(::simt::detail::block_static_shared(          \

@@ -451,39 +451,92 @@ struct PixelBox {
   int y0, x0, width, pixels;
 };
 
-// Stages x (or its 3x3 stride-1 max-pool, -inf padded, NaN propagating) over the box, channels
-// [k0, k0 + kKChunk). Reads follow x's fastest dimension, so a warp's loads coalesce in either layout.
-template <class T>
-SIMT_DEVICE void stage_pixels(T* stage, int stride, const InceptionParams& p, int64_t image, const PixelBox& box,
-                              int rows, int64_t k0, bool pooled) {
-  const T* x = static_cast<const T*>(p.x) + image * p.x_stride[0];
-  const int64_t channels = p.shape.in_channels;
-  const bool channels_fastest = p.x_stride[1] == 1;
-  for (int i = threadIdx.x; i < rows * Plan::kKChunk; i += Plan::kThreads) {
-    const int row = channels_fastest ? i / Plan::kKChunk : i % rows;
-    const int kk = channels_fastest ? i % Plan::kKChunk : i / rows;
-    const int64_t c = k0 + kk;
-    const int y = box.y0 + row / box.width, xx = box.x0 + row % box.width;
-    float value = 0.0f;
-    if (row < box.pixels && c < channels && y >= 0 && y < p.height && xx >= 0 && xx < p.width) {
-      const T* plane = x + c * p.x_stride[1];
-      if (!pooled) {
-        value = simt::to_float(plane[y * p.x_stride[2] + xx * p.x_stride[3]]);
-      } else {
-        value = simt::negative_infinity();
-        for (int dy = -1; dy <= 1; ++dy) {
-          for (int dx = -1; dx <= 1; ++dx) {
-            const int64_t yy = y + dy, xs = xx + dx;
-            if (yy < 0 || yy >= p.height || xs < 0 || xs >= p.width) continue;
-            const float v = simt::to_float(plane[yy * p.x_stride[2] + xs * p.x_stride[3]]);
-            if (v > value || v != v) value = v;  // PyTorch's max-pool: a NaN wins
-          }
-        }
+// x element by element, when its channels are not contiguous 16-byte vectors (NCHW, odd channel counts, any
+// strided view), or its 3x3 stride-1 max-pool (-inf padded, NaN propagating), into the A stage: rows
+// [0, kRows) (pixels of the box; zero past it and outside the image), channels [k0, k0 + kKChunk) (zero
+// past them). Each thread keeps fixed pixels, rows lane + 32 i, and takes the channels warp + 8 j of every
+// chunk: pixel offsets, neighbour offsets and predicates are computed once per GEMM, so a chunk costs a
+// load (nine for the pool), a store and 64-bit adds per element, no division. A warp reads 32 consecutive
+// pixels of one channel: coalesced in NCHW.
+template <class T, int kRows, bool kPooled>
+struct ElementLoader {
+  static_assert(kRows % simt::kWarpSize == 0, "a thread's rows are one per 32");
+  static constexpr int kPixels = kRows / simt::kWarpSize;  // rows a thread keeps
+  static constexpr int kChannelStep = Plan::kThreads / simt::kWarpSize;  // warps: a thread's channels are this apart
+  static constexpr int kChannels = Plan::kKChunk / kChannelStep;  // channels a thread stages per chunk
+  static_assert(Plan::kThreads % simt::kWarpSize == 0 && Plan::kKChunk % kChannelStep == 0, "whole channels");
+  static constexpr int kNeighbours = kPooled ? 4 : 1;  // (one unused entry without the pool: no empty array)
+  const T* x;               // this image at this thread's first channel of the next chunk
+  int64_t channel_stride;   // x_stride[1]
+  int channels_left;        // channels from there on (in_channels fits int32: plan_fused_launch)
+  int stage_offset;         // this thread's first element in the stage
+  int64_t pixel_offset[kPixels];
+  uint32_t pixels_inside;   // bit i: pixel i is in the box and the image
+  // Pool: per pixel, offsets to the row above, below and the columns left and right, 0 where that neighbour
+  // lies outside the image (it then reads the pixel itself: the max over the image's pixels, the -inf padding).
+  int64_t neighbour[kPixels][kNeighbours];
+
+  SIMT_DEVICE ElementLoader(const InceptionParams& p, int64_t image, const PixelBox& box) {
+    const int lane = int(threadIdx.x) % simt::kWarpSize, first_channel = int(threadIdx.x) / simt::kWarpSize;
+    channel_stride = p.x_stride[1];
+    x = static_cast<const T*>(p.x) + image * p.x_stride[0] + first_channel * channel_stride;
+    channels_left = int(p.shape.in_channels) - first_channel;
+    stage_offset = lane * Plan::stage_stride(int(sizeof(T))) + first_channel;
+    pixels_inside = 0;
+    SIMT_UNROLL
+    for (int i = 0; i < kPixels; ++i) {
+      const int row = lane + i * simt::kWarpSize;
+      const int y = box.y0 + row / box.width, xx = box.x0 + row % box.width;
+      const bool inside = row < box.pixels && y >= 0 && y < p.height && xx >= 0 && xx < p.width;
+      pixels_inside |= uint32_t(inside) << i;
+      pixel_offset[i] = inside ? y * p.x_stride[2] + xx * p.x_stride[3] : 0;
+      if constexpr (kPooled) {
+        neighbour[i][0] = inside && y >= 1 ? -p.x_stride[2] : 0;
+        neighbour[i][1] = inside && y + 1 < p.height ? p.x_stride[2] : 0;
+        neighbour[i][2] = inside && xx >= 1 ? -p.x_stride[3] : 0;
+        neighbour[i][3] = inside && xx + 1 < p.width ? p.x_stride[3] : 0;
       }
     }
-    stage[row * stride + kk] = simt::from_float<T>(value);
   }
-}
+
+  // The next chunk (its K offset k0 is implied by the calls so far).
+  SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
+    constexpr int stride = Plan::stage_stride(int(sizeof(T)));
+    // The pool's 9 loads an element, for all of a thread's elements at once, would not fit in registers.
+    SIMT_UNROLL_BY((kPooled ? 1 : kChannels))
+    for (int j = 0; j < kChannels; ++j) {
+      const bool channel_inside = channels_left > j * kChannelStep;
+      const T* plane = x + j * kChannelStep * channel_stride;
+      SIMT_UNROLL
+      for (int i = 0; i < kPixels; ++i) {
+        T value = simt::from_float<T>(0.0f);
+        if (channel_inside && ((pixels_inside >> i) & 1u)) {
+          const T* center = plane + pixel_offset[i];
+          if constexpr (!kPooled) {
+            value = *center;
+          } else {
+            float max = simt::to_float(*center);
+            const int64_t rows[3] = {neighbour[i][0], 0, neighbour[i][1]};
+            const int64_t columns[3] = {neighbour[i][2], 0, neighbour[i][3]};
+            SIMT_UNROLL
+            for (int dy = 0; dy < 3; ++dy) {
+              SIMT_UNROLL
+              for (int dx = 0; dx < 3; ++dx) {
+                if (dy == 1 && dx == 1) continue;
+                const float v = simt::to_float(center[rows[dy] + columns[dx]]);
+                if (v > max || v != v) max = v;  // PyTorch's max-pool: a NaN wins
+              }
+            }
+            value = simt::from_float<T>(max);
+          }
+        }
+        stage[stage_offset + i * simt::kWarpSize * stride + j * kChannelStep] = value;
+      }
+    }
+    x += Plan::kKChunk * channel_stride;
+    channels_left -= Plan::kKChunk;
+  }
+};
 
 // Plain x when its channels are contiguous and 16-byte aligned: cp.async copies of 16 bytes, zero-filled
 // (src_bytes 0) outside the image, past the box and past the channels, so that they overlap the multiply
@@ -634,19 +687,6 @@ SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kerne
     stage[(py * Plan::kTile + px) * stride + kk] = inside ? reduced[source + py * row_step] : simt::from_float<T>(0.0f);
   }
 }
-
-// The A loaders and the stores of the kernel's GEMMs. Element-wise x (NCHW, unaligned channels) or its
-// max-pool: kPooled is a template parameter, so each GEMM's K loop holds one loader.
-template <class T, bool kPooled>
-struct PixelLoader {
-  const InceptionParams& p;
-  int64_t image;
-  PixelBox box;
-  int rows;
-  SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
-    stage_pixels(stage, Plan::stage_stride(int(sizeof(T))), p, image, box, rows, k0, kPooled);
-  }
-};
 
 // kTapsOuter: the weight's K order (a template parameter, so the K loop carries no branch on it).
 template <class T, bool kTapsOuter>
@@ -808,7 +848,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
     } else if (pooled) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
                                                   Plan::kTilePixels / 16,
-                                                  PixelLoader<T, true>{p, image, tile_box, kRows}, store);
+                                                  ElementLoader<T, kRows, true>(p, image, tile_box), store);
     } else if (p.x_vectorized) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
                                                   Plan::kTilePixels / 16,
@@ -816,7 +856,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
     } else {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
                                                   Plan::kTilePixels / 16,
-                                                  PixelLoader<T, false>{p, image, tile_box, kRows}, store);
+                                                  ElementLoader<T, kRows, false>(p, image, tile_box), store);
     }
     return;  // no barrier follows
   }
@@ -845,7 +885,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   } else {
     run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,
                                                   (halo_box.pixels + 15) / 16,
-                                                  PixelLoader<T, false>{p, image, halo_box, Plan::kStageRows},
+                                                  ElementLoader<T, Plan::kStageRows, false>(p, image, halo_box),
                                                   reduction);
   }
   __syncthreads();  // the reduction is complete before any window reads it

@@ -663,38 +663,56 @@ struct StagesRawA<PoolStream<T>> {
 
 // Stages the implicit-GEMM A of a k x k convolution over the reduction in shared memory: row r is output
 // pixel r of the 8x8 tile, column k reads reduced[(py + dy, px + dx)][c] for the (c, tap = dy * ks + dx) that
-// k stands for in the weight's K order: k = c * ks * ks + tap (OIHW), or k = tap * channels + c (OHWI).
-// A thread stages one column k of the pixels of one tile column px: k's (c, tap) is decoded once per chunk,
-// and the tile's 8 rows of pixels are a fixed stride apart in the reduction.
-template <bool kTapsOuter, class T>
-SIMT_DEVICE void stage_windows(T* stage, int stride, const T* reduced, int kernel, int channels, int row_stride,
-                               int64_t k0) {
-  static_assert(Plan::kThreads == Plan::kKChunk * Plan::kTile, "one thread per (K column, tile column)");
-  const int halo_width = Plan::kTile + kernel - 1;
-  const int taps = kernel * kernel;
-  const int kk = int(threadIdx.x) % Plan::kKChunk, px = int(threadIdx.x) / Plan::kKChunk;
-  const int64_t k = k0 + kk;
-  const bool inside = k < int64_t(taps) * channels;
-  int source = 0;  // element of reduced[(dy, px + dx)][c]: the window of tile row 0
-  if (inside) {
-    const int tap = kTapsOuter ? int(k / channels) : int(k % taps);
-    const int c = kTapsOuter ? int(k % channels) : int(k / taps);
-    source = ((tap / kernel) * halo_width + px + tap % kernel) * row_stride + c;
-  }
-  const int row_step = halo_width * row_stride;  // one tile row down
-  SIMT_UNROLL
-  for (int py = 0; py < Plan::kTile; ++py) {
-    stage[(py * Plan::kTile + px) * stride + kk] = inside ? reduced[source + py * row_step] : simt::from_float<T>(0.0f);
-  }
-}
-
-// kTapsOuter: the weight's K order (a template parameter, so the K loop carries no branch on it).
+// k stands for in the weight's K order: k = c * ks * ks + tap (OIHW), or k = tap * channels + c (OHWI;
+// kTapsOuter, a template parameter, so the K loop carries no branch on it). A thread stages one column k of
+// the pixels of one tile column px; the tile's 8 rows of pixels are a fixed stride apart in the reduction.
+// Its column's (c, dy, dx) is decoded once per GEMM and advanced by one chunk a call, with carries: no
+// division in the K loop (a K of 32 is a fixed number of taps and channels on).
 template <class T, bool kTapsOuter>
 struct WindowLoader {
+  static_assert(Plan::kThreads == Plan::kKChunk * Plan::kTile, "one thread per (K column, tile column)");
   const T* reduced;
-  int kernel, channels, row_stride;
-  SIMT_DEVICE void operator()(T* stage, int64_t k0) const {
-    stage_windows<kTapsOuter>(stage, Plan::stage_stride(int(sizeof(T))), reduced, kernel, channels, row_stride, k0);
+  int kernel, channels, row_stride, halo_width;
+  int px, column;                // this thread's tile column; its K column kk in the stage, at tile row 0
+  int c, dy, dx;                 // this thread's K column in the next chunk (dy >= kernel: past K)
+  int c_step, dy_step, dx_step;  // one chunk on, before the carries
+
+  SIMT_DEVICE WindowLoader(const T* reduced, int kernel, int channels, int row_stride)
+      : reduced(reduced), kernel(kernel), channels(channels), row_stride(row_stride),
+        halo_width(Plan::kTile + kernel - 1) {
+    const int kk = int(threadIdx.x) % Plan::kKChunk;
+    px = int(threadIdx.x) / Plan::kKChunk;
+    column = px * Plan::stage_stride(int(sizeof(T))) + kk;
+    const int taps = kernel * kernel;
+    // (c, tap) of k = kk and of one chunk, Plan::kKChunk.
+    const int inner = kTapsOuter ? channels : taps;
+    const int tap = kTapsOuter ? kk / inner : kk % inner, tap_step = kTapsOuter ? Plan::kKChunk / inner : Plan::kKChunk % inner;
+    c = kTapsOuter ? kk % inner : kk / inner;
+    c_step = kTapsOuter ? Plan::kKChunk % inner : Plan::kKChunk / inner;
+    dy = tap / kernel, dx = tap % kernel;
+    dy_step = tap_step / kernel, dx_step = tap_step % kernel;
+  }
+
+  SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
+    constexpr int stride = Plan::stage_stride(int(sizeof(T)));
+    const bool inside = kTapsOuter ? dy < kernel : c < channels;  // k < taps x channels
+    const int source = (dy * halo_width + px + dx) * row_stride + c;  // tile row 0's window
+    const int row_step = halo_width * row_stride;  // one tile row down
+    SIMT_UNROLL
+    for (int py = 0; py < Plan::kTile; ++py) {
+      stage[column + py * Plan::kTile * stride] = inside ? reduced[source + py * row_step] : simt::from_float<T>(0.0f);
+    }
+    // One chunk on: k + kKChunk, its tap and channel parts each carried at most once.
+    c += c_step, dy += dy_step, dx += dx_step;
+    if (dx >= kernel) dx -= kernel, ++dy;
+    if constexpr (kTapsOuter) {
+      if (c >= channels) {
+        c -= channels;
+        if (++dx == kernel) dx = 0, ++dy;
+      }
+    } else {
+      if (dy >= kernel) dy -= kernel, ++c;
+    }
   }
 };
 template <class T, bool kTapsOuter>
@@ -905,12 +923,12 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   if (p.weights[conv].taps_outer) {
     run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
                                                 Plan::kTilePixels / 16,
-                                                WindowLoader<T, true>{reduced, kernel, channels, row_stride},
+                                                WindowLoader<T, true>(reduced, kernel, channels, row_stride),
                                                 conv_store);
   } else {
     run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
                                                 Plan::kTilePixels / 16,
-                                                WindowLoader<T, false>{reduced, kernel, channels, row_stride},
+                                                WindowLoader<T, false>(reduced, kernel, channels, row_stride),
                                                 conv_store);
   }
 }

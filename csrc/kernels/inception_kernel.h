@@ -452,36 +452,30 @@ struct PixelBox {
 };
 
 // x element by element, when its channels are not contiguous 16-byte vectors (NCHW, odd channel counts, any
-// strided view), or its 3x3 stride-1 max-pool (-inf padded, NaN propagating), into the A stage: rows
-// [0, kRows) (pixels of the box; zero past it and outside the image), channels [k0, k0 + kKChunk) (zero
-// past them). Each thread keeps fixed pixels, rows lane + 32 i, and takes the channels warp + 8 j of every
-// chunk: pixel offsets, neighbour offsets and predicates are computed once per GEMM, so a chunk costs a
-// load (nine for the pool), a store and 64-bit adds per element, no division. A warp reads 32 consecutive
-// pixels of one channel: coalesced in NCHW.
-template <class T, int kRows, bool kPooled>
+// strided view), into a stage of rows kStride elements apart: rows [0, kStageRows) (pixels of the box; zero
+// past it and outside the image), channels [k0, k0 + kKChunk) (zero past them). Each thread keeps fixed
+// pixels, rows lane + 32 i, and takes the channels warp + 8 j of every chunk: pixel offsets and predicates
+// are computed once per GEMM, so a chunk costs a load, a store and 64-bit adds per element, no division.
+// A warp reads 32 consecutive pixels of one channel: coalesced in NCHW.
+template <class T, int kStageRows, int kStride = Plan::stage_stride(int(sizeof(T)))>
 struct ElementLoader {
-  static_assert(kRows % simt::kWarpSize == 0, "a thread's rows are one per 32");
-  static constexpr int kPixels = kRows / simt::kWarpSize;  // rows a thread keeps
+  static constexpr int kPixels = (kStageRows + simt::kWarpSize - 1) / simt::kWarpSize;  // rows a thread keeps
   static constexpr int kChannelStep = Plan::kThreads / simt::kWarpSize;  // warps: a thread's channels are this apart
   static constexpr int kChannels = Plan::kKChunk / kChannelStep;  // channels a thread stages per chunk
   static_assert(Plan::kThreads % simt::kWarpSize == 0 && Plan::kKChunk % kChannelStep == 0, "whole channels");
-  static constexpr int kNeighbours = kPooled ? 4 : 1;  // (one unused entry without the pool: no empty array)
   const T* x;               // this image at this thread's first channel of the next chunk
   int64_t channel_stride;   // x_stride[1]
   int channels_left;        // channels from there on (in_channels fits int32: plan_fused_launch)
   int stage_offset;         // this thread's first element in the stage
   int64_t pixel_offset[kPixels];
   uint32_t pixels_inside;   // bit i: pixel i is in the box and the image
-  // Pool: per pixel, offsets to the row above, below and the columns left and right, 0 where that neighbour
-  // lies outside the image (it then reads the pixel itself: the max over the image's pixels, the -inf padding).
-  int64_t neighbour[kPixels][kNeighbours];
 
   SIMT_DEVICE ElementLoader(const InceptionParams& p, int64_t image, const PixelBox& box) {
     const int lane = int(threadIdx.x) % simt::kWarpSize, first_channel = int(threadIdx.x) / simt::kWarpSize;
     channel_stride = p.x_stride[1];
     x = static_cast<const T*>(p.x) + image * p.x_stride[0] + first_channel * channel_stride;
     channels_left = int(p.shape.in_channels) - first_channel;
-    stage_offset = lane * Plan::stage_stride(int(sizeof(T))) + first_channel;
+    stage_offset = lane * kStride + first_channel;
     pixels_inside = 0;
     SIMT_UNROLL
     for (int i = 0; i < kPixels; ++i) {
@@ -490,47 +484,26 @@ struct ElementLoader {
       const bool inside = row < box.pixels && y >= 0 && y < p.height && xx >= 0 && xx < p.width;
       pixels_inside |= uint32_t(inside) << i;
       pixel_offset[i] = inside ? y * p.x_stride[2] + xx * p.x_stride[3] : 0;
-      if constexpr (kPooled) {
-        neighbour[i][0] = inside && y >= 1 ? -p.x_stride[2] : 0;
-        neighbour[i][1] = inside && y + 1 < p.height ? p.x_stride[2] : 0;
-        neighbour[i][2] = inside && xx >= 1 ? -p.x_stride[3] : 0;
-        neighbour[i][3] = inside && xx + 1 < p.width ? p.x_stride[3] : 0;
-      }
     }
+  }
+
+  // Row lane + 32 i lies in the stage: known at compile time but for a partial last step of rows.
+  static SIMT_DEVICE bool in_stage(int i) {
+    return (i + 1) * simt::kWarpSize <= kStageRows || int(threadIdx.x) % simt::kWarpSize + i * simt::kWarpSize < kStageRows;
   }
 
   // The next chunk (its K offset k0 is implied by the calls so far).
   SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
-    constexpr int stride = Plan::stage_stride(int(sizeof(T)));
-    // The pool's 9 loads an element, for all of a thread's elements at once, would not fit in registers.
-    SIMT_UNROLL_BY((kPooled ? 1 : kChannels))
+    SIMT_UNROLL
     for (int j = 0; j < kChannels; ++j) {
       const bool channel_inside = channels_left > j * kChannelStep;
       const T* plane = x + j * kChannelStep * channel_stride;
       SIMT_UNROLL
       for (int i = 0; i < kPixels; ++i) {
-        T value = simt::from_float<T>(0.0f);
-        if (channel_inside && ((pixels_inside >> i) & 1u)) {
-          const T* center = plane + pixel_offset[i];
-          if constexpr (!kPooled) {
-            value = *center;
-          } else {
-            float max = simt::to_float(*center);
-            const int64_t rows[3] = {neighbour[i][0], 0, neighbour[i][1]};
-            const int64_t columns[3] = {neighbour[i][2], 0, neighbour[i][3]};
-            SIMT_UNROLL
-            for (int dy = 0; dy < 3; ++dy) {
-              SIMT_UNROLL
-              for (int dx = 0; dx < 3; ++dx) {
-                if (dy == 1 && dx == 1) continue;
-                const float v = simt::to_float(center[rows[dy] + columns[dx]]);
-                if (v > max || v != v) max = v;  // PyTorch's max-pool: a NaN wins
-              }
-            }
-            value = simt::from_float<T>(max);
-          }
-        }
-        stage[stage_offset + i * simt::kWarpSize * stride + j * kChannelStep] = value;
+        if (!in_stage(i)) break;
+        const bool inside = channel_inside && ((pixels_inside >> i) & 1u);
+        stage[stage_offset + i * simt::kWarpSize * kStride + j * kChannelStep] =
+            inside ? plane[pixel_offset[i]] : simt::from_float<T>(0.0f);
       }
     }
     x += Plan::kKChunk * channel_stride;
@@ -584,23 +557,23 @@ struct PixelStream : StageColumns<T, kRows> {
   }
 };
 
-// The 3x3 stride-1 max-pool of x (-inf padded, NaN propagating) as the pool projection's A, when x's channels
-// are contiguous and aligned: each K chunk's 10 x 10 halo of x goes to shared memory as 16-byte cp.async
-// copies (in flight with the weights, like the 1x1 GEMM's x), and once it has landed finish() takes each
-// pixel's max over its neighbours in the image, 16 bytes of channels at a time, into the A stage. The halo
-// stages live where a spatial task keeps its reduction (a pool task has none); rows are kKChunk elements,
-// unpadded: a quarter warp's 16-byte loads then cover two whole 64-byte rows or one 128-byte row, no bank
-// conflicts.
-template <class T>
+// The 3x3 stride-1 max-pool of x (-inf padded, NaN propagating) as the pool projection's A: each K chunk's
+// 10 x 10 halo of x goes to shared memory (HaloLoader: 16-byte cp.async copies where x's channels are
+// contiguous aligned vectors, in flight with the weights like the 1x1 GEMM's x; element by element
+// otherwise), and once it has landed finish() takes each pixel's max over its neighbours in the image, 16
+// bytes of channels at a time, into the A stage. The halo stages live where a spatial task keeps its
+// reduction (a pool task has none); rows are kHaloStride elements apart (see the two loaders below).
+template <class T, class HaloLoader, int kHaloStride>
 struct PoolStream {
   static constexpr int kHaloWidth = Plan::kTile + 2, kHaloPixels = kHaloWidth * kHaloWidth;
   static constexpr int kVector = kVectorElements<T>, kVectorsPerRow = Plan::kKChunk / kVector;
   static constexpr int kItems = Plan::kTilePixels * kVectorsPerRow / Plan::kThreads;  // (pixel, vector)s a thread
   static_assert(Plan::kTilePixels * kVectorsPerRow % Plan::kThreads == 0, "every thread takes whole items");
+  static_assert(kHaloStride % kVector == 0, "halo rows start 16-byte aligned");
   // next_stage alternates like run_gemm's stage (chunk & 1): two stages, chunks issued 0, 1, 2, ... per pass.
   static_assert(Plan::kStages == 2, "the halo stages follow run_gemm's two-stage pipeline");
-  PixelStream<T, kHaloPixels, Plan::kKChunk> halo_copies;
-  T* halo;  // kStages x kHaloPixels x kKChunk elements
+  HaloLoader halo_copies;
+  T* halo;  // kStages x kHaloPixels x kHaloStride elements
   int next_stage;
   // Per item, the element offsets from its pixel's halo row to the rows above, below, left and right, 0 where
   // that neighbour lies outside the image: the window then reads the pixel itself there, which leaves the
@@ -613,16 +586,16 @@ struct PoolStream {
     for (int i = 0; i < kItems; ++i) {
       const int pixel = (int(threadIdx.x) + i * Plan::kThreads) / kVectorsPerRow;
       const int y = y0 + pixel / Plan::kTile, x = x0 + pixel % Plan::kTile;
-      up[i] = y >= 1 ? -kHaloWidth * Plan::kKChunk : 0;
-      down[i] = y + 1 < p.height ? kHaloWidth * Plan::kKChunk : 0;
-      left[i] = x >= 1 ? -Plan::kKChunk : 0;
-      right[i] = x + 1 < p.width ? Plan::kKChunk : 0;
+      up[i] = y >= 1 ? -kHaloWidth * kHaloStride : 0;
+      down[i] = y + 1 < p.height ? kHaloWidth * kHaloStride : 0;
+      left[i] = x >= 1 ? -kHaloStride : 0;
+      right[i] = x + 1 < p.width ? kHaloStride : 0;
     }
   }
 
   // The next chunk's halo into the next halo stage (run_gemm's A stage is filled by finish()).
   SIMT_DEVICE void operator()(T* /*a_stage*/, int64_t k0) {
-    halo_copies(halo + next_stage * kHaloPixels * Plan::kKChunk, k0);
+    halo_copies(halo + next_stage * kHaloPixels * kHaloStride, k0);
     next_stage ^= 1;
   }
 
@@ -631,12 +604,12 @@ struct PoolStream {
   // image takes its max from pixels inside; its row of the GEMM is never stored.
   template <class M>
   SIMT_DEVICE void finish(T* a_stage, int stage) const {
-    const T* halo_stage = halo + stage * kHaloPixels * Plan::kKChunk;
+    const T* halo_stage = halo + stage * kHaloPixels * kHaloStride;
     SIMT_UNROLL
     for (int i = 0; i < kItems; ++i) {
       const int item = int(threadIdx.x) + i * Plan::kThreads;
       const int pixel = item / kVectorsPerRow, column = item % kVectorsPerRow * kVector;
-      const T* center = halo_stage + ((pixel / Plan::kTile + 1) * kHaloWidth + pixel % Plan::kTile + 1) * Plan::kKChunk +
+      const T* center = halo_stage + ((pixel / Plan::kTile + 1) * kHaloWidth + pixel % Plan::kTile + 1) * kHaloStride +
                         column;
       const int rows[3] = {up[i], 0, down[i]}, columns[3] = {left[i], 0, right[i]};
       simt::u32x4 value = simt::load_128(center);
@@ -652,12 +625,23 @@ struct PoolStream {
   }
 };
 
+// The pool's halo by 16-byte cp.async copies: rows unpadded (kKChunk elements), so a quarter warp's 16-byte
+// loads in finish() cover two whole 64-byte rows or one 128-byte row, no bank conflicts.
 template <class T>
-struct FinishesA<PoolStream<T>> {
+using VectorPoolStream = PoolStream<T, PixelStream<T, FusedPlan::kPoolHaloPixels, FusedPlan::kKChunk>, FusedPlan::kKChunk>;
+// The pool's halo element by element (ElementLoader): rows padded like the A stage's, which spreads a warp's
+// stores over 8 banks (unpadded, 32 pixels 64 bytes apart would share 2).
+template <class T>
+using ElementPoolStream =
+    PoolStream<T, ElementLoader<T, FusedPlan::kPoolHaloPixels, FusedPlan::stage_stride(int(sizeof(T)))>,
+               FusedPlan::stage_stride(int(sizeof(T)))>;
+
+template <class T, class HaloLoader, int kHaloStride>
+struct FinishesA<PoolStream<T, HaloLoader, kHaloStride>> {
   static constexpr bool value = true;
 };
-template <class T>
-struct StagesRawA<PoolStream<T>> {
+template <class T, class HaloLoader, int kHaloStride>
+struct StagesRawA<PoolStream<T, HaloLoader, kHaloStride>> {
   static constexpr bool value = false;
 };
 
@@ -861,12 +845,12 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
     // One GEMM per way of reading A, chosen here once: no loader branch inside a K loop.
     if (pooled && p.x_vectorized) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
-                                                  Plan::kTilePixels / 16, PoolStream<T>(p, image, y0, x0, reduced),
-                                                  store);
+                                                  Plan::kTilePixels / 16,
+                                                  VectorPoolStream<T>(p, image, y0, x0, reduced), store);
     } else if (pooled) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
                                                   Plan::kTilePixels / 16,
-                                                  ElementLoader<T, kRows, true>(p, image, tile_box), store);
+                                                  ElementPoolStream<T>(p, image, y0, x0, reduced), store);
     } else if (p.x_vectorized) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
                                                   Plan::kTilePixels / 16,
@@ -874,7 +858,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
     } else {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
                                                   Plan::kTilePixels / 16,
-                                                  ElementLoader<T, kRows, false>(p, image, tile_box), store);
+                                                  ElementLoader<T, kRows>(p, image, tile_box), store);
     }
     return;  // no barrier follows
   }
@@ -903,7 +887,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   } else {
     run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,
                                                   (halo_box.pixels + 15) / 16,
-                                                  ElementLoader<T, Plan::kStageRows, false>(p, image, halo_box),
+                                                  ElementLoader<T, Plan::kStageRows>(p, image, halo_box),
                                                   reduction);
   }
   __syncthreads();  // the reduction is complete before any window reads it

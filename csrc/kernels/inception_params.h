@@ -66,6 +66,7 @@ struct FusedPlan {
   static constexpr int kTile = 8;                 // output tile: kTile x kTile pixels (the output GEMMs' M)
   static constexpr int kTilePixels = kTile * kTile;
   static constexpr int kMaxHaloPixels = (kTile + 4) * (kTile + 4);  // a 5x5 kernel's halo of 2
+  static constexpr int kPoolHaloPixels = (kTile + 2) * (kTile + 2);  // the 3x3 max-pool's halo of 1
   static constexpr int kKChunk = 32;  // K elements staged in shared memory per step
   // Output GEMMs (M = 64 pixels): each warp 2 x 4 mma tiles (32 x 32), N = 128 channels per pass.
   static constexpr int kOutMI = 2, kOutNI = 4;
@@ -116,7 +117,7 @@ FUSED_INCEPTION_HOST_DEVICE constexpr int64_t plan_band_tiles(int64_t tiles, int
 // the channels rounded up to whole 16-byte vectors, plus one vector where that count is even: an odd number of
 // vectors puts the 8 consecutive pixels of an ldmatrix (the k x k GEMM reads its A fragments straight from
 // these rows) in 8 distinct 16-byte bank groups. The padding past the channels may hold anything (only the
-// odd channel of a pair store lands there): every reader stays below `channels` (window table, stage_windows).
+// odd channel of a pair store lands there): every reader stays below `channels` (window table, WindowLoader).
 FUSED_INCEPTION_HOST_DEVICE constexpr int64_t reduced_row_stride(int64_t channels, int element_bytes) {
   const int64_t vector = 16 / element_bytes, vectors = (channels + vector - 1) / vector;
   return (vectors % 2 == 0 ? vectors + 1 : vectors) * vector;

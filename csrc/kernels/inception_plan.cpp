@@ -41,8 +41,9 @@ int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int s
 }
 
 int64_t reduced_elements(const InceptionShape& s, int element_bytes) {
-  // A pool task keeps its halo stages of x there instead (PoolStream): 2 x 10 x 10 pixels x a K chunk.
-  const int64_t pool_halo = int64_t(FusedPlan::kStages) * halo_pixels(3) * FusedPlan::kKChunk;
+  // A pool task keeps its halo stages of x there instead (PoolStream): 2 x 10 x 10 pixels x a K chunk, rows
+  // padded to the stage stride when they are staged element by element.
+  const int64_t pool_halo = int64_t(FusedPlan::kStages) * FusedPlan::kPoolHaloPixels * FusedPlan::stage_stride(element_bytes);
   return std::max({halo_pixels(s.k3) * reduced_row_stride(s.ch3x3red, element_bytes),
                    halo_pixels(s.k5) * reduced_row_stride(s.ch5x5red, element_bytes), pool_halo});
 }

@@ -118,7 +118,7 @@ def window_groups(kernel, channels, element_bytes):
 
 
 def reduced_elements(s: BlockShape, element_bytes):
-    pool_halo = STAGES * halo_pixels(3) * K_CHUNK  # a pool task's halo stages of x (PoolStream)
+    pool_halo = STAGES * halo_pixels(3) * stage_stride(element_bytes)  # a pool task's halo stages of x (PoolStream)
     return max(halo_pixels(s.k3) * reduced_row_stride(s.ch3x3red, element_bytes),
                halo_pixels(s.k5) * reduced_row_stride(s.ch5x5red, element_bytes), pool_halo)
 

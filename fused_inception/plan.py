@@ -38,20 +38,35 @@ MMA_FLOPS = 2 * 16 * 8 * 16  # one m16n8k16: the unit of tensor work below
 DTYPES = {"f16": (2, 0), "bf16": (2, 1), "tf32": (4, 2), "f32": (4, 3)}
 
 #: The GEMM loops of a channels_last block (x and the model channels_last, as users convert one): "1x1" and
-#: "reduction" read x with 16-byte cp.async, "pool" takes the 3x3 max of x element by element, "window" is the
-#: k x k GEMM reading A in place from the reduction. Their tensor ops (m16n8k16 equivalents) per K step of
-#: the busiest warp: FusedPlan's warp tiles (2 x 4 or 5 x 2 m16n8 tiles, K chunk 32).
-LOOP_TENSOR_OPS = {"1x1": 16, "pool": 16, "reduction": 20, "window": 16}
+#: "reduction" read x with 16-byte cp.async, "pool" copies x's halo with cp.async and takes the 3x3 max from
+#: shared memory, "window" is the k x k GEMM reading A in place from the reduction. An NCHW block (x and the
+#: model as PyTorch makes them) runs "... element" loops, which read x element by element, and "window
+#: staged", which gathers the windows of its OIHW weights' K order into the A stage. Their tensor ops
+#: (m16n8k16 equivalents) per K step of the busiest warp: FusedPlan's warp tiles (2 x 4 or 5 x 2 m16n8
+#: tiles, K chunk 32).
+LOOP_TENSOR_OPS = {"1x1": 16, "pool": 16, "reduction": 20, "window": 16,
+                   "1x1 element": 16, "pool element": 16, "reduction element": 20, "window staged": 16}
+#: Layouts (of x and the model alike) -> each GEMM's loop kind.
+LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "window": "window"},
+           "nchw": {"1x1": "1x1 element", "pool": "pool element", "reduction": "reduction element",
+                    "window": "window staged"}}
 
 #: The kernel as it builds today (sass_report.py on sm_90; docs/performance.md): registers per thread and,
-#: per loop, the SASS instructions of one K step (one trip of that tensor-core inner loop). The exact float32
-#: kernel has no tensor loops. tests/test_plan.py holds these against the built extension's SASS.
+#: per loop, the SASS instructions of one K step (one trip of that tensor-core inner loop; "window staged":
+#: the larger of its two K orders' loops). The exact float32 kernel has no tensor loops.
+#: tests/test_sass_report.py holds these against the built extension's SASS.
 #: `--sass-report FILE` replaces them with a fresh report's registers and its worst loop's ratio for every loop.
 #: An entry may say skips_idle_warps=False for a build whose warps multiply in every pass (before 2026-11-28).
 MEASURED_SASS = {
-    "f16": dict(registers=128, loop_instructions={"1x1": 72, "pool": 130, "reduction": 103, "window": 78}),
-    "bf16": dict(registers=128, loop_instructions={"1x1": 72, "pool": 130, "reduction": 103, "window": 78}),
-    "tf32": dict(registers=214, loop_instructions={"1x1": 195, "pool": 336, "reduction": 257, "window": 181}),
+    "f16": dict(registers=128, loop_instructions={"1x1": 72, "pool": 130, "reduction": 103, "window": 78,
+                                                  "1x1 element": 127, "pool element": 259, "reduction element": 244,
+                                                  "window staged": 123}),
+    "bf16": dict(registers=128, loop_instructions={"1x1": 72, "pool": 130, "reduction": 103, "window": 78,
+                                                   "1x1 element": 127, "pool element": 259, "reduction element": 244,
+                                                   "window staged": 123}),
+    "tf32": dict(registers=214, loop_instructions={"1x1": 195, "pool": 336, "reduction": 257, "window": 181,
+                                                   "1x1 element": 226, "pool element": 441, "reduction element": 397,
+                                                   "window staged": 210}),
     "f32": dict(registers=255, loop_instructions=None),
 }
 
@@ -178,8 +193,10 @@ def block_shape(config: InceptionConfig, kernel_sizes=(3, 5)) -> BlockShape:
     return BlockShape(*config.block_args, *kernel_sizes)
 
 
-def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True) -> list:
-    """The tasks of a tile in launch order (task_of in inception_params.h) with the GEMMs each CTA runs."""
+def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str = "nhwc") -> list:
+    """The tasks of a tile in launch order (task_of in inception_params.h) with the GEMMs each CTA runs, each
+    GEMM's loop kind that of `layout` (LAYOUTS)."""
+    kinds = LAYOUTS[layout]
     k_chunks_x = _ceil_div(s.in_channels, K_CHUNK)
     result = []
     for branch, channels in (("3x3", s.ch3x3), ("5x5", s.ch5x5), ("1x1", s.ch1x1), ("pool", s.pool_proj)):
@@ -188,15 +205,16 @@ def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True) -> list:
             output_passes = _ceil_div(count, OUT_PASS_N)
             if branch in ("1x1", "pool"):
                 gemms = (Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes, k_chunks_x, count, skips_idle_warps,
-                              kind=branch),)
+                              kind=kinds[branch]),)
             else:
                 kernel, reduced = (s.k3, s.ch3x3red) if branch == "3x3" else (s.k5, s.ch5x5red)
                 halo_pixels = (TILE + kernel - 1) ** 2
                 reduction = Gemm(16 * _ceil_div(halo_pixels, 16), HALO_ROWS, HALO_PASS_N,
                                  _ceil_div(reduced, HALO_PASS_N), k_chunks_x, reduced, skips_idle_warps,
-                                 kind="reduction")
+                                 kind=kinds["reduction"])
                 window = Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes,
-                              _ceil_div(kernel * kernel * reduced, K_CHUNK), count, skips_idle_warps, kind="window")
+                              _ceil_div(kernel * kernel * reduced, K_CHUNK), count, skips_idle_warps,
+                              kind=kinds["window"])
                 gemms = (reduction, window)
             result.append(Task(branch, begin, count, gemms))
     assert len(result) == count_tasks(s, chunk)
@@ -225,6 +243,7 @@ class Case:
     block: str
     batch: int
     dtype: str
+    layout: str
     height: int
     width: int
     grid: tuple
@@ -254,11 +273,14 @@ class Case:
 
 
 def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = Device(), sass: dict | None = None,
-              kernel_sizes=(3, 5)) -> Case:
-    """The plan and the model for one block, batch and dtype. Raises UnsupportedCase where the kernel
-    does not run the case (it falls back to the unfused path)."""
+              kernel_sizes=(3, 5), layout: str = "nhwc") -> Case:
+    """The plan and the model for one block, batch, dtype and layout (of x and the model: "nhwc", channels_last,
+    or "nchw", as PyTorch makes them). Raises UnsupportedCase where the kernel does not run the case (it
+    falls back to the unfused path)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if batch < 1:
         raise ValueError(f"batch must be positive, got {batch}")
     element_bytes = DTYPES[dtype][0]
@@ -273,7 +295,8 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     tiles = _ceil_div(height, TILE) * _ceil_div(width, TILE)
     grid_x = batch * tiles
     chunk = plan_channel_chunk(s, grid_x, device.sms)
-    task_list = tasks(s, chunk, skips_idle_warps=dtype != "f32" and measured.get("skips_idle_warps", True))
+    task_list = tasks(s, chunk, skips_idle_warps=dtype != "f32" and measured.get("skips_idle_warps", True),
+                      layout=layout)
     ctas = grid_x * len(task_list)
     occupancy = ctas_per_sm(measured["registers"], smem, device)
     slots = device.sms * occupancy
@@ -328,7 +351,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     per_branch = {}
     for t in task_list:
         per_branch[t.branch] = per_branch.get(t.branch, 0) + 1
-    return Case(block=config.name, batch=batch, dtype=dtype, height=height, width=width, grid=(grid_x, len(task_list)),
+    return Case(block=config.name, batch=batch, dtype=dtype, layout=layout, height=height, width=width, grid=(grid_x, len(task_list)),
                 ctas=ctas, ctas_per_sm=occupancy, waves=_ceil_div(ctas, slots), channel_chunk=chunk,
                 tasks=len(task_list), tasks_per_branch=per_branch, work_multiplier=executed / ideal,
                 executed_flops=executed, ideal_flops=ideal, longest_cta_ksteps=max(t.k_steps for t in task_list),
@@ -384,6 +407,14 @@ def _dtype_list(text):
     return values
 
 
+def _layout_list(text):
+    values = [v for v in text.split(",") if v]
+    bad = [v for v in values if v not in LAYOUTS]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(LAYOUTS)}, comma-separated; got {text!r}")
+    return values
+
+
 def _blocks(args) -> list:
     if args.channels:
         if len(args.channels) != 7:
@@ -402,6 +433,7 @@ def _blocks(args) -> list:
 
 COLUMNS = (  # (header, width, format of a Case)
     ("block", 6, lambda c: c.block), ("batch", 5, lambda c: str(c.batch)), ("dtype", 5, lambda c: c.dtype),
+    ("layout", 6, lambda c: c.layout),
     ("grid", 9, lambda c: f"{c.grid[0]}x{c.grid[1]}"), ("CTAs", 6, lambda c: str(c.ctas)),
     ("/SM", 3, lambda c: str(c.ctas_per_sm)), ("waves", 5, lambda c: str(c.waves)),
     ("tasks", 11, lambda c: f"{c.tasks}x{c.channel_chunk}ch"), ("work", 5, lambda c: f"{c.work_multiplier:.2f}"),
@@ -432,6 +464,9 @@ def main(argv=None) -> int:
     parser.add_argument("--kernel-sizes", type=_int_list, default=[3, 5], help="k3,k5 (default 3,5)")
     parser.add_argument("--batch", type=_int_list, default=[1, 32, 256], help="comma-separated (default 1,32,256)")
     parser.add_argument("--dtype", type=_dtype_list, default=["bf16"], help=f"{','.join(DTYPES)} (default bf16)")
+    parser.add_argument("--layout", type=_layout_list, default=["nhwc"],
+                        help="nhwc (x and the model channels_last), nchw (as PyTorch makes them), comma-separated "
+                             "(default nhwc)")
     parser.add_argument("--sms", type=int, default=Device.sms, help="multiprocessors (default 132, an H100 SXM)")
     parser.add_argument("--l2-mb", type=float, default=Device.l2_bytes / 1e6, help="L2 size in MB (default 50)")
     parser.add_argument("--sass-report", help="registers and instructions per tensor op from this "
@@ -451,11 +486,12 @@ def main(argv=None) -> int:
     cases, refused = [], []
     for config in _blocks(args):
         for dtype in args.dtype:
-            for batch in args.batch:
-                try:
-                    cases.append(plan_case(config, batch, dtype, device, sass, tuple(args.kernel_sizes)))
-                except UnsupportedCase as why:
-                    refused.append(f"{config.name} batch {batch} {dtype}: not fused ({why})")
+            for layout in args.layout:
+                for batch in args.batch:
+                    try:
+                        cases.append(plan_case(config, batch, dtype, device, sass, tuple(args.kernel_sizes), layout))
+                    except UnsupportedCase as why:
+                        refused.append(f"{config.name} batch {batch} {dtype} {layout}: not fused ({why})")
     if args.json:
         print(json.dumps([asdict(c) for c in cases], indent=1))
     else:

@@ -28,6 +28,24 @@ def test_json_has_the_keys_per_block_batch_and_dtype(capsys):
         assert case["ctas"] == case["grid"][0] * case["grid"][1]
 
 
+def test_layouts(capsys):
+    # An NCHW block (x and the model as PyTorch makes them) runs the element-wise and staged loops, which cost
+    # more than the channels_last ones: the same plan, a longer modeled time.
+    assert plan.main(["--block", "4e", "--batch", "1,256", "--layout", "nhwc,nchw", "--json"]) == 0
+    cases = json.loads(capsys.readouterr().out)
+    assert [(c["layout"], c["batch"]) for c in cases] == [("nhwc", 1), ("nhwc", 256), ("nchw", 1), ("nchw", 256)]
+    for nhwc, nchw in zip(cases[:2], cases[2:]):
+        assert nchw["ctas"] == nhwc["ctas"] and nchw["work_multiplier"] == nhwc["work_multiplier"]
+        assert nchw["model_us"] > nhwc["model_us"]
+    for config in GOOGLENET_BLOCKS:
+        kinds = {g.kind for t in plan.tasks(plan.block_shape(config), 128, layout="nchw") for g in t.gemms}
+        assert kinds == {"1x1 element", "pool element", "reduction element", "window staged"}
+    with pytest.raises(SystemExit):
+        plan.main(["--layout", "nwhc"])
+    with pytest.raises(ValueError, match="layout must be one of"):
+        plan.plan_case(BLOCKS_BY_NAME["3a"], 1, "bf16", layout="NCHW")
+
+
 def test_table_names_every_case(capsys):
     assert plan.main(["--batch", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()

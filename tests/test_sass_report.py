@@ -225,5 +225,10 @@ def test_plan_loop_counts_are_the_built_kernels(capsys):
         else:
             assert mix["1x1"]["store"] == mix["window"]["store"] == 0, dtype
         assert mix["pool"]["store"] >= 1, dtype
+        # An NCHW block's loops: element-wise x loads more from global memory than the 16-byte stream of the same
+        # GEMM, and the staged k x k loop stores the windows it gathers (the in-place one reads the reduction).
+        for kind in ("1x1", "pool", "reduction"):
+            assert mix[f"{kind} element"]["global_load"] > mix[kind]["global_load"], (dtype, kind)
+        assert mix["window staged"]["store"] > mix["window"]["store"], dtype
         assert mix["1x1"]["global_load"] > mix["window"]["global_load"], dtype
         assert mix["pool"]["shared_load"] > mix["1x1"]["shared_load"], dtype

@@ -77,10 +77,6 @@ struct WindowRows {
 template <MathMode kMode>
 struct Math;
 
-// 16-bit inputs: the staged rows (row-major A[m][k], W[n][k]) are read with ldmatrix, which hands each lane
-// the PTX ISA's m16n8k16 fragments directly: one instruction for a 16x16 A tile or two 8-channel B tiles,
-// where 32-bit loads took four (sass_report: the loops' LDS count). Rows are 16-byte aligned (kStride = 40
-// elements), and the 8 rows of a matrix fall in distinct banks.
 // Modes whose operands the tensor cores (or FMAs) take as stored: nothing to round.
 struct OperandsAsStored {
   static constexpr bool kRoundsStages = false;
@@ -88,6 +84,10 @@ struct OperandsAsStored {
   static SIMT_DEVICE simt::u32x4 round_operands(simt::u32x4 vector) { return vector; }
 };
 
+// 16-bit inputs: the staged rows (row-major A[m][k], W[n][k]) are read with ldmatrix, which hands each lane
+// the PTX ISA's m16n8k16 fragments directly: one instruction for a 16x16 A tile or two 8-channel B tiles,
+// where 32-bit loads took four (sass_report: the loops' LDS count). Rows are 16-byte aligned (kStride = 40
+// elements), and the 8 rows of a matrix fall in distinct banks.
 template <class T, bool kBf16>
 struct Math16 : OperandsAsStored {
   using Element = T;
@@ -141,7 +141,7 @@ struct Math<MathMode::kBF16> : Math16<simt::bfloat16, true> {};
 // Float32 on tensor cores: m16n8k8 TF32 fragments, each register one element rounded to TF32. ldmatrix
 // reads them too: an 8 x 8 matrix of 16-bit elements is 8 rows of four floats, and lane l receives float
 // l % 4 of row l / 4, which is the TF32 fragment's (row g, k t). Rows are 16-byte aligned (stride 36).
-// Operands are rounded (cvt.rna) once where they are stored in shared memory, not per fragment: run_gemm
+// Operands are rounded (cvt.rna's rounding) once where they are stored in shared memory, not per fragment: run_gemm
 // rounds each landed stage (round_tf32_stage), the reduction and the pool's max are rounded as they are
 // written. A fragment register would otherwise be converted by every warp that loads it (2 or 4 of them),
 // at three instructions each: 64 conversions a warp per K step of the output GEMMs.
@@ -322,28 +322,54 @@ struct WeightStream : StageColumns<T, kRows> {
 };
 
 // The epilogue of a pass. Lane (g, t) holds, in each m16n8 tile, rows g and g + 8 of the adjacent columns 2t
-// and 2t + 1: each such pair gets its biases (read once per pass: `store.bias_at(column)`, zero past the
-// channels) and goes to `store.write(row, column, first, second)` (row: GEMM M index; column: the pair's
-// first channel), which applies ReLU and writes both in one store where it can.
+// and 2t + 1: each such pair gets its biases (read once per pass: `store.bias_at(first, delta)`, zero past the
+// channels) and goes to `store.write(row, column, first, second)`, which applies ReLU and writes both in
+// one store where it can. What a store needs of a row (GEMM M index m; `index` = 2 mi + half, the lane's
+// row number) and of a column (the pair's first channel) is worked out once, by `store.row(m, index)` and
+// `store.column(c)`, not per pair: 2 MI rows and NI columns make 2 MI x NI pairs.
 template <int MI, int NI, class Store>
 SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int tile_m0, int tile_n0, int lane,
                                     const Store& store) {
   const int g = lane / 4, t = lane % 4;
+  const int first = n0 + tile_n0 * 8 + 2 * t;  // the lane's first column; tile ni's pair is ni * 8 further
   float bias[NI][2];
   SIMT_UNROLL
   for (int ni = 0; ni < NI; ++ni) {
-    const int column = n0 + (tile_n0 + ni) * 8 + 2 * t;
-    bias[ni][0] = store.bias_at(column);
-    bias[ni][1] = store.bias_at(column + 1);
+    bias[ni][0] = store.bias_at(first, ni * 8);
+    bias[ni][1] = store.bias_at(first, ni * 8 + 1);
   }
+  if constexpr (Store::kHasPairPath) {
+    // Channels contiguous (a CTA-uniform test): the pair of column (tile_n0 + ni) * 8 + 2t lies ni * 8 elements
+    // from the lane's first, a constant offset from its row's pointer: a pair costs two adds, a conversion
+    // and a store.
+    if (store.pairs) {
+      SIMT_UNROLL
+      for (int mi = 0; mi < MI; ++mi) {
+        SIMT_UNROLL
+        for (int row_half = 0; row_half < 2; ++row_half) {
+          const typename Store::Row row = store.row((tile_m0 + mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
+          SIMT_UNROLL
+          for (int ni = 0; ni < NI; ++ni) {
+            store.write_pair(row, first, ni * 8, acc[mi][ni][2 * row_half] + bias[ni][0],
+                             acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
+          }
+        }
+      }
+      return;
+    }
+  }
+  typename Store::Column columns[NI];
+  SIMT_UNROLL
+  for (int ni = 0; ni < NI; ++ni) columns[ni] = store.column(first + ni * 8);
   SIMT_UNROLL
   for (int mi = 0; mi < MI; ++mi) {
     SIMT_UNROLL
     for (int row_half = 0; row_half < 2; ++row_half) {
+      const typename Store::Row row = store.row((tile_m0 + mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
       SIMT_UNROLL
       for (int ni = 0; ni < NI; ++ni) {
-        store.write((tile_m0 + mi) * 16 + g + 8 * row_half, n0 + (tile_n0 + ni) * 8 + 2 * t,
-                    acc[mi][ni][2 * row_half] + bias[ni][0], acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
+        store.write(row, columns[ni], acc[mi][ni][2 * row_half] + bias[ni][0],
+                    acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
       }
     }
   }
@@ -356,14 +382,13 @@ struct FinishesA {
   static constexpr bool value = false;
 };
 
-// A loaders whose A stage holds x as read (cp.async copies or element stores), which TF32 must round in the
-// stage. False (specialised below) where A is rounded already: the pool's max (rounded by finish()) and the
-// k x k windows, read from the reduction (rounded by ReductionStore). Rounding twice changes nothing, so the
-// safe default is true.
+// Whether a loader's A stage holds x as read (cp.async copies or element stores), which TF32 rounds in the
+// stage (true), or values already rounded (false): the pool's max (rounded by finish()) and the k x k windows,
+// read from the reduction (rounded by ReductionStore). Every loader states it (a specialisation next to it;
+// the primary template is never defined): rounding is not idempotent here, since the stored form keeps the
+// low bits with half an ulp added (simt::round_tf32_operand), so A rounded twice would be an ulp off.
 template <class LoadA>
-struct StagesRawA {
-  static constexpr bool value = true;
-};
+struct StagesRawA;
 
 // Where multiply() finds a K chunk's A: in the stage, for every loader that stages it (an overload below
 // serves the one that does not).
@@ -388,8 +413,12 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
   auto b_stage = [&](int stage) { return b_stages + stage * Plan::kStageCols * M::kStride; };
   static_assert(Plan::kStages == 2, "the pipeline below alternates two stages");
   constexpr int kN = Plan::kWarpsN * NI * 8;
-  SIMT_ASSUME(threadIdx.x < unsigned(Plan::kThreads));  // the launch's block: lets nvcc bound the warp's tiles
-  const int warp = threadIdx.x / simt::kWarpSize, lane = threadIdx.x % simt::kWarpSize;
+  // The launch's block, told to nvcc twice: the warp index taken modulo the warp count as well bounds tile_m0
+  // in every inlined copy (the assumption alone was lost in some), so that the output GEMMs' per-m-tile
+  // tests fold away (M = 64 is all of their tiles).
+  SIMT_ASSUME(threadIdx.x < unsigned(Plan::kThreads));
+  const int warp = int(threadIdx.x / simt::kWarpSize) % (Plan::kWarpsM * Plan::kWarpsN);
+  const int lane = threadIdx.x % simt::kWarpSize;
   const int tile_m0 = (warp / Plan::kWarpsN) * MI, tile_n0 = (warp % Plan::kWarpsN) * NI;
   const int chunks = int((w.length + Plan::kKChunk - 1) / Plan::kKChunk);  // K fits int32: plan_fused_launch
   if (chunks == 0) return;  // no K: nothing to issue (a committed group would outlive the kernel)
@@ -511,6 +540,11 @@ struct ElementLoader {
   }
 };
 
+template <class T, int kStageRows, int kStride>
+struct StagesRawA<ElementLoader<T, kStageRows, kStride>> {
+  static constexpr bool value = true;
+};
+
 // Plain x when its channels are contiguous and 16-byte aligned: cp.async copies of 16 bytes, zero-filled
 // (src_bytes 0) outside the image, past the box and past the channels, so that they overlap the multiply
 // of the previous chunk like the weights do. As for the weights, a thread keeps one vector column of fixed
@@ -555,6 +589,11 @@ struct PixelStream : StageColumns<T, kRows> {
     x += Plan::kKChunk;
     channels_left -= Plan::kKChunk;
   }
+};
+
+template <class T, int kRows, int kStride>
+struct StagesRawA<PixelStream<T, kRows, kStride>> {
+  static constexpr bool value = true;
 };
 
 // The 3x3 stride-1 max-pool of x (-inf padded, NaN propagating) as the pool projection's A: each K chunk's
@@ -658,7 +697,8 @@ struct WindowLoader {
   const T* reduced;
   int kernel, channels, row_stride, halo_width;
   int px, column;                // this thread's tile column; its K column kk in the stage, at tile row 0
-  int c, dy, dx;                 // this thread's K column in the next chunk (dy >= kernel: past K)
+  int c, dy, dx;                 // this thread's K column in the next chunk (past K: dy >= kernel with
+                                 // taps outer, c >= channels in OIHW order)
   int c_step, dy_step, dx_step;  // one chunk on, before the carries
 
   SIMT_DEVICE WindowLoader(const T* reduced, int kernel, int channels, int row_stride)
@@ -752,12 +792,40 @@ struct OutputStore {
   const T* bias;  // at the task's first channel
   int count, y0, x0;
   bool pairs;  // channels contiguous and every pair 2-element aligned: one store a pair
-  SIMT_DEVICE float bias_at(int column) const { return column < count ? simt::to_float(bias[column]) : 0.0f; }
-  SIMT_DEVICE void write(int row, int column, float first, float second) const {
-    const int y = y0 + row / Plan::kTile, x = x0 + row % Plan::kTile;
-    if (column >= count || y >= p.height || x >= p.width) return;
-    T* const pixel = out + column * p.out_stride[1] + y * p.out_stride[2] + x * p.out_stride[3];
-    if (column + 1 < count) {
+  struct Row {
+    T* pixel;     // the output at the task's first channel, this row's pixel
+    bool inside;  // the pixel is in the image
+  };
+  struct Column {
+    int64_t offset;  // of the pair's first channel from the task's first
+    int channel;
+  };
+  SIMT_DEVICE Row row(int m, int /*index*/) const {
+    const int y = y0 + m / Plan::kTile, x = x0 + m % Plan::kTile;
+    const bool inside = y < p.height && x < p.width;
+    return Row{out + (inside ? y * p.out_stride[2] + x * p.out_stride[3] : 0), inside};
+  }
+  SIMT_DEVICE Column column(int channel) const { return Column{channel * p.out_stride[1], channel}; }
+  // The bias of column first + delta, zero past the channels (delta a constant: one pointer for all of a lane's).
+  SIMT_DEVICE float bias_at(int first, int delta) const {
+    return first + delta < count ? simt::to_float((bias + first)[delta]) : 0.0f;
+  }
+  // With `pairs` (channels contiguous): the pair at channel first + delta, both stored where both exist.
+  static constexpr bool kHasPairPath = true;
+  SIMT_DEVICE void write_pair(const Row& row, int first, int delta, float first_value, float second_value) const {
+    const int channel = first + delta;
+    if (!row.inside || channel >= count) return;
+    T* const pixel = row.pixel + first + delta;
+    if (channel + 1 < count) {
+      simt::store_pair(pixel, relu(first_value), relu(second_value));
+    } else {
+      pixel[0] = simt::from_float<T>(relu(first_value));
+    }
+  }
+  SIMT_DEVICE void write(const Row& row, const Column& column, float first, float second) const {
+    if (!row.inside || column.channel >= count) return;
+    T* const pixel = row.pixel + column.offset;
+    if (column.channel + 1 < count) {
       if (pairs) {
         simt::store_pair(pixel, relu(first), relu(second));
         return;
@@ -778,23 +846,54 @@ SIMT_DEVICE bool output_pairs(const InceptionParams& p, int64_t first) {
 
 // Reduction GEMM pass (row: pixel of the halo box): ReLU into shared memory, zero outside the image because
 // the k x k convolution zero-pads the reduced activation. Rows are row_stride elements apart, whole 16-byte
-// vectors, so a pair (even column, + 1) always lies in its row (past the channels: padding, written as 0).
+// vectors, so a pair (even column, + 1) always lies in its row (past the channels: padding, written as 0;
+// in TF32 as the operand form of 0, which the tensor core reads as 0).
 // Values are stored as math mode M's operands (TF32: rounded), since the k x k GEMM reads them as they are.
+// Which of this lane's rows (2 kHaloMI of them in the halo GEMM's warp tiling, as run_gemm assigns them) lie
+// in the box and in the image is worked out once, in the constructor, not per pass: the box's width is not
+// a constant, and a division per row would be.
 template <class M>
 struct ReductionStore {
   using T = typename M::Element;
-  const InceptionParams& p;
+  static constexpr int kLaneRows = 2 * Plan::kHaloMI;
+  static_assert(kLaneRows <= 32, "a bit per row");
   T* reduced;
   const T* bias;
-  PixelBox box;
   int channels, row_stride;
-  SIMT_DEVICE float bias_at(int column) const { return column < channels ? simt::to_float(bias[column]) : 0.0f; }
-  SIMT_DEVICE void write(int row, int column, float first, float second) const {
-    if (row >= box.pixels || column >= channels) return;
-    const int y = box.y0 + row / box.width, x = box.x0 + row % box.width;
-    const bool inside = y >= 0 && y < p.height && x >= 0 && x < p.width;
-    simt::store_pair(reduced + row * row_stride + column, M::round_operand(inside ? relu(first) : 0.0f),
-                     M::round_operand(inside ? relu(second) : 0.0f));
+  uint32_t rows_in_box, rows_inside;  // bit 2 mi + half: the row is in the box; and in the image
+  struct Row {
+    T* pixel;
+    bool in_box, inside;
+  };
+  struct Column {
+    int channel;
+  };
+
+  SIMT_DEVICE ReductionStore(const InceptionParams& p, T* reduced, const T* bias, const PixelBox& box, int channels,
+                             int row_stride)
+      : reduced(reduced), bias(bias), channels(channels), row_stride(row_stride), rows_in_box(0), rows_inside(0) {
+    const int warp = int(threadIdx.x) / simt::kWarpSize, g = int(threadIdx.x) % simt::kWarpSize / 4;
+    const int tile_m0 = (warp / Plan::kWarpsN) * Plan::kHaloMI;  // run_gemm's, for MI = kHaloMI
+    SIMT_UNROLL
+    for (int index = 0; index < kLaneRows; ++index) {
+      const int m = (tile_m0 + index / 2) * 16 + g + 8 * (index % 2);
+      const int y = box.y0 + m / box.width, x = box.x0 + m % box.width;
+      rows_in_box |= uint32_t(m < box.pixels) << index;
+      rows_inside |= uint32_t(m < box.pixels && y >= 0 && y < p.height && x >= 0 && x < p.width) << index;
+    }
+  }
+  SIMT_DEVICE Row row(int m, int index) const {
+    return Row{reduced + m * row_stride, ((rows_in_box >> index) & 1u) != 0, ((rows_inside >> index) & 1u) != 0};
+  }
+  SIMT_DEVICE Column column(int channel) const { return Column{channel}; }
+  SIMT_DEVICE float bias_at(int first, int delta) const {
+    return first + delta < channels ? simt::to_float((bias + first)[delta]) : 0.0f;
+  }
+  static constexpr bool kHasPairPath = false;  // every pair is one store (write)
+  SIMT_DEVICE void write(const Row& row, const Column& column, float first, float second) const {
+    if (!row.in_box || column.channel >= channels) return;
+    simt::store_pair(row.pixel + column.channel, M::round_operand(row.inside ? relu(first) : 0.0f),
+                     M::round_operand(row.inside ? relu(second) : 0.0f));
   }
 };
 
@@ -871,7 +970,7 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const int halo = kernel / 2, halo_width = Plan::kTile + kernel - 1;
   const int row_stride = int(reduced_row_stride(channels, int(sizeof(T))));
   const PixelBox halo_box{y0 - halo, x0 - halo, halo_width, halo_width * halo_width};
-  const ReductionStore<M> reduction{p, reduced, bias(reduce, 0), halo_box, channels, row_stride};
+  const ReductionStore<M> reduction(p, reduced, bias(reduce, 0), halo_box, channels, row_stride);
   // The k x k GEMM reads A in place where K runs over (tap, channel) in whole 16-byte groups (DirectWindows);
   // its table is filled here, ordered before its reads by the barrier that follows the reduction.
   T* const zeros = reduced + p.reduced_elements;

@@ -399,20 +399,14 @@ def _int_list(text):
     return values
 
 
-def _dtype_list(text):
-    values = [v for v in text.split(",") if v]
-    bad = [v for v in values if v not in DTYPES]
-    if bad or not values:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(DTYPES)}, comma-separated; got {text!r}")
-    return values
-
-
-def _layout_list(text):
-    values = [v for v in text.split(",") if v]
-    bad = [v for v in values if v not in LAYOUTS]
-    if bad or not values:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(LAYOUTS)}, comma-separated; got {text!r}")
-    return values
+def _choice_list(choices):
+    """An argparse type: comma-separated names, each one of `choices`."""
+    def parse(text):
+        values = [v for v in text.split(",") if v]
+        if not values or any(v not in choices for v in values):
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}, comma-separated; got {text!r}")
+        return values
+    return parse
 
 
 def _blocks(args) -> list:
@@ -463,8 +457,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, help="its image side (with --channels)")
     parser.add_argument("--kernel-sizes", type=_int_list, default=[3, 5], help="k3,k5 (default 3,5)")
     parser.add_argument("--batch", type=_int_list, default=[1, 32, 256], help="comma-separated (default 1,32,256)")
-    parser.add_argument("--dtype", type=_dtype_list, default=["bf16"], help=f"{','.join(DTYPES)} (default bf16)")
-    parser.add_argument("--layout", type=_layout_list, default=["nhwc"],
+    parser.add_argument("--dtype", type=_choice_list(DTYPES), default=["bf16"],
+                        help=f"{','.join(DTYPES)} (default bf16)")
+    parser.add_argument("--layout", type=_choice_list(LAYOUTS), default=["nhwc"],
                         help="nhwc (x and the model channels_last), nchw (as PyTorch makes them), comma-separated "
                              "(default nhwc)")
     parser.add_argument("--sms", type=int, default=Device.sms, help="multiprocessors (default 132, an H100 SXM)")

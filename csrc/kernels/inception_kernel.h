@@ -338,41 +338,37 @@ SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int t
     bias[ni][0] = store.bias_at(first, ni * 8);
     bias[ni][1] = store.bias_at(first, ni * 8 + 1);
   }
+  // Every pair of the pass, with its row (worked out once per row) and its accumulators plus biases.
+  auto each_pair = [&](auto&& write) {
+    SIMT_UNROLL
+    for (int mi = 0; mi < MI; ++mi) {
+      SIMT_UNROLL
+      for (int row_half = 0; row_half < 2; ++row_half) {
+        const typename Store::Row row = store.row((tile_m0 + mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
+        SIMT_UNROLL
+        for (int ni = 0; ni < NI; ++ni) {
+          write(row, ni, acc[mi][ni][2 * row_half] + bias[ni][0], acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
+        }
+      }
+    }
+  };
   if constexpr (Store::kHasPairPath) {
     // Channels contiguous (a CTA-uniform test): the pair of column (tile_n0 + ni) * 8 + 2t lies ni * 8 elements
     // from the lane's first, a constant offset from its row's pointer: a pair costs two adds, a conversion
     // and a store.
     if (store.pairs) {
-      SIMT_UNROLL
-      for (int mi = 0; mi < MI; ++mi) {
-        SIMT_UNROLL
-        for (int row_half = 0; row_half < 2; ++row_half) {
-          const typename Store::Row row = store.row((tile_m0 + mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
-          SIMT_UNROLL
-          for (int ni = 0; ni < NI; ++ni) {
-            store.write_pair(row, first, ni * 8, acc[mi][ni][2 * row_half] + bias[ni][0],
-                             acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
-          }
-        }
-      }
+      each_pair([&](const typename Store::Row& row, int ni, float first_value, float second_value) {
+        store.write_pair(row, first, ni * 8, first_value, second_value);
+      });
       return;
     }
   }
   typename Store::Column columns[NI];
   SIMT_UNROLL
   for (int ni = 0; ni < NI; ++ni) columns[ni] = store.column(first + ni * 8);
-  SIMT_UNROLL
-  for (int mi = 0; mi < MI; ++mi) {
-    SIMT_UNROLL
-    for (int row_half = 0; row_half < 2; ++row_half) {
-      const typename Store::Row row = store.row((tile_m0 + mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
-      SIMT_UNROLL
-      for (int ni = 0; ni < NI; ++ni) {
-        store.write(row, columns[ni], acc[mi][ni][2 * row_half] + bias[ni][0],
-                    acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
-      }
-    }
-  }
+  each_pair([&](const typename Store::Row& row, int ni, float first_value, float second_value) {
+    store.write(row, columns[ni], first_value, second_value);
+  });
 }
 
 // A loaders whose A needs a second step once its copies have landed (finish()), between two barriers: the

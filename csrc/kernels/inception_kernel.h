@@ -323,13 +323,14 @@ struct WeightStream : StageColumns<T, kRows> {
 
 // The epilogue of a pass. Lane (g, t) holds, in each m16n8 tile, rows g and g + 8 of the adjacent columns 2t
 // and 2t + 1: each such pair gets its biases (read once per pass: `store.bias_at(first, delta)`, zero past the
-// channels) and goes to `store.write(row, column, first, second)`, which applies ReLU and writes both in
-// one store where it can. What a store needs of a row (GEMM M index m; `index` = 2 mi + half, the lane's
+// channels) and goes to the store, which applies ReLU and writes it: `store.write_pair` in one store where
+// the store has a pair path (Store::kHasPairPath) and the channels allow it, `store.write` otherwise. What a store needs of a row (GEMM M index m; `index` = 2 mi + half, the lane's
 // row number) and of a column (the pair's first channel) is worked out once, by `store.row(m, index)` and
 // `store.column(c)`, not per pair: 2 MI rows and NI columns make 2 MI x NI pairs.
 template <int MI, int NI, class Store>
 SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int tile_m0, int tile_n0, int lane,
                                     const Store& store) {
+  static_assert(2 * MI == Store::kLaneRows, "the store's lane rows (row index 2 mi + half) are this GEMM's");
   const int g = lane / 4, t = lane % 4;
   const int first = n0 + tile_n0 * 8 + 2 * t;  // the lane's first column; tile ni's pair is ni * 8 further
   float bias[NI][2];
@@ -788,8 +789,9 @@ struct OutputStore {
   const T* bias;  // at the task's first channel
   int count, y0, x0;
   bool pairs;  // channels contiguous and every pair 2-element aligned: one store a pair
+  static constexpr int kLaneRows = 2 * Plan::kOutMI;  // a lane's rows in an output GEMM
   struct Row {
-    T* pixel;     // the output at the task's first channel, this row's pixel
+    T* pixel;     // the output at the task's first channel, this row's pixel (`out` itself outside the image)
     bool inside;  // the pixel is in the image
   };
   struct Column {
@@ -818,17 +820,12 @@ struct OutputStore {
       pixel[0] = simt::from_float<T>(relu(first_value));
     }
   }
+  // Without `pairs` (write_pair serves those): the two channels of a pair in two stores.
   SIMT_DEVICE void write(const Row& row, const Column& column, float first, float second) const {
     if (!row.inside || column.channel >= count) return;
     T* const pixel = row.pixel + column.offset;
-    if (column.channel + 1 < count) {
-      if (pairs) {
-        simt::store_pair(pixel, relu(first), relu(second));
-        return;
-      }
-      pixel[p.out_stride[1]] = simt::from_float<T>(relu(second));
-    }
     pixel[0] = simt::from_float<T>(relu(first));
+    if (column.channel + 1 < count) pixel[p.out_stride[1]] = simt::from_float<T>(relu(second));
   }
 };
 
@@ -879,7 +876,8 @@ struct ReductionStore {
     }
   }
   SIMT_DEVICE Row row(int m, int index) const {
-    return Row{reduced + m * row_stride, ((rows_in_box >> index) & 1u) != 0, ((rows_inside >> index) & 1u) != 0};
+    const bool in_box = ((rows_in_box >> index) & 1u) != 0;  // (no pointer past the reduction for rows past it)
+    return Row{reduced + (in_box ? m * row_stride : 0), in_box, ((rows_inside >> index) & 1u) != 0};
   }
   SIMT_DEVICE Column column(int channel) const { return Column{channel}; }
   SIMT_DEVICE float bias_at(int first, int delta) const {

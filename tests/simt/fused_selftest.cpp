@@ -328,6 +328,11 @@ int main() {
   // Two N passes of the 3x3 output GEMM (130 channels in one task) and (3, 3) kernels.
   InceptionShape wide = odd;
   wide.in_channels = 40, wide.ch3x3 = 130, wide.ch3x3red = 33, wide.k5 = 3;
+  // A 5x5 reduction of 72 channels: its 12x12 halo (two passes of 64 channels) fills the reduction space, so
+  // a store past the halo's 144 rows would land outside it (the other shapes leave room, the pool's halo
+  // being larger than their reductions).
+  InceptionShape wide5 = odd;
+  wide5.in_channels = 24, wide5.ch5x5red = 72, wide5.ch5x5 = 10;
   std::vector<Case> cases;
   unsigned seed = 1;
   for (const char* mode : {"fp16", "bf16", "tf32", "fp32"}) {
@@ -338,6 +343,8 @@ int main() {
   }
   cases.push_back(Case{"fp32", wide, 1, 10, 7, false, false, 0, seed++});
   cases.push_back(Case{"bf16", wide, 1, 7, 10, true, true, 0, seed++});
+  cases.push_back(Case{"bf16", wide5, 1, 9, 10, true, true, 0, seed++});
+  cases.push_back(Case{"fp32", wide5, 1, 10, 9, false, false, 0, seed++});
   // FUSED_SELFTEST_FAIL_FAST=1: stop at the first failing case (the mutation check's quick verdict).
   const char* fail_fast = std::getenv("FUSED_SELFTEST_FAIL_FAST");
   for (const Case& c : cases) {

@@ -49,9 +49,6 @@
 #define SIMT_LAUNCH_BOUNDS(threads, min_blocks) __launch_bounds__(threads, min_blocks)
 // Fully unrolls a loop with a compile-time trip count, so register arrays it indexes stay in registers.
 #define SIMT_UNROLL _Pragma("unroll")
-// Unrolls a loop by a constant expression (1: not at all), where full unrolling would cost registers.
-#define SIMT_PRAGMA(text) _Pragma(#text)
-#define SIMT_UNROLL_BY(count) SIMT_PRAGMA(unroll count)
 // A statically sized shared-memory array, one per block.
 #define SIMT_SHARED_ARRAY(type, name, count) __shared__ __align__(16) type name[count]
 // Tells the compiler a condition holds (what the launch guarantees, such as the block size), so that it can
@@ -279,7 +276,6 @@ inline void allow_shared_memory(Kernel, size_t) {}  // the emulator's limit is L
 #define SIMT_HOST_DEVICE inline
 #define SIMT_LAUNCH_BOUNDS(threads, min_blocks)
 #define SIMT_UNROLL
-#define SIMT_UNROLL_BY(count)
 // The emulator checks what the GPU build assumes.
 #define SIMT_ASSUME(condition) \
   ((condition) ? void(0) : throw ::simt::Error("SIMT_ASSUME failed: " #condition))

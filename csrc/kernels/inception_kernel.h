@@ -324,13 +324,34 @@ struct WeightStream : StageColumns<T, kRows> {
 // The epilogue of a pass. Lane (g, t) holds, in each m16n8 tile, rows g and g + 8 of the adjacent columns 2t
 // and 2t + 1: each such pair gets its biases (read once per pass: `store.bias_at(first, delta)`, zero past the
 // channels) and goes to the store, which applies ReLU and writes it: `store.write_pair` in one store where
-// the store has a pair path (Store::kHasPairPath) and the channels allow it, `store.write` otherwise. What a store needs of a row (GEMM M index m; `index` = 2 mi + half, the lane's
-// row number) and of a column (the pair's first channel) is worked out once, by `store.row(m, index)` and
-// `store.column(c)`, not per pair: 2 MI rows and NI columns make 2 MI x NI pairs.
+// the store has a pair path (Store::kHasPairPath) and the channels allow it, `store.write` otherwise.
+// What a store needs of a row (GEMM M index m; `index` = 2 mi + half, the lane's row number) and of a column
+// (the pair's first channel) is worked out once, by `store.row(m, index)` and `store.column(c)`, not per
+// pair: 2 MI rows and NI columns make 2 MI x NI pairs.
+
+// Calls write(row, ni, first, second) for every pair of the pass, with its row (worked out once per row) and
+// its accumulators plus biases. (A function, not a generic lambda: NVRTC compiles those as host code.)
+template <int MI, int NI, class Store, class Write>
+SIMT_DEVICE void for_each_pair(const float (&acc)[MI][NI][4], const float (&bias)[NI][2], int tile_m0, int g,
+                               const Store& store, const Write& write) {
+  SIMT_UNROLL
+  for (int mi = 0; mi < MI; ++mi) {
+    SIMT_UNROLL
+    for (int row_half = 0; row_half < 2; ++row_half) {
+      const typename Store::Row row = store.row((tile_m0 + mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
+      SIMT_UNROLL
+      for (int ni = 0; ni < NI; ++ni) {
+        write(row, ni, acc[mi][ni][2 * row_half] + bias[ni][0], acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
+      }
+    }
+  }
+}
+
 template <int MI, int NI, class Store>
 SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int tile_m0, int tile_n0, int lane,
                                     const Store& store) {
   static_assert(2 * MI == Store::kLaneRows, "the store's lane rows (row index 2 mi + half) are this GEMM's");
+  using Row = typename Store::Row;
   const int g = lane / 4, t = lane % 4;
   const int first = n0 + tile_n0 * 8 + 2 * t;  // the lane's first column; tile ni's pair is ni * 8 further
   float bias[NI][2];
@@ -339,26 +360,12 @@ SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int t
     bias[ni][0] = store.bias_at(first, ni * 8);
     bias[ni][1] = store.bias_at(first, ni * 8 + 1);
   }
-  // Every pair of the pass, with its row (worked out once per row) and its accumulators plus biases.
-  auto each_pair = [&](auto&& write) {
-    SIMT_UNROLL
-    for (int mi = 0; mi < MI; ++mi) {
-      SIMT_UNROLL
-      for (int row_half = 0; row_half < 2; ++row_half) {
-        const typename Store::Row row = store.row((tile_m0 + mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
-        SIMT_UNROLL
-        for (int ni = 0; ni < NI; ++ni) {
-          write(row, ni, acc[mi][ni][2 * row_half] + bias[ni][0], acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
-        }
-      }
-    }
-  };
   if constexpr (Store::kHasPairPath) {
     // Channels contiguous (a CTA-uniform test): the pair of column (tile_n0 + ni) * 8 + 2t lies ni * 8 elements
     // from the lane's first, a constant offset from its row's pointer: a pair costs two adds, a conversion
     // and a store.
     if (store.pairs) {
-      each_pair([&](const typename Store::Row& row, int ni, float first_value, float second_value) {
+      for_each_pair(acc, bias, tile_m0, g, store, [&](const Row& row, int ni, float first_value, float second_value) {
         store.write_pair(row, first, ni * 8, first_value, second_value);
       });
       return;
@@ -367,7 +374,7 @@ SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int t
   typename Store::Column columns[NI];
   SIMT_UNROLL
   for (int ni = 0; ni < NI; ++ni) columns[ni] = store.column(first + ni * 8);
-  each_pair([&](const typename Store::Row& row, int ni, float first_value, float second_value) {
+  for_each_pair(acc, bias, tile_m0, g, store, [&](const Row& row, int ni, float first_value, float second_value) {
     store.write(row, columns[ni], first_value, second_value);
   });
 }

@@ -379,6 +379,19 @@ SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int t
   });
 }
 
+// This thread's warp, and its warp's first m tile in a GEMM of MI m tiles a warp (a kWarpsM x kWarpsN grid of
+// warps). The launch's block is told to nvcc twice: the warp index taken modulo the warp count as well
+// bounds tile_m0 in every inlined copy (the assumption alone was lost in some), so that the output GEMMs'
+// per-m-tile tests fold away (M = 64 is all of their tiles).
+SIMT_DEVICE int warp_index() {
+  SIMT_ASSUME(threadIdx.x < unsigned(Plan::kThreads));
+  return int(threadIdx.x / simt::kWarpSize) % (Plan::kWarpsM * Plan::kWarpsN);
+}
+template <int MI>
+SIMT_DEVICE int warp_tile_m0() {
+  return (warp_index() / Plan::kWarpsN) * MI;
+}
+
 // A loaders whose A needs a second step once its copies have landed (finish()), between two barriers: the
 // pool's (specialised below).
 template <class LoadA>
@@ -417,13 +430,8 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
   auto b_stage = [&](int stage) { return b_stages + stage * Plan::kStageCols * M::kStride; };
   static_assert(Plan::kStages == 2, "the pipeline below alternates two stages");
   constexpr int kN = Plan::kWarpsN * NI * 8;
-  // The launch's block, told to nvcc twice: the warp index taken modulo the warp count as well bounds tile_m0
-  // in every inlined copy (the assumption alone was lost in some), so that the output GEMMs' per-m-tile
-  // tests fold away (M = 64 is all of their tiles).
-  SIMT_ASSUME(threadIdx.x < unsigned(Plan::kThreads));
-  const int warp = int(threadIdx.x / simt::kWarpSize) % (Plan::kWarpsM * Plan::kWarpsN);
-  const int lane = threadIdx.x % simt::kWarpSize;
-  const int tile_m0 = (warp / Plan::kWarpsN) * MI, tile_n0 = (warp % Plan::kWarpsN) * NI;
+  const int warp = warp_index(), lane = threadIdx.x % simt::kWarpSize;
+  const int tile_m0 = warp_tile_m0<MI>(), tile_n0 = (warp % Plan::kWarpsN) * NI;
   const int chunks = int((w.length + Plan::kKChunk - 1) / Plan::kKChunk);  // K fits int32: plan_fused_launch
   if (chunks == 0) return;  // no K: nothing to issue (a committed group would outlive the kernel)
   for (int n0 = 0; n0 < count; n0 += kN) {
@@ -872,8 +880,7 @@ struct ReductionStore {
   SIMT_DEVICE ReductionStore(const InceptionParams& p, T* reduced, const T* bias, const PixelBox& box, int channels,
                              int row_stride)
       : reduced(reduced), bias(bias), channels(channels), row_stride(row_stride), rows_in_box(0), rows_inside(0) {
-    const int warp = int(threadIdx.x) / simt::kWarpSize, g = int(threadIdx.x) % simt::kWarpSize / 4;
-    const int tile_m0 = (warp / Plan::kWarpsN) * Plan::kHaloMI;  // run_gemm's, for MI = kHaloMI
+    const int g = int(threadIdx.x) % simt::kWarpSize / 4, tile_m0 = warp_tile_m0<Plan::kHaloMI>();  // run_gemm's
     SIMT_UNROLL
     for (int index = 0; index < kLaneRows; ++index) {
       const int m = (tile_m0 + index / 2) * 16 + g + 8 * (index % 2);

@@ -61,12 +61,6 @@ inline uint32_t pack2(half lo, half hi) { return uint32_t(lo.bits) | (uint32_t(h
 inline uint32_t pack2(bfloat16 lo, bfloat16 hi) { return uint32_t(lo.bits) | (uint32_t(hi.bits) << 16); }
 // cvt.rna.tf32.f32: round to nearest, ties away from zero, keeping 10 mantissa bits.
 uint32_t to_tf32(float x);
-// The same for a float held as its bits (a register ldmatrix filled).
-inline uint32_t to_tf32_bits(uint32_t bits) {
-  float x;
-  std::memcpy(&x, &bits, 4);
-  return to_tf32(x);
-}
 // A float as a TF32 mma operand: cvt.rna.tf32.f32's rounding without clearing the 13 low bits, which the
 // tensor core ignores (mma's tf32_value drops them): half a TF32 ulp added to a finite value.
 inline uint32_t round_tf32_operand_bits(uint32_t bits) {

@@ -116,8 +116,6 @@ SIMT_DEVICE uint32_t to_tf32(float x) {
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
   return r;
 }
-// The same for a float held as its bits (a register ldmatrix filled).
-SIMT_DEVICE uint32_t to_tf32_bits(uint32_t bits) { return to_tf32(__uint_as_float(bits)); }
 // A float as a TF32 mma operand, rounded to nearest (ties away from zero) like cvt.rna.tf32.f32 but without
 // its final clearing of the 13 low bits, which the tensor core ignores: half a TF32 ulp added to a finite
 // value (two instructions, FSETP and IADD, where cvt.rna takes three). nvcc compiles cvt.rna feeding an

@@ -56,18 +56,20 @@ LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "win
 #: the larger of its two K orders' loops). The exact float32 kernel has no tensor loops.
 #: tests/test_sass_report.py holds these against the built extension's SASS.
 #: `--sass-report FILE` replaces them with a fresh report's registers and its worst loop's ratio for every loop.
-#: An entry may say skips_idle_warps=False for a build whose warps multiply in every pass (before 2026-11-28).
+#: An entry may say skips_idle_warps=False for a build whose warps multiply in every pass (before 2026-11-28),
+#: skips_edge_tiles=False for one that computes every row of an edge tile (before change 18, tile_frames),
+#: interleaves_m_tiles=False for one whose warp rows take their m tiles in blocks (before change 19).
 MEASURED_SASS = {
-    "f16": dict(registers=128, loop_instructions={"1x1": 73, "pool": 128, "reduction": 103, "window": 78,
-                                                  "1x1 element": 127, "pool element": 259, "reduction element": 250,
-                                                  "window staged": 123}),
-    "bf16": dict(registers=128, loop_instructions={"1x1": 73, "pool": 128, "reduction": 103, "window": 78,
-                                                   "1x1 element": 127, "pool element": 259, "reduction element": 250,
-                                                   "window staged": 123}),
-    "tf32": dict(registers=218, loop_instructions={"1x1": 195, "pool": 336, "reduction": 259, "window": 182,
-                                                   "1x1 element": 224, "pool element": 441, "reduction element": 399,
-                                                   "window staged": 209}),
-    "f32": dict(registers=255, loop_instructions=None),
+    "f16": dict(registers=128, loop_instructions={"1x1": 77, "pool": 132, "reduction": 103, "window": 82,
+                                                  "1x1 element": 131, "pool element": 268, "reduction element": 232,
+                                                  "window staged": 127}),
+    "bf16": dict(registers=128, loop_instructions={"1x1": 77, "pool": 132, "reduction": 103, "window": 82,
+                                                   "1x1 element": 131, "pool element": 268, "reduction element": 232,
+                                                   "window staged": 127}),
+    "tf32": dict(registers=236, loop_instructions={"1x1": 206, "pool": 344, "reduction": 259, "window": 190,
+                                                   "1x1 element": 243, "pool element": 449, "reduction element": 353,
+                                                   "window staged": 217}),
+    "f32": dict(registers=254, loop_instructions=None),
 }
 
 
@@ -137,6 +139,7 @@ class Gemm:
     channels: int     # N: the channels computed (the last pass may be partial)
     skips_idle_warps: bool = True  # the tensor-core modes; the exact-FP32 path computes every warp's tiles
     kind: str = "1x1"  # its loop in LOOP_TENSOR_OPS
+    interleaved: bool = True  # the warp rows' m tiles interleave (m_tile), rather than come in blocks
 
     @property
     def k_steps(self) -> int:
@@ -163,9 +166,11 @@ class Gemm:
 
     @property
     def busiest_warp_tensor_ops(self) -> float:
-        """The same for the busiest warp (the first: it has tiles in every pass), its instruction stream's
-        length in tensor ops."""
-        warp_rows, warp_n = self.issued_rows // WARPS_M, self.pass_n // WARPS_N
+        """The same for the busiest warp, its instruction stream's length in tensor ops: the first, which has
+        tiles in every pass and, the warp rows' m tiles being interleaved (m_tile in inception_kernel.h), the
+        larger half of the m tiles computed (in blocks: the first ones, its whole share)."""
+        m_tiles = _ceil_div(_ceil_div(self.rows, 16), WARPS_M) if self.interleaved else self.rows // 16
+        warp_rows, warp_n = min(self.issued_rows // WARPS_M, 16 * m_tiles), self.pass_n // WARPS_N
         return warp_rows * warp_n * self.k_steps * K_CHUNK * 2 / MMA_FLOPS
 
 
@@ -193,9 +198,43 @@ def block_shape(config: InceptionConfig, kernel_sizes=(3, 5)) -> BlockShape:
     return BlockShape(*config.block_args, *kernel_sizes)
 
 
-def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str = "nhwc") -> list:
+@dataclass(frozen=True)
+class TileFrame:
+    """An image tile as the kernel runs it (tile_frame in inception_kernel.h): transposed where fewer of its
+    columns than rows lie in the image, so that its pixels outside are its last frame rows. `rows`: its frame
+    rows in the image; `y0`, `height`: its first frame row and the image's frame height."""
+
+    rows: int
+    y0: int
+    height: int
+
+    def output_rows(self) -> int:
+        """M the output GEMMs compute: their m tiles (two frame rows each) that hold pixels of the image."""
+        return 16 * _ceil_div(self.rows, 2)
+
+    def halo_rows(self, kernel: int) -> int:
+        """M the reduction computes: its m tiles down to the last halo row in the image."""
+        width = TILE + kernel - 1
+        rows_inside = min(width, self.height - (self.y0 - kernel // 2))
+        return 16 * _ceil_div(rows_inside * width, 16)
+
+
+def tile_frames(height: int, width: int) -> list:
+    """The TileFrame of every tile of an image, in tile order."""
+    frames = []
+    for y0 in range(0, height, TILE):
+        for x0 in range(0, width, TILE):
+            rows, columns = min(TILE, height - y0), min(TILE, width - x0)
+            frames.append(TileFrame(columns, x0, width) if columns < rows else TileFrame(rows, y0, height))
+    return frames
+
+
+def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str = "nhwc",
+          tile: TileFrame | None = None, interleaved: bool = True) -> list:
     """The tasks of a tile in launch order (task_of in inception_params.h) with the GEMMs each CTA runs, each
-    GEMM's loop kind that of `layout` (LAYOUTS)."""
+    GEMM's loop kind that of `layout` (LAYOUTS). `tile`: the tile's frame, whose GEMMs skip the m tiles
+    outside the image; None: a tile inside the image (every m tile of the halo computed). `interleaved`: as
+    Gemm.interleaved."""
     kinds = LAYOUTS[layout]
     k_chunks_x = _ceil_div(s.in_channels, K_CHUNK)
     result = []
@@ -203,18 +242,19 @@ def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str 
         for begin in range(0, channels, chunk):
             count = min(chunk, channels - begin)
             output_passes = _ceil_div(count, OUT_PASS_N)
+            out_rows = tile.output_rows() if tile else OUT_ROWS
             if branch in ("1x1", "pool"):
-                gemms = (Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes, k_chunks_x, count, skips_idle_warps,
-                              kind=kinds[branch]),)
+                gemms = (Gemm(out_rows, OUT_ROWS, OUT_PASS_N, output_passes, k_chunks_x, count, skips_idle_warps,
+                              kind=kinds[branch], interleaved=interleaved),)
             else:
                 kernel, reduced = (s.k3, s.ch3x3red) if branch == "3x3" else (s.k5, s.ch5x5red)
-                halo_pixels = (TILE + kernel - 1) ** 2
-                reduction = Gemm(16 * _ceil_div(halo_pixels, 16), HALO_ROWS, HALO_PASS_N,
+                halo_rows = tile.halo_rows(kernel) if tile else 16 * _ceil_div((TILE + kernel - 1) ** 2, 16)
+                reduction = Gemm(halo_rows, HALO_ROWS, HALO_PASS_N,
                                  _ceil_div(reduced, HALO_PASS_N), k_chunks_x, reduced, skips_idle_warps,
-                                 kind=kinds["reduction"])
-                window = Gemm(OUT_ROWS, OUT_ROWS, OUT_PASS_N, output_passes,
+                                 kind=kinds["reduction"], interleaved=interleaved)
+                window = Gemm(out_rows, OUT_ROWS, OUT_PASS_N, output_passes,
                               _ceil_div(kernel * kernel * reduced, K_CHUNK), count, skips_idle_warps,
-                              kind=kinds["window"])
+                              kind=kinds["window"], interleaved=interleaved)
                 gemms = (reduction, window)
             result.append(Task(branch, begin, count, gemms))
     assert len(result) == count_tasks(s, chunk)
@@ -295,13 +335,18 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     tiles = _ceil_div(height, TILE) * _ceil_div(width, TILE)
     grid_x = batch * tiles
     chunk = plan_channel_chunk(s, grid_x, device.sms)
-    task_list = tasks(s, chunk, skips_idle_warps=dtype != "f32" and measured.get("skips_idle_warps", True),
-                      layout=layout)
+    # Each tile's tasks (its frame's GEMMs): edge tiles skip the m tiles outside the image.
+    frames = tile_frames(height, width) if measured.get("skips_edge_tiles", True) else [None] * tiles
+    skips = dtype != "f32" and measured.get("skips_idle_warps", True)
+    interleaved = measured.get("interleaves_m_tiles", True)
+    tasks_of = {frame: tasks(s, chunk, skips_idle_warps=skips, layout=layout, tile=frame, interleaved=interleaved)
+                for frame in set(frames)}
+    task_list = tasks_of[frames[0]]
     ctas = grid_x * len(task_list)
     occupancy = ctas_per_sm(measured["registers"], smem, device)
     slots = device.sms * occupancy
 
-    executed = grid_x * sum(t.flops for t in task_list)
+    executed = batch * sum(t.flops for frame in frames for t in tasks_of[frame])
     ideal = config.flops(batch, kernel_sizes=kernel_sizes)
 
     # DRAM: the grid runs bands of tiles whose x is at most BAND_BYTES, each band's tasks in turn (cta_of), so
@@ -336,8 +381,8 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
         tensor = occupancy * task.flops / MMA_FLOPS / rate
         return max(latency, throughput), tensor
 
-    per_task = [cta_cycles(t) for t in task_list]
-    in_grid_order = [per_task[task] for tile, task in
+    per_cta = {frame: [cta_cycles(t) for t in frame_tasks] for frame, frame_tasks in tasks_of.items()}
+    in_grid_order = [per_cta[frames[tile % tiles]][task] for tile, task in
                      (cta_of(cta, grid_x, len(task_list), band_tiles) for cta in range(grid_x * len(task_list)))]
     compute_s = _makespan([max(issue, tensor) for issue, tensor in in_grid_order], slots) / device.clock_hz
     # The same schedule with only one of the two limits, to say which one binds.
@@ -354,7 +399,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     return Case(block=config.name, batch=batch, dtype=dtype, layout=layout, height=height, width=width, grid=(grid_x, len(task_list)),
                 ctas=ctas, ctas_per_sm=occupancy, waves=_ceil_div(ctas, slots), channel_chunk=chunk,
                 tasks=len(task_list), tasks_per_branch=per_branch, work_multiplier=executed / ideal,
-                executed_flops=executed, ideal_flops=ideal, longest_cta_ksteps=max(t.k_steps for t in task_list),
+                executed_flops=executed, ideal_flops=ideal, longest_cta_ksteps=max(t.k_steps for frame_tasks in tasks_of.values() for t in frame_tasks),
                 shared_bytes=smem, x_reads=x_reads, dram_bytes=dram_bytes, min_dram_bytes=min_bytes,
                 registers=measured["registers"], instructions_per_tensor_op=ratios,
                 issue_us=issue_s * 1e6, tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6,

@@ -71,12 +71,14 @@ def test_block_5b_at_batch_1_by_hand():
     case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16")
     assert (case.grid, case.ctas, case.channel_chunk, case.waves) == ((1, 8), 8, 128, 1)
     assert case.tasks_per_branch == {"3x3": 3, "5x5": 1, "1x1": 3, "pool": 1}
-    # A 3x3 task: the reduction over the 10x10 halo (100 pixels -> 7 tiles of 16 rows), N = 192 in 3 passes
-    # of 64, K = 832 in 26 steps of 32; then the 3x3 GEMM: M = 64, one pass of 128 channels, K = 9 * 192 =
-    # 1728 in 54 steps. A 5x5 task: 12x12 halo = 144 rows, 48 channels on three warps of 16, K = 832; then
-    # K = 25 * 48 = 1200 -> 38 steps = 1216. 1x1 and pool tasks: M = 64, N = 128, K = 832.
-    three = 2 * 112 * 192 * 832 + 2 * 64 * 128 * 1728
-    five = 2 * 144 * 48 * 832 + 2 * 64 * 128 * 1216
+    # A 3x3 task: the reduction over the 10x10 halo down to its last row in the image (8 rows of 10 pixels
+    # -> 5 tiles of 16 rows; the two rows below the image are skipped), N = 192 in 3 passes of 64, K = 832
+    # in 26 steps of 32; then the 3x3 GEMM: M = 64 (7 rows of the tile -> 4 m tiles), one pass of 128
+    # channels, K = 9 * 192 = 1728 in 54 steps. A 5x5 task: 9 rows of its 12x12 halo = 108 pixels -> 112
+    # rows, 48 channels on three warps of 16, K = 832; then K = 25 * 48 = 1200 -> 38 steps = 1216. 1x1 and
+    # pool tasks: M = 64, N = 128, K = 832.
+    three = 2 * 80 * 192 * 832 + 2 * 64 * 128 * 1728
+    five = 2 * 112 * 48 * 832 + 2 * 64 * 128 * 1216
     one = 2 * 64 * 128 * 832
     executed = 3 * three + 1 * five + 4 * one
     ideal = 2 * 49 * (832 * (384 + 192 + 48 + 128) + 192 * 384 * 9 + 48 * 128 * 25)
@@ -95,16 +97,17 @@ def test_block_5b_at_batch_1_by_hand():
 def test_model_time_of_5b_at_batch_1_by_hand():
     # 8 CTAs on 132 SMs: the time is the longest CTA's, a 3x3 task of 128 channels: the reduction (192
     # channels in 3 passes of 64 over K = 832: 78 K steps) and the 3x3 windows (K = 1728: 54 steps, one pass).
-    # Its busiest warp runs 80 rows x 16 channels of the reduction and 32 x 32 of the windows a step, at 10
+    # Its busiest warp runs 48 rows x 16 channels of the reduction (m tiles 0, 2 and 4 of the 5 that hold halo
+    # rows in the image; the other warp row has 1 and 3) and 32 x 32 of the windows a step, at 10
     # instructions per tensor op, plus 1750 instructions in each of its 4 passes and 1100 for the CTA, one per
     # 7.6 cycles; the schedulers see all warps' instructions at one a cycle; the tensor pipe 1.5 cycles a
     # tensor op.
     sass = {d: dict(registers=161, instructions_per_tensor_op=10.0) for d in plan.DTYPES}
     case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16", sass=sass)
     overhead = 4 * 1750 + 1100
-    busiest = 10.0 * (80 * 16 * 78 + 32 * 32 * 54) * 32 * 2 / 4096 + overhead
+    busiest = 10.0 * (48 * 16 * 78 + 32 * 32 * 54) * 32 * 2 / 4096 + overhead
     issued = 10.0 * (160 * 192 * 26 + 64 * 128 * 54) * 32 * 2 / 4096 + 8 * overhead
-    executed = (112 * 192 * 26 + 64 * 128 * 54) * 32 * 2 / 4096
+    executed = (80 * 192 * 26 + 64 * 128 * 54) * 32 * 2 / 4096
     cycles = max(busiest * 7.6, issued / 4, executed * 1.5)
     assert cycles == busiest * 7.6  # latency-bound, as the H200 measured
     assert case.model_us == pytest.approx(cycles / 1.83e9 * 1e6)
@@ -118,12 +121,12 @@ def test_model_time_of_5b_at_batch_1_by_hand():
 
 
 #: The first GPU run (benchmarks/results/2026-11-28-h200, commit ffca75c, bf16 channels_last, H200): Nsight
-#: Compute's kernel times in us, and that kernel's build: 136 registers (1 CTA an SM), no idle-warp skip, and
-#: its loops' SASS instructions per tensor op (docs/performance.md, "Loaders": 1x1 6.8, pool 19.4,
+#: Compute's kernel times in us, and that kernel's build: 136 registers (1 CTA an SM), no idle-warp or
+#: edge-tile skip, m tiles in blocks, and its loops' SASS instructions per tensor op (docs/performance.md, "Loaders": 1x1 6.8, pool 19.4,
 #: reduction 9.3, k x k 13.1).
 FIRST_RUN_US = {("3a", 1): 56.1, ("3a", 256): 3924.0, ("4e", 1): 111.3, ("4e", 256): 3302.0,
                 ("5b", 1): 138.7, ("5b", 256): 1091.0}
-FIRST_RUN_BUILD = dict(registers=136, skips_idle_warps=False,
+FIRST_RUN_BUILD = dict(registers=136, skips_idle_warps=False, skips_edge_tiles=False, interleaves_m_tiles=False,
                        loop_instructions={"1x1": 6.8 * 16, "pool": 19.4 * 16, "reduction": 9.3 * 20, "window": 13.1 * 16})
 
 

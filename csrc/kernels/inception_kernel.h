@@ -27,6 +27,12 @@ constexpr int kVectorElements = 16 / int(sizeof(T));
 
 // ---- where a lane's A rows lie in one K chunk ----------------------------------------------------------------
 
+// A warp's m tiles are interleaved with the other warp row's: its mi-th is its first plus mi * kWarpsM. A GEMM
+// whose last m tiles hold no pixel (an edge tile, a halo shorter than the warp grid) skips them, and what is
+// left stays spread over both warp rows: in blocks, the first warp row would keep most of it and the CTA's
+// time is its busiest warp's.
+SIMT_DEVICE int m_tile(int first, int mi) { return first + mi * Plan::kWarpsM; }
+
 // ldmatrix takes one row address per lane: lane l gives row l % 8 of matrix q = l / 8, and for A the four
 // matrices of an m16 x (16 bytes of K) x 2 tile are (rows 0-7 | 8-15) x (K bytes 0-15 | 16-31), in fragment
 // order a0..a3. Both sources below hand multiply() that address for (K offset kk, m tile mi).
@@ -42,7 +48,7 @@ struct StagedRows {
         lane_row(stage + (tile_m0 * 16 + lane % 8 + 8 * ((lane / 8) & 1)) * kStride + kVectorElements<T> * (lane / 16)) {}
   struct AtK {
     const T* row0;
-    SIMT_DEVICE const T* row(int mi) const { return row0 + mi * 16 * kStride; }
+    SIMT_DEVICE const T* row(int mi) const { return row0 + mi * (Plan::kWarpsM * 16 * kStride); }
   };
   SIMT_DEVICE AtK at(int kk) const { return AtK{lane_row + kk}; }
 };
@@ -56,7 +62,7 @@ template <class T>
 struct WindowRows {
   static constexpr int kVector = kVectorElements<T>;
   const T* lane_pixel;   // this lane's ldmatrix row (pixel) in the warp's first m tile, at tap (0, 0)
-  int64_t m_tile_step;   // elements between m tiles: two rows of the tile, 2 * halo width reduction rows
+  int64_t m_tile_step;   // elements between a warp's m tiles (m_tile): 2 kWarpsM tile rows, each a halo width of rows
   const int* groups;     // this chunk's window table entries, offset by this lane's K half
   const T* zeros;
   struct AtK {
@@ -119,7 +125,7 @@ struct Math16 : OperandsAsStored {
       }
       SIMT_UNROLL
       for (int mi = 0; mi < MI; ++mi) {
-        if (tile_m0 + mi >= m_tiles) continue;  // warp-uniform: padding rows of the halo GEMM
+        if (m_tile(tile_m0, mi) >= m_tiles) continue;  // warp-uniform: rows outside the image or the halo
         SIMT_UNROLL
         for (int ni = 0; ni < NI; ++ni) {
           if constexpr (kBf16) {
@@ -185,7 +191,7 @@ struct Math<MathMode::kTF32> {
       }
       SIMT_UNROLL
       for (int mi = 0; mi < MI; ++mi) {
-        if (tile_m0 + mi >= m_tiles) continue;
+        if (m_tile(tile_m0, mi) >= m_tiles) continue;
         for (int ni = 0; ni < NI; ++ni) simt::mma_m16n8k8_tf32(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
       }
     }
@@ -210,8 +216,8 @@ struct Math<MathMode::kF32> : OperandsAsStored {
     const int g = lane / 4, t = lane % 4;
     SIMT_UNROLL
     for (int mi = 0; mi < MI; ++mi) {
-      if (tile_m0 + mi >= m_tiles) continue;
-      const float* row0 = a + ((tile_m0 + mi) * 16 + g) * kStride;
+      if (m_tile(tile_m0, mi) >= m_tiles) continue;
+      const float* row0 = a + (m_tile(tile_m0, mi) * 16 + g) * kStride;
       const float* row1 = row0 + 8 * kStride;
       SIMT_UNROLL
       for (int ni = 0; ni < NI; ++ni) {
@@ -338,7 +344,7 @@ SIMT_DEVICE void for_each_pair(const float (&acc)[MI][NI][4], const float (&bias
   for (int mi = 0; mi < MI; ++mi) {
     SIMT_UNROLL
     for (int row_half = 0; row_half < 2; ++row_half) {
-      const typename Store::Row row = store.row((tile_m0 + mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
+      const typename Store::Row row = store.row(m_tile(tile_m0, mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
       SIMT_UNROLL
       for (int ni = 0; ni < NI; ++ni) {
         write(row, ni, acc[mi][ni][2 * row_half] + bias[ni][0], acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
@@ -379,17 +385,16 @@ SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int t
   });
 }
 
-// This thread's warp, and its warp's first m tile in a GEMM of MI m tiles a warp (a kWarpsM x kWarpsN grid of
-// warps). The launch's block is told to nvcc twice: the warp index taken modulo the warp count as well
-// bounds tile_m0 in every inlined copy (the assumption alone was lost in some), so that the output GEMMs'
-// per-m-tile tests fold away (M = 64 is all of their tiles).
+// This thread's warp, and its warp's first m tile (a kWarpsM x kWarpsN grid of warps; m_tile gives the others).
+// The launch's block is told to nvcc twice: the warp index taken modulo the warp count as well bounds tile_m0
+// in every inlined copy (the assumption alone was lost in some), which folds the m tile tests that no GEMM
+// can fail.
 SIMT_DEVICE int warp_index() {
   SIMT_ASSUME(threadIdx.x < unsigned(Plan::kThreads));
   return int(threadIdx.x / simt::kWarpSize) % (Plan::kWarpsM * Plan::kWarpsN);
 }
-template <int MI>
 SIMT_DEVICE int warp_tile_m0() {
-  return (warp_index() / Plan::kWarpsN) * MI;
+  return warp_index() / Plan::kWarpsN;  // its warp row (m_tile)
 }
 
 // A loaders whose A needs a second step once its copies have landed (finish()), between two barriers: the
@@ -431,7 +436,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
   static_assert(Plan::kStages == 2, "the pipeline below alternates two stages");
   constexpr int kN = Plan::kWarpsN * NI * 8;
   const int warp = warp_index(), lane = threadIdx.x % simt::kWarpSize;
-  const int tile_m0 = warp_tile_m0<MI>(), tile_n0 = (warp % Plan::kWarpsN) * NI;
+  const int tile_m0 = warp_tile_m0(), tile_n0 = (warp % Plan::kWarpsN) * NI;
   const int chunks = int((w.length + Plan::kKChunk - 1) / Plan::kKChunk);  // K fits int32: plan_fused_launch
   if (chunks == 0) return;  // no K: nothing to issue (a committed group would outlive the kernel)
   for (int n0 = 0; n0 < count; n0 += kN) {
@@ -487,7 +492,43 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
 
 // ---- A loaders ----------------------------------------------------------------------------------------------
 
-// A box of pixels of one image: row r of the GEMM is pixel (y0 + r / box_width, x0 + r % box_width).
+// A CTA's view of its image: frame pixel (y, x) is image pixel (y, x), or (x, y) when transposed. The kernel
+// works in frame coordinates throughout (the tile, its halo, the pool's neighbours, the k x k taps); only
+// image bounds and memory offsets go through here. A tile cut short by the image's right edge more than by
+// its bottom edge is transposed (tile_frame), so that its pixels outside the image are the GEMMs' last rows,
+// whole m tiles that they skip. (Edge tiles of an NCHW x then read it down columns: uncoalesced, and rare.)
+struct Frame {
+  const InceptionParams& p;
+  bool transposed;
+  SIMT_DEVICE int64_t height() const { return transposed ? p.width : p.height; }
+  SIMT_DEVICE int64_t width() const { return transposed ? p.height : p.width; }
+  SIMT_DEVICE bool inside(int y, int x) const { return y >= 0 && y < height() && x >= 0 && x < width(); }
+  // Offsets from frame coordinates: the coordinates swapped (two selects), not the strides (four 64-bit ones).
+  SIMT_DEVICE int image_y(int y, int x) const { return transposed ? x : y; }
+  SIMT_DEVICE int image_x(int y, int x) const { return transposed ? y : x; }
+  SIMT_DEVICE int64_t x_offset(int y, int x) const {
+    return image_y(y, x) * p.x_stride[2] + image_x(y, x) * p.x_stride[3];
+  }
+  SIMT_DEVICE int64_t out_offset(int y, int x) const {
+    return image_y(y, x) * p.out_stride[2] + image_x(y, x) * p.out_stride[3];
+  }
+};
+
+// Tile `tile` of an image in its frame: transposed where fewer of its columns than of its rows lie in the
+// image. `rows`: its frame rows in the image (the output GEMMs compute their (rows + 1) / 2 m tiles).
+struct TileFrame {
+  Frame frame;
+  int y0, x0, rows;
+};
+SIMT_DEVICE TileFrame tile_frame(const InceptionParams& p, int tile) {
+  const int y0 = (tile / p.tiles_w) * Plan::kTile, x0 = (tile % p.tiles_w) * Plan::kTile;
+  const int rows = int(p.height - y0 < Plan::kTile ? p.height - y0 : Plan::kTile);
+  const int columns = int(p.width - x0 < Plan::kTile ? p.width - x0 : Plan::kTile);
+  const bool transposed = columns < rows;
+  return TileFrame{Frame{p, transposed}, transposed ? x0 : y0, transposed ? y0 : x0, transposed ? columns : rows};
+}
+
+// A box of pixels of one image, in frame coordinates: row r of the GEMM is pixel (y0 + r / width, x0 + r % width).
 struct PixelBox {
   int y0, x0, width, pixels;
 };
@@ -511,7 +552,8 @@ struct ElementLoader {
   int64_t pixel_offset[kPixels];
   uint32_t pixels_inside;   // bit i: pixel i is in the box and the image
 
-  SIMT_DEVICE ElementLoader(const InceptionParams& p, int64_t image, const PixelBox& box) {
+  SIMT_DEVICE ElementLoader(const Frame& frame, int64_t image, const PixelBox& box) {
+    const InceptionParams& p = frame.p;
     const int lane = int(threadIdx.x) % simt::kWarpSize, first_channel = int(threadIdx.x) / simt::kWarpSize;
     channel_stride = p.x_stride[1];
     x = static_cast<const T*>(p.x) + image * p.x_stride[0] + first_channel * channel_stride;
@@ -522,9 +564,9 @@ struct ElementLoader {
     for (int i = 0; i < kPixels; ++i) {
       const int row = lane + i * simt::kWarpSize;
       const int y = box.y0 + row / box.width, xx = box.x0 + row % box.width;
-      const bool inside = row < box.pixels && y >= 0 && y < p.height && xx >= 0 && xx < p.width;
+      const bool inside = row < box.pixels && frame.inside(y, xx);
       pixels_inside |= uint32_t(inside) << i;
-      pixel_offset[i] = inside ? y * p.x_stride[2] + xx * p.x_stride[3] : 0;
+      pixel_offset[i] = inside ? frame.x_offset(y, xx) : 0;
     }
   }
 
@@ -570,7 +612,8 @@ struct PixelStream : StageColumns<T, kRows> {
   int stage_offset;
   uint32_t pixels_inside;           // bit j: copy j's pixel is in the box and the image
 
-  SIMT_DEVICE PixelStream(const InceptionParams& p, int64_t image, const PixelBox& box, int stride = kStride) {
+  SIMT_DEVICE PixelStream(const Frame& frame, int64_t image, const PixelBox& box, int stride = kStride) {
+    const InceptionParams& p = frame.p;
     const int row0 = C::first_row();
     const int column = C::vector() * C::kVector;
     channels_left = int(p.shape.in_channels) - column;
@@ -581,9 +624,9 @@ struct PixelStream : StageColumns<T, kRows> {
     for (int j = 0; j < C::kCopies; ++j) {
       const int row = row0 + j * C::kRowStep;
       const int y = box.y0 + row / box.width, xx = box.x0 + row % box.width;
-      const bool inside = row < box.pixels && y >= 0 && y < p.height && xx >= 0 && xx < p.width;
+      const bool inside = row < box.pixels && frame.inside(y, xx);
       pixels_inside |= uint32_t(inside) << j;
-      pixel_offset[j] = inside ? y * p.x_stride[2] + xx * p.x_stride[3] : 0;
+      pixel_offset[j] = inside ? frame.x_offset(y, xx) : 0;
     }
   }
 
@@ -631,16 +674,16 @@ struct PoolStream {
   // max as over the neighbours in the image (the -inf padding), with no branch and no select.
   int up[kItems], down[kItems], left[kItems], right[kItems];
 
-  SIMT_DEVICE PoolStream(const InceptionParams& p, int64_t image, int y0, int x0, T* halo_stages)
-      : halo_copies(p, image, PixelBox{y0 - 1, x0 - 1, kHaloWidth, kHaloPixels}), halo(halo_stages), next_stage(0) {
+  SIMT_DEVICE PoolStream(const Frame& frame, int64_t image, int y0, int x0, T* halo_stages)
+      : halo_copies(frame, image, PixelBox{y0 - 1, x0 - 1, kHaloWidth, kHaloPixels}), halo(halo_stages), next_stage(0) {
     SIMT_UNROLL
     for (int i = 0; i < kItems; ++i) {
       const int pixel = (int(threadIdx.x) + i * Plan::kThreads) / kVectorsPerRow;
       const int y = y0 + pixel / Plan::kTile, x = x0 + pixel % Plan::kTile;
       up[i] = y >= 1 ? -kHaloWidth * kHaloStride : 0;
-      down[i] = y + 1 < p.height ? kHaloWidth * kHaloStride : 0;
+      down[i] = y + 1 < frame.height() ? kHaloWidth * kHaloStride : 0;
       left[i] = x >= 1 ? -kHaloStride : 0;
-      right[i] = x + 1 < p.width ? kHaloStride : 0;
+      right[i] = x + 1 < frame.width() ? kHaloStride : 0;
     }
   }
 
@@ -699,7 +742,8 @@ struct StagesRawA<PoolStream<T, HaloLoader, kHaloStride>> {
 // Stages the implicit-GEMM A of a k x k convolution over the reduction in shared memory: row r is output
 // pixel r of the 8x8 tile, column k reads reduced[(py + dy, px + dx)][c] for the (c, tap = dy * ks + dx) that
 // k stands for in the weight's K order: k = c * ks * ks + tap (OIHW), or k = tap * channels + c (OHWI;
-// kTapsOuter, a template parameter, so the K loop carries no branch on it). A thread stages one column k of
+// kTapsOuter, a template parameter, so the K loop carries no branch on it); in a transposed frame the tap
+// (dy, dx) of the weight lies dx rows and dy columns on in the reduction. A thread stages one column k of
 // the pixels of one tile column px; the tile's 8 rows of pixels are a fixed stride apart in the reduction.
 // Its column's (c, dy, dx) is decoded once per GEMM and advanced by one chunk a call, with carries: no
 // division in the K loop (a K of 32 is a fixed number of taps and channels on).
@@ -707,15 +751,17 @@ template <class T, bool kTapsOuter>
 struct WindowLoader {
   static_assert(Plan::kThreads == Plan::kKChunk * Plan::kTile, "one thread per (K column, tile column)");
   const T* reduced;
-  int kernel, channels, row_stride, halo_width;
+  int kernel, channels, row_stride;
+  int tap_row_step, tap_column_step;  // reduction rows from a tap to the next dy and the next dx
   int px, column;                // this thread's tile column; its K column kk in the stage, at tile row 0
   int c, dy, dx;                 // this thread's K column in the next chunk (past K: dy >= kernel with
                                  // taps outer, c >= channels in OIHW order)
   int c_step, dy_step, dx_step;  // one chunk on, before the carries
 
-  SIMT_DEVICE WindowLoader(const T* reduced, int kernel, int channels, int row_stride)
+  SIMT_DEVICE WindowLoader(const T* reduced, int kernel, int channels, int row_stride, bool transposed)
       : reduced(reduced), kernel(kernel), channels(channels), row_stride(row_stride),
-        halo_width(Plan::kTile + kernel - 1) {
+        tap_row_step(transposed ? 1 : Plan::kTile + kernel - 1),
+        tap_column_step(transposed ? Plan::kTile + kernel - 1 : 1) {
     const int kk = int(threadIdx.x) % Plan::kKChunk;
     px = int(threadIdx.x) / Plan::kKChunk;
     column = px * Plan::stage_stride(int(sizeof(T))) + kk;
@@ -732,7 +778,8 @@ struct WindowLoader {
   SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
     constexpr int stride = Plan::stage_stride(int(sizeof(T)));
     const bool inside = kTapsOuter ? dy < kernel : c < channels;  // k < taps x channels
-    const int source = (dy * halo_width + px + dx) * row_stride + c;  // tile row 0's window
+    const int halo_width = Plan::kTile + kernel - 1;
+    const int source = (dy * tap_row_step + dx * tap_column_step + px) * row_stride + c;  // tile row 0's window
     const int row_step = halo_width * row_stride;  // one tile row down
     SIMT_UNROLL
     for (int py = 0; py < Plan::kTile; ++py) {
@@ -767,15 +814,17 @@ struct DirectWindows {
   SIMT_DEVICE void operator()(T*, int64_t) const {}
 
   // Fills the table for a kernel x kernel window over `channels`: group g is K elements [g, g + 1) x kVector.
-  // Every thread of the CTA calls it; a barrier must follow before the GEMM reads the table.
+  // The weight's tap (dy, dx) is (dx, dy) in a transposed frame. Every thread of the CTA calls it; a barrier
+  // must follow before the GEMM reads the table.
   static SIMT_DEVICE void fill_table(int* table, T* zeros, int kernel, int channels, int halo_width,
-                                     int row_stride) {
+                                     int row_stride, bool transposed) {
     constexpr int kVector = kVectorElements<T>;
     const int taps = kernel * kernel;
     const int groups = int(window_groups(kernel, channels, int(sizeof(T))));
     for (int g = threadIdx.x; g < groups; g += Plan::kThreads) {
       const int k = g * kVector, tap = k / channels, c = k % channels;
-      table[g] = tap < taps ? ((tap / kernel) * halo_width + tap % kernel) * row_stride + c : -1;
+      const int dy = transposed ? tap % kernel : tap / kernel, dx = transposed ? tap / kernel : tap % kernel;
+      table[g] = tap < taps ? (dy * halo_width + dx) * row_stride + c : -1;
     }
     if (int(threadIdx.x) < kVector) zeros[threadIdx.x] = simt::from_float<T>(0.0f);
   }
@@ -790,16 +839,17 @@ template <class T>
 SIMT_DEVICE WindowRows<T> a_rows(const DirectWindows<T>& w, const T* /*stage*/, int64_t chunk, int tile_m0, int lane) {
   constexpr int kVector = kVectorElements<T>;
   // Lane l's row: pixel (m / 8, m % 8) for m = tile_m0 * 16 + l % 8 + 8 * ((l / 8) & 1); its K half: l / 16.
+  // Its next m tile (m_tile) is kWarpsM m tiles of two tile rows on.
   const int tile_y = tile_m0 * 2 + ((lane / 8) & 1), tile_x = lane % 8;
   return WindowRows<T>{w.reduced + (tile_y * w.halo_width + tile_x) * w.row_stride,
-                       int64_t(2) * w.halo_width * w.row_stride,
+                       int64_t(2 * Plan::kWarpsM) * w.halo_width * w.row_stride,
                        w.table + chunk * (Plan::kKChunk / kVector) + lane / 16, w.zeros};
 }
 
 // Output GEMM pass: ReLU, the branch's channel slice of the output (row: pixel of the 8x8 tile).
 template <class T>
 struct OutputStore {
-  const InceptionParams& p;
+  Frame frame;
   T* out;        // this image's output at the task's first channel
   const T* bias;  // at the task's first channel
   int count, y0, x0;
@@ -815,10 +865,10 @@ struct OutputStore {
   };
   SIMT_DEVICE Row row(int m, int /*index*/) const {
     const int y = y0 + m / Plan::kTile, x = x0 + m % Plan::kTile;
-    const bool inside = y < p.height && x < p.width;
-    return Row{out + (inside ? y * p.out_stride[2] + x * p.out_stride[3] : 0), inside};
+    const bool inside = y < frame.height() && x < frame.width();
+    return Row{out + (inside ? frame.out_offset(y, x) : 0), inside};
   }
-  SIMT_DEVICE Column column(int channel) const { return Column{channel * p.out_stride[1], channel}; }
+  SIMT_DEVICE Column column(int channel) const { return Column{channel * frame.p.out_stride[1], channel}; }
   // The bias of column first + delta, zero past the channels (delta a constant: one pointer for all of a lane's).
   SIMT_DEVICE float bias_at(int first, int delta) const {
     return first + delta < count ? simt::to_float((bias + first)[delta]) : 0.0f;
@@ -840,7 +890,7 @@ struct OutputStore {
     if (!row.inside || column.channel >= count) return;
     T* const pixel = row.pixel + column.offset;
     pixel[0] = simt::from_float<T>(relu(first));
-    if (column.channel + 1 < count) pixel[p.out_stride[1]] = simt::from_float<T>(relu(second));
+    if (column.channel + 1 < count) pixel[frame.p.out_stride[1]] = simt::from_float<T>(relu(second));
   }
 };
 
@@ -877,16 +927,16 @@ struct ReductionStore {
     int channel;
   };
 
-  SIMT_DEVICE ReductionStore(const InceptionParams& p, T* reduced, const T* bias, const PixelBox& box, int channels,
+  SIMT_DEVICE ReductionStore(const Frame& frame, T* reduced, const T* bias, const PixelBox& box, int channels,
                              int row_stride)
       : reduced(reduced), bias(bias), channels(channels), row_stride(row_stride), rows_in_box(0), rows_inside(0) {
-    const int g = int(threadIdx.x) % simt::kWarpSize / 4, tile_m0 = warp_tile_m0<Plan::kHaloMI>();  // run_gemm's
+    const int g = int(threadIdx.x) % simt::kWarpSize / 4, tile_m0 = warp_tile_m0();  // run_gemm's
     SIMT_UNROLL
     for (int index = 0; index < kLaneRows; ++index) {
-      const int m = (tile_m0 + index / 2) * 16 + g + 8 * (index % 2);
+      const int m = m_tile(tile_m0, index / 2) * 16 + g + 8 * (index % 2);
       const int y = box.y0 + m / box.width, x = box.x0 + m % box.width;
       rows_in_box |= uint32_t(m < box.pixels) << index;
-      rows_inside |= uint32_t(m < box.pixels && y >= 0 && y < p.height && x >= 0 && x < p.width) << index;
+      rows_inside |= uint32_t(m < box.pixels && frame.inside(y, x)) << index;
     }
   }
   SIMT_DEVICE Row row(int m, int index) const {
@@ -927,8 +977,10 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const GridCta cta = cta_of(blockIdx.x, p.batch * tiles, p.num_tasks, p.band_tiles);
   const Task task = task_of(p.shape, p.channel_chunk, cta.task_index);
   const int64_t image = cta.tile_index / tiles;
-  const int tile = int(cta.tile_index % tiles);
-  const int y0 = (tile / p.tiles_w) * Plan::kTile, x0 = (tile % p.tiles_w) * Plan::kTile;
+  const TileFrame tile = tile_frame(p, int(cta.tile_index % tiles));
+  const Frame& frame = tile.frame;
+  const int y0 = tile.y0, x0 = tile.x0;
+  const int out_m_tiles = (tile.rows + 1) / 2;  // the rest hold no pixel of the image
   const InceptionShape& s = p.shape;
   T* out = static_cast<T*>(p.out) + image * p.out_stride[0];
   // Weight rows and biases of convolution `index`, from output channel `first` on.
@@ -947,25 +999,25 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
     const PixelBox tile_box{y0, x0, Plan::kTile, Plan::kTilePixels};
     constexpr int kRows = Plan::kWarpsM * Plan::kOutMI * 16;
     const WeightRows<T> rows = weight_rows(conv, task.channel_begin);
-    const OutputStore<T> store{p, out + out0 * p.out_stride[1], bias(conv, task.channel_begin), task.channel_count,
-                               y0, x0, output_pairs<T>(p, out0)};
+    const OutputStore<T> store{frame, out + out0 * p.out_stride[1], bias(conv, task.channel_begin),
+                               task.channel_count, y0, x0, output_pairs<T>(p, out0)};
     // One GEMM per way of reading A, chosen here once: no loader branch inside a K loop.
     if (pooled && p.x_vectorized) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
-                                                  Plan::kTilePixels / 16,
-                                                  VectorPoolStream<T>(p, image, y0, x0, reduced), store);
+                                                  out_m_tiles,
+                                                  VectorPoolStream<T>(frame, image, y0, x0, reduced), store);
     } else if (pooled) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
-                                                  Plan::kTilePixels / 16,
-                                                  ElementPoolStream<T>(p, image, y0, x0, reduced), store);
+                                                  out_m_tiles,
+                                                  ElementPoolStream<T>(frame, image, y0, x0, reduced), store);
     } else if (p.x_vectorized) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
-                                                  Plan::kTilePixels / 16,
-                                                  PixelStream<T, kRows>(p, image, tile_box, kStride), store);
+                                                  out_m_tiles,
+                                                  PixelStream<T, kRows>(frame, image, tile_box, kStride), store);
     } else {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
-                                                  Plan::kTilePixels / 16,
-                                                  ElementLoader<T, kRows>(p, image, tile_box), store);
+                                                  out_m_tiles,
+                                                  ElementLoader<T, kRows>(frame, image, tile_box), store);
     }
     return;  // no barrier follows
   }
@@ -978,48 +1030,57 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const int halo = kernel / 2, halo_width = Plan::kTile + kernel - 1;
   const int row_stride = int(reduced_row_stride(channels, int(sizeof(T))));
   const PixelBox halo_box{y0 - halo, x0 - halo, halo_width, halo_width * halo_width};
-  const ReductionStore<M> reduction(p, reduced, bias(reduce, 0), halo_box, channels, row_stride);
+  // The reduction's m tiles down to the last halo row in the image. Rows of the box past them lie outside the
+  // image: the epilogue writes them zeros like every such row, from the skipped tiles' zero accumulators.
+  const int64_t halo_rows_inside = frame.height() - halo_box.y0;
+  const int halo_m_tiles =
+      (int(halo_rows_inside < halo_width ? halo_rows_inside : halo_width) * halo_width + 15) / 16;
+  const ReductionStore<M> reduction(frame, reduced, bias(reduce, 0), halo_box, channels, row_stride);
   // The k x k GEMM reads A in place where K runs over (tap, channel) in whole 16-byte groups (DirectWindows);
   // its table is filled here, ordered before its reads by the barrier that follows the reduction.
   T* const zeros = reduced + p.reduced_elements;
   int* const window_table = reinterpret_cast<int*>(zeros + kVectorElements<T>);
   const bool direct_windows = kMode != MathMode::kF32 && p.weights[conv].taps_outer &&
                               channels % kVectorElements<T> == 0;
-  if (direct_windows) DirectWindows<T>::fill_table(window_table, zeros, kernel, channels, halo_width, row_stride);
+  if (direct_windows) {
+    DirectWindows<T>::fill_table(window_table, zeros, kernel, channels, halo_width, row_stride, frame.transposed);
+  }
   if (p.x_vectorized) {
     run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,
-                                                  (halo_box.pixels + 15) / 16,
-                                                  PixelStream<T, Plan::kStageRows>(p, image, halo_box, kStride),
+                                                  halo_m_tiles,
+                                                  PixelStream<T, Plan::kStageRows>(frame, image, halo_box, kStride),
                                                   reduction);
   } else {
     run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,
-                                                  (halo_box.pixels + 15) / 16,
-                                                  ElementLoader<T, Plan::kStageRows>(p, image, halo_box),
+                                                  halo_m_tiles,
+                                                  ElementLoader<T, Plan::kStageRows>(frame, image, halo_box),
                                                   reduction);
   }
   __syncthreads();  // the reduction is complete before any window reads it
 
   const int64_t out0 = (three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;
   const WeightRows<T> conv_rows = weight_rows(conv, task.channel_begin);
-  const OutputStore<T> conv_store{p, out + out0 * p.out_stride[1], bias(conv, task.channel_begin),
+  const OutputStore<T> conv_store{frame, out + out0 * p.out_stride[1], bias(conv, task.channel_begin),
                                   task.channel_count, y0, x0, output_pairs<T>(p, out0)};
   if constexpr (kMode != MathMode::kF32) {  // (the exact-FP32 multiply reads staged A only)
     if (direct_windows) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
-          a_stage, b_stage, conv_rows, task.channel_count, Plan::kTilePixels / 16,
+          a_stage, b_stage, conv_rows, task.channel_count, out_m_tiles,
           DirectWindows<T>{reduced, window_table, zeros, halo_width, row_stride}, conv_store);
       return;
     }
   }
   if (p.weights[conv].taps_outer) {
     run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
-                                                Plan::kTilePixels / 16,
-                                                WindowLoader<T, true>(reduced, kernel, channels, row_stride),
+                                                out_m_tiles,
+                                                WindowLoader<T, true>(reduced, kernel, channels, row_stride,
+                                                                      frame.transposed),
                                                 conv_store);
   } else {
     run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
-                                                Plan::kTilePixels / 16,
-                                                WindowLoader<T, false>(reduced, kernel, channels, row_stride),
+                                                out_m_tiles,
+                                                WindowLoader<T, false>(reduced, kernel, channels, row_stride,
+                                                                       frame.transposed),
                                                 conv_store);
   }
 }

@@ -58,7 +58,9 @@ LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "win
 #: `--sass-report FILE` replaces them with a fresh report's registers and its worst loop's ratio for every loop.
 #: An entry may say skips_idle_warps=False for a build whose warps multiply in every pass (before 2026-11-28),
 #: skips_edge_tiles=False for one that computes every row of an edge tile (before change 18, tile_frames),
-#: interleaves_m_tiles=False for one whose warp rows take their m tiles in blocks (before change 19).
+#: interleaves_m_tiles=False for one whose warp rows take their m tiles in blocks (before change 19), and
+#: max_channel_chunk=256 for one whose planner split a branch into tasks of 256 channels at most (before
+#: change 20).
 MEASURED_SASS = {
     "f16": dict(registers=128, loop_instructions={"1x1": 77, "pool": 132, "reduction": 103, "window": 82,
                                                   "1x1 element": 131, "pool element": 268, "reduction element": 232,
@@ -334,7 +336,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                               f"device's {device.shared_bytes_per_cta}")
     tiles = _ceil_div(height, TILE) * _ceil_div(width, TILE)
     grid_x = batch * tiles
-    chunk = plan_channel_chunk(s, grid_x, device.sms)
+    chunk = min(plan_channel_chunk(s, grid_x, device.sms), measured.get("max_channel_chunk", sys.maxsize))
     # Each tile's tasks (its frame's GEMMs): edge tiles skip the m tiles outside the image.
     frames = tile_frames(height, width) if measured.get("skips_edge_tiles", True) else [None] * tiles
     skips = dtype != "f32" and measured.get("skips_idle_warps", True)

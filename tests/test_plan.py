@@ -66,8 +66,9 @@ def test_work_multiplier_and_bytes_are_at_least_the_ideal(batch, dtype):
 
 def test_block_5b_at_batch_1_by_hand():
     # 5b: Cin 832; 1x1 384; 3x3 192 -> 384; 5x5 48 -> 128; pool 128; 7x7 pixels, so one 8x8 tile.
-    # One tile: 1 CTA per task, so the chunk halves from 256 while tasks < 2 * 132 SMs, down to one output
-    # pass, 128: 3x3: 3 tasks, 5x5: 1, 1x1: 3, pool: 1 of 128 channels = 8 CTAs.
+    # One tile: 1 CTA per task, so the chunk steps down from 384 (the widest branch in whole passes of 128)
+    # while tasks < 2 * 132 SMs, down to one output pass, 128: 3x3: 3 tasks, 5x5: 1, 1x1: 3, pool: 1 of 128
+    # channels = 8 CTAs.
     case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16")
     assert (case.grid, case.ctas, case.channel_chunk, case.waves) == ((1, 8), 8, 128, 1)
     assert case.tasks_per_branch == {"3x3": 3, "5x5": 1, "1x1": 3, "pool": 1}
@@ -92,6 +93,21 @@ def test_block_5b_at_batch_1_by_hand():
     weights = 832 * 752 + 192 * 384 * 9 + 48 * 128 * 25 + (384 + 192 + 384 + 48 + 128 + 128)
     assert case.x_reads == 1
     assert case.dram_bytes == case.min_dram_bytes == (49 * (832 + 1024) + weights) * 2
+
+
+def test_one_task_per_branch_where_the_grid_is_full():
+    # 4d: 3x3 288 channels, 1x1 112, 5x5 and pool 64. At batch 256 (1024 tiles) the chunk is the widest
+    # branch in whole output passes, 384: one task per branch, each 3x3 reduction computed once per tile (with
+    # chunks of 256 the 3x3 branch took two tasks and its reduction twice). At batch 1 (4 tiles) it steps
+    # down to one pass, 128, for CTAs to fill the SMs.
+    config = BLOCKS_BY_NAME["4d"]
+    full = plan.plan_case(config, 256, "bf16")
+    assert (full.channel_chunk, full.tasks) == (384, 4)
+    capped = plan.plan_case(config, 256, "bf16", sass=dict(plan.MEASURED_SASS, bf16=dict(
+        plan.MEASURED_SASS["bf16"], max_channel_chunk=256)))
+    assert (capped.channel_chunk, capped.tasks) == (256, 5)
+    assert full.work_multiplier < capped.work_multiplier and full.model_us < capped.model_us
+    assert plan.plan_case(config, 1, "bf16").channel_chunk == 128
 
 
 def test_model_time_of_5b_at_batch_1_by_hand():
@@ -122,11 +138,12 @@ def test_model_time_of_5b_at_batch_1_by_hand():
 
 #: The first GPU run (benchmarks/results/2026-11-28-h200, commit ffca75c, bf16 channels_last, H200): Nsight
 #: Compute's kernel times in us, and that kernel's build: 136 registers (1 CTA an SM), no idle-warp or
-#: edge-tile skip, m tiles in blocks, and its loops' SASS instructions per tensor op (docs/performance.md, "Loaders": 1x1 6.8, pool 19.4,
-#: reduction 9.3, k x k 13.1).
+#: edge-tile skip, m tiles in blocks, tasks of 256 channels at most, and its loops' SASS instructions per
+#: tensor op (docs/performance.md, "Loaders": 1x1 6.8, pool 19.4, reduction 9.3, k x k 13.1).
 FIRST_RUN_US = {("3a", 1): 56.1, ("3a", 256): 3924.0, ("4e", 1): 111.3, ("4e", 256): 3302.0,
                 ("5b", 1): 138.7, ("5b", 256): 1091.0}
 FIRST_RUN_BUILD = dict(registers=136, skips_idle_warps=False, skips_edge_tiles=False, interleaves_m_tiles=False,
+                       max_channel_chunk=256,
                        loop_instructions={"1x1": 6.8 * 16, "pool": 19.4 * 16, "reduction": 9.3 * 20, "window": 13.1 * 16})
 
 

@@ -9,9 +9,10 @@
 
 namespace fused_inception {
 
-// The output channels per task: 256, or 128 where 256 gives fewer than two CTAs per multiprocessor (the less
-// a spatial branch's reduction is recomputed, the better; a chunk under one 128-channel output pass would
-// shorten no CTA), grown past kMaxTasks tasks.
+// The output channels per task: the widest branch's in whole 128-channel output passes (one task per branch:
+// each spatial task recomputes its branch's reduction, so the fewer the better), one pass less at a time
+// while that gives fewer than two CTAs per multiprocessor, down to one pass (a smaller chunk would shorten no
+// CTA); grown past kMaxTasks tasks.
 int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int sm_count);
 
 // Shared memory of a launch: the A and B stages of the K chunks in flight, the recomputed reduction (its

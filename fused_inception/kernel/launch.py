@@ -95,9 +95,10 @@ def count_tasks(s: BlockShape, chunk):
 
 
 def plan_channel_chunk(s: BlockShape, ctas_per_task, sm_count):
-    chunk = 256
+    widest = max(s.ch1x1, s.ch3x3, s.ch5x5, s.pool_proj)
+    chunk = max(STAGE_COLS, _round_up(widest, STAGE_COLS))  # one task per branch, in whole output passes
     while chunk > STAGE_COLS and count_tasks(s, chunk) * ctas_per_task < 2 * sm_count:  # one output pass at least
-        chunk //= 2
+        chunk -= STAGE_COLS
     while count_tasks(s, chunk) > MAX_TASKS:
         chunk *= 2
     return chunk

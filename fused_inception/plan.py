@@ -59,8 +59,7 @@ LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "win
 #: An entry may say skips_idle_warps=False for a build whose warps multiply in every pass (before 2026-11-28),
 #: skips_edge_tiles=False for one that computes every row of an edge tile (before change 18, tile_frames),
 #: interleaves_m_tiles=False for one whose warp rows take their m tiles in blocks (before change 19), and
-#: max_channel_chunk=256 for one whose planner split a branch into tasks of 256 channels at most (before
-#: change 20).
+#: max_channel_chunk=256 for one whose planner halved a chunk of 256 channels (before change 20).
 MEASURED_SASS = {
     "f16": dict(registers=128, loop_instructions={"1x1": 77, "pool": 132, "reduction": 103, "window": 82,
                                                   "1x1 element": 131, "pool element": 268, "reduction element": 232,
@@ -71,7 +70,7 @@ MEASURED_SASS = {
     "tf32": dict(registers=236, loop_instructions={"1x1": 206, "pool": 344, "reduction": 259, "window": 190,
                                                    "1x1 element": 243, "pool element": 449, "reduction element": 353,
                                                    "window staged": 217}),
-    "f32": dict(registers=254, loop_instructions=None),
+    "f32": dict(registers=255, loop_instructions=None),
 }
 
 
@@ -221,13 +220,15 @@ class TileFrame:
         return 16 * _ceil_div(rows_inside * width, 16)
 
 
-def tile_frames(height: int, width: int) -> list:
-    """The TileFrame of every tile of an image, in tile order."""
+def tile_frames(height: int, width: int, transposes: bool = True) -> list:
+    """The TileFrame of every tile of an image, in tile order. `transposes`: x is read in 16-byte vectors
+    (channels_last), the only case where the kernel transposes a tile."""
     frames = []
     for y0 in range(0, height, TILE):
         for x0 in range(0, width, TILE):
             rows, columns = min(TILE, height - y0), min(TILE, width - x0)
-            frames.append(TileFrame(columns, x0, width) if columns < rows else TileFrame(rows, y0, height))
+            transposed = transposes and columns < rows
+            frames.append(TileFrame(columns, x0, width) if transposed else TileFrame(rows, y0, height))
     return frames
 
 
@@ -336,9 +337,14 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                               f"device's {device.shared_bytes_per_cta}")
     tiles = _ceil_div(height, TILE) * _ceil_div(width, TILE)
     grid_x = batch * tiles
-    chunk = min(plan_channel_chunk(s, grid_x, device.sms), measured.get("max_channel_chunk", sys.maxsize))
+    chunk = plan_channel_chunk(s, grid_x, device.sms)
+    if "max_channel_chunk" in measured:  # the planner before change 20: halving from its cap
+        chunk = measured["max_channel_chunk"]
+        while chunk > STAGE_COLS and count_tasks(s, chunk) * grid_x < 2 * device.sms:
+            chunk //= 2
     # Each tile's tasks (its frame's GEMMs): edge tiles skip the m tiles outside the image.
-    frames = tile_frames(height, width) if measured.get("skips_edge_tiles", True) else [None] * tiles
+    frames = (tile_frames(height, width, transposes=layout == "nhwc") if measured.get("skips_edge_tiles", True)
+              else [None] * tiles)
     skips = dtype != "f32" and measured.get("skips_idle_warps", True)
     interleaved = measured.get("interleaves_m_tiles", True)
     tasks_of = {frame: tasks(s, chunk, skips_idle_warps=skips, layout=layout, tile=frame, interleaved=interleaved)

@@ -35,7 +35,9 @@ def test_layouts(capsys):
     cases = json.loads(capsys.readouterr().out)
     assert [(c["layout"], c["batch"]) for c in cases] == [("nhwc", 1), ("nhwc", 256), ("nchw", 1), ("nchw", 256)]
     for nhwc, nchw in zip(cases[:2], cases[2:]):
-        assert nchw["ctas"] == nhwc["ctas"] and nchw["work_multiplier"] == nhwc["work_multiplier"]
+        # The same grid; an NCHW x's right-edge tiles keep the image's frame (tile_frames), so they compute
+        # rows outside the image that a channels_last block's transposed ones skip.
+        assert nchw["ctas"] == nhwc["ctas"] and nchw["work_multiplier"] > nhwc["work_multiplier"]
         assert nchw["model_us"] > nhwc["model_us"]
     for config in GOOGLENET_BLOCKS:
         kinds = {g.kind for t in plan.tasks(plan.block_shape(config), 128, layout="nchw") for g in t.gemms}
@@ -93,6 +95,21 @@ def test_block_5b_at_batch_1_by_hand():
     weights = 832 * 752 + 192 * 384 * 9 + 48 * 128 * 25 + (384 + 192 + 384 + 48 + 128 + 128)
     assert case.x_reads == 1
     assert case.dram_bytes == case.min_dram_bytes == (49 * (832 + 1024) + weights) * 2
+
+
+def test_edge_tiles_in_their_frames():
+    # A 9x13 image: 2 x 2 tiles. The top-right one has 8 rows and 5 columns in the image: with 16-byte x it is
+    # transposed, its 5 columns its frame rows (3 m tiles of the output GEMMs), its frame the 13-wide image
+    # on its side; NCHW x keeps the image's frame (8 rows: all 4 m tiles). The bottom ones have 1 row.
+    Frame = plan.TileFrame
+    assert plan.tile_frames(9, 13) == [Frame(8, 0, 9), Frame(5, 8, 13), Frame(1, 8, 9), Frame(1, 8, 9)]
+    assert plan.tile_frames(9, 13, transposes=False)[1] == Frame(8, 0, 9)
+    transposed = Frame(5, 8, 13)
+    assert transposed.output_rows() == 48
+    # Its halo from frame row 7 (3x3) or 6 (5x5) down to the frame's last row, 12: 6 rows of 10 pixels (64
+    # GEMM rows) and 7 of 12 (96), where the whole box is 112 and 144.
+    assert (transposed.halo_rows(3), transposed.halo_rows(5)) == (64, 96)
+    assert (Frame(8, 0, 9).halo_rows(3), Frame(1, 8, 9).halo_rows(3), Frame(1, 8, 9).output_rows()) == (112, 32, 16)
 
 
 def test_one_task_per_branch_where_the_grid_is_full():

@@ -387,8 +387,8 @@ SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int t
 
 // This thread's warp, and its warp's first m tile (a kWarpsM x kWarpsN grid of warps; m_tile gives the others).
 // The launch's block is told to nvcc twice: the warp index taken modulo the warp count as well bounds tile_m0
-// in every inlined copy (the assumption alone was lost in some), which folds the m tile tests that no GEMM
-// can fail.
+// in every inlined copy (the assumption alone was lost in some). (That folded the output GEMMs' m tile tests
+// while their count was the constant 4; since edge tiles skip m tiles it is a run-time value.)
 SIMT_DEVICE int warp_index() {
   SIMT_ASSUME(threadIdx.x < unsigned(Plan::kThreads));
   return int(threadIdx.x / simt::kWarpSize) % (Plan::kWarpsM * Plan::kWarpsN);
@@ -496,7 +496,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
 // works in frame coordinates throughout (the tile, its halo, the pool's neighbours, the k x k taps); only
 // image bounds and memory offsets go through here. A tile cut short by the image's right edge more than by
 // its bottom edge is transposed (tile_frame), so that its pixels outside the image are the GEMMs' last rows,
-// whole m tiles that they skip. (Edge tiles of an NCHW x then read it down columns: uncoalesced, and rare.)
+// whole m tiles that they skip.
 struct Frame {
   const InceptionParams& p;
   bool transposed;
@@ -515,7 +515,10 @@ struct Frame {
 };
 
 // Tile `tile` of an image in its frame: transposed where fewer of its columns than of its rows lie in the
-// image. `rows`: its frame rows in the image (the output GEMMs compute their (rows + 1) / 2 m tiles).
+// image and x is read in 16-byte vectors of channels. (x read element by element, NCHW, would then be read
+// down the image's columns: a warp's 32 pixels of a channel in 32 sectors, not 4 to 8, on every K step;
+// and an NCHW output written the same way. Those tiles keep the image's frame and compute their rows.)
+// `rows`: its frame rows in the image (the output GEMMs compute their (rows + 1) / 2 m tiles).
 struct TileFrame {
   Frame frame;
   int y0, x0, rows;
@@ -524,7 +527,7 @@ SIMT_DEVICE TileFrame tile_frame(const InceptionParams& p, int tile) {
   const int y0 = (tile / p.tiles_w) * Plan::kTile, x0 = (tile % p.tiles_w) * Plan::kTile;
   const int rows = int(p.height - y0 < Plan::kTile ? p.height - y0 : Plan::kTile);
   const int columns = int(p.width - x0 < Plan::kTile ? p.width - x0 : Plan::kTile);
-  const bool transposed = columns < rows;
+  const bool transposed = columns < rows && p.x_vectorized;
   return TileFrame{Frame{p, transposed}, transposed ? x0 : y0, transposed ? y0 : x0, transposed ? columns : rows};
 }
 

@@ -35,7 +35,8 @@ int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int s
   // Never below one output pass (kStageCols = 128 channels): a smaller chunk shortens no CTA (the busiest
   // warp still runs every K step of the pass, the reduction is recomputed whole), it only adds CTAs and work.
   constexpr int64_t kPass = FusedPlan::kStageCols;
-  const int64_t widest = std::max({s.ch1x1, s.ch3x3, s.ch5x5, s.pool_proj});
+  // The widest spatial branch: a 1x1 or pool task recomputes nothing, so those split into chunks for free.
+  const int64_t widest = std::max(s.ch3x3, s.ch5x5);
   int64_t chunk = std::max(kPass, ceil_div(widest, kPass) * kPass);
   while (chunk > kPass && count_tasks(s, chunk) * ctas_per_task < 2 * int64_t(sm_count)) chunk -= kPass;
   while (count_tasks(s, chunk) > FusedPlan::kMaxTasks) chunk *= 2;

@@ -9,8 +9,8 @@
 
 namespace fused_inception {
 
-// The output channels per task: the widest branch's in whole 128-channel output passes (one task per branch:
-// each spatial task recomputes its branch's reduction, so the fewer the better), one pass less at a time
+// The output channels per task: the widest spatial branch's in whole 128-channel output passes (one task per
+// spatial branch: each recomputes its branch's reduction, so the fewer the better), one pass less at a time
 // while that gives fewer than two CTAs per multiprocessor, down to one pass (a smaller chunk would shorten no
 // CTA); grown past kMaxTasks tasks.
 int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int sm_count);

@@ -95,8 +95,8 @@ def count_tasks(s: BlockShape, chunk):
 
 
 def plan_channel_chunk(s: BlockShape, ctas_per_task, sm_count):
-    widest = max(s.ch1x1, s.ch3x3, s.ch5x5, s.pool_proj)
-    chunk = max(STAGE_COLS, _round_up(widest, STAGE_COLS))  # one task per branch, in whole output passes
+    widest = max(s.ch3x3, s.ch5x5)  # 1x1 and pool tasks recompute nothing: they split for free
+    chunk = max(STAGE_COLS, _round_up(widest, STAGE_COLS))  # one task per spatial branch, in whole output passes
     while chunk > STAGE_COLS and count_tasks(s, chunk) * ctas_per_task < 2 * sm_count:  # one output pass at least
         chunk -= STAGE_COLS
     while count_tasks(s, chunk) > MAX_TASKS:

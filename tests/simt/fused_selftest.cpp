@@ -196,6 +196,7 @@ struct Case {
   bool aligned;         // x's channels padded to a multiple of 8 elements (16-byte copies of x where possible)
   int64_t chunk;        // output channels per task (0: the planner's choice)
   unsigned seed;
+  bool oihw_weights = false;  // NHWC x with the k x k weights as PyTorch makes them (a model not converted)
 };
 
 std::vector<simt::Schedule> racecheck_schedules() {
@@ -244,7 +245,8 @@ void run_case(MathMode mode, const Case& c) {
           x[i * xs[0] + ch * xs[1] + y * xs[2] + xx * xs[3]] = to_element<T>(x64[((i * cin + ch) * h + y) * w + xx]);
   std::vector<T> out(n * cout * h * w, to_element<T>(NAN));
   InceptionParams p{};
-  const KernelWeights<T> weights(block, c.channels_last, p);  // channels_last models hold channels_last weights
+  // channels_last models hold channels_last weights
+  const KernelWeights<T> weights(block, c.channels_last && !c.oihw_weights, p);
   p.x = x.data();
   p.out = out.data();
   p.batch = n, p.height = h, p.width = w;
@@ -259,10 +261,11 @@ void run_case(MathMode mode, const Case& c) {
   // Bands of 3 tiles (the planner makes one band of these few tiles): the grid's band order with a shorter
   // last band (8 tiles: 3 + 3 + 2; 4 tiles: 3 + 1).
   p.band_tiles = 3;
-  // NHWC cases also hold their k x k weights channels_last (OHWI), as a channels_last model does.
+  // NHWC cases also hold their k x k weights channels_last (OHWI), as a channels_last model does (but oihw_weights).
   std::string name = std::string(c.mode_name) + (c.channels_last ? " NHWC " : " NCHW ") + std::to_string(n) + "x" +
                      std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w) + " chunk " +
-                     std::to_string(p.channel_chunk) + (p.x_vectorized ? " (16-byte copies of x)" : "");
+                     std::to_string(p.channel_chunk) + (p.x_vectorized ? " (16-byte copies of x)" : "") +
+                     (c.oihw_weights ? " OIHW weights" : "");
   if (!planned || (c.chunk && p.channel_chunk != c.chunk)) {
     std::printf("FAIL %s: not planned as asked (%s)\n", name.c_str(), why.c_str());
     ++failures;
@@ -345,6 +348,9 @@ int main() {
   cases.push_back(Case{"bf16", wide, 1, 7, 10, true, true, 0, seed++});
   cases.push_back(Case{"bf16", wide5, 1, 9, 10, true, true, 0, seed++});
   cases.push_back(Case{"fp32", wide5, 1, 10, 9, false, false, 0, seed++});
+  // x in 16-byte copies with OIHW k x k weights: the staged windows (WindowLoader, channels outer) on the
+  // transposed tiles that only vectorised x gets (the 13-wide image's right-edge tiles).
+  cases.push_back(Case{"bf16", deep, 1, 10, 13, true, true, 4, seed++, true});
   // FUSED_SELFTEST_FAIL_FAST=1: stop at the first failing case (the mutation check's quick verdict).
   const char* fail_fast = std::getenv("FUSED_SELFTEST_FAIL_FAST");
   for (const Case& c : cases) {

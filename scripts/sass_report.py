@@ -14,7 +14,10 @@ Definitions (docs/performance.md explains them):
 - Tensor ops count as m16n8k16 equivalents: m * n * k / (16 * 8 * 16) of the instruction's shape, so
   HMMA.16816 = 1, HMMA.1688 = 1/2, HGMMA.64xNx16 = N/2.
 - Spills: the kernel's local memory (cuobjdump -res-usage LOCAL/STACK) and its local loads and stores
-  (LDL/STL) in the SASS.
+  (LDL/STL) in the SASS; per tensor loop, those inside it.
+- A tensor loop's pass is the innermost loop around it (run_gemm's passes over N): "pass+" counts the
+  instructions that pass runs outside the tensor loop (its setup and epilogue, every path of it: static),
+  and its local loads and stores there.
 
 cuobjdump comes from the triton package (backends/nvidia/bin), $CUDA_HOME/bin or PATH; --cuobjdump overrides.
 Exit status: 0, or 1 when --max-ratio is given and some tensor-core inner loop exceeds it, 2 when the tools
@@ -146,8 +149,14 @@ def instruction_mix(instructions: list) -> dict:
     return mix
 
 
+def _spills(instructions) -> int:
+    return sum(i.mnemonic in ("LDL", "STL") for i in instructions)
+
+
 def tensor_inner_loops(instructions: list) -> list:
-    """Per tensor-core inner loop: its span, counts, mix and instructions per m16n8k16 equivalent."""
+    """Per tensor-core inner loop: its span, counts, mix, local loads and stores, instructions per m16n8k16
+    equivalent, and its pass: the innermost loop around it (the passes over N), with the instructions and
+    local loads and stores that pass runs outside it (static counts: every path of the epilogue), or None."""
     loops = find_loops(instructions)
     tensor_ops = {id(loop): sum(tensor_op_equivalents(i) for i in loop.instructions) for loop in loops}
     report = []
@@ -163,10 +172,19 @@ def tensor_inner_loops(instructions: list) -> list:
         for ins in loop.instructions:
             if ins.mnemonic in TENSOR_OPCODES:
                 shapes[ins.opcode] = shapes.get(ins.opcode, 0) + 1
+        around = [other for other in loops if other.contains(loop)]
+        pass_info = None
+        if around:
+            outer = min(around, key=lambda other: other.end - other.start)
+            outside = [i for i in outer.instructions
+                       if i.mnemonic != "NOP" and not loop.start <= i.address <= loop.end]
+            pass_info = dict(start=f"0x{outer.start:x}", end=f"0x{outer.end:x}", instructions_outside=len(outside),
+                             spill_instructions_outside=_spills(outside))
         report.append(dict(start=f"0x{loop.start:x}", end=f"0x{loop.end:x}", instructions=count,
                            nested_loops=len(inner), tensor_instructions=shapes,
                            tensor_op_equivalents=tensor_ops[id(loop)], mix=mix,
-                           instructions_per_tensor_op=count / tensor_ops[id(loop)]))
+                           instructions_per_tensor_op=count / tensor_ops[id(loop)],
+                           spill_instructions=_spills(loop.instructions), **{"pass": pass_info}))
     return report
 
 
@@ -200,7 +218,7 @@ def report(cuobjdump_text: str, kernel_pattern: str = "") -> list:
         if kernel_pattern and not re.search(kernel_pattern, names[mangled]):
             continue
         resources = usage.get(mangled, {})
-        local_ops = sum(i.mnemonic in ("LDL", "STL") for i in instructions)
+        local_ops = _spills(instructions)
         entries.append(dict(kernel=names[mangled], mangled=mangled, registers=resources.get("registers"),
                             stack_bytes=resources.get("stack"), local_bytes=resources.get("local"),
                             spill_instructions=local_ops, instructions=len(instructions),
@@ -264,13 +282,17 @@ def format_table(entries: list) -> str:
             lines.append("  no tensor-core loops")
             continue
         header = "  loop             instr nested  MMA-eq  instr/MMA-eq  " + " ".join(
-            f"{MIX_LABELS[name]:>10}" for name in MIX_ORDER)
+            f"{MIX_LABELS[name]:>10}" for name in MIX_ORDER) + "    LDL/STL   pass+  pass LDL/STL"
         lines.append(header)
         for loop in entry["tensor_loops"]:
             span = f"{loop['start']}-{loop['end']}"
+            around = loop["pass"]
             lines.append(f"  {span:<16} {loop['instructions']:>5} {loop['nested_loops']:>6} "
                          f"{loop['tensor_op_equivalents']:>7g} {loop['instructions_per_tensor_op']:>13.1f}  "
-                         + " ".join(f"{loop['mix'][name]:>10}" for name in MIX_ORDER))
+                         + " ".join(f"{loop['mix'][name]:>10}" for name in MIX_ORDER)
+                         + f" {loop['spill_instructions']:>10} "
+                         + (f"{around['instructions_outside']:>7} {around['spill_instructions_outside']:>13}"
+                            if around else f"{'-':>7} {'-':>13}"))
         shapes = sorted({s for loop in entry["tensor_loops"] for s in loop["tensor_instructions"]})
         lines.append(f"  tensor instructions: {', '.join(shapes)}")
     return "\n".join(lines)

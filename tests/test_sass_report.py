@@ -112,6 +112,11 @@ def test_tensor_inner_loops_their_mix_and_ratio():
     assert tf32_loop["instructions"] == 5 and tf32_loop["tensor_op_equivalents"] == 1.0
     assert tf32_loop["instructions_per_tensor_op"] == 5.0
     assert tf32_loop["nested_loops"] == 0
+    # The K loop's pass [0x40, 0x1c0]: 24 instructions (no NOP there but the K loop's), 20 of them the K loop's;
+    # outside it IMAD, the STL, ISETP and BRA. The TF32 loop has no loop around it.
+    assert k_loop["spill_instructions"] == 0
+    assert k_loop["pass"] == dict(start="0x40", end="0x1c0", instructions_outside=4, spill_instructions_outside=1)
+    assert tf32_loop["pass"] is None and tf32_loop["spill_instructions"] == 0
 
 
 def test_resource_usage_and_spills_enter_the_report():

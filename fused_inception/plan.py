@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 
 from .kernel.launch import (K_CHUNK, STAGE_COLS, STAGE_ROWS, THREADS, TILE, BlockShape, UnsupportedCase, count_tasks,
-                            cta_of, plan_band_tiles, plan_channel_chunk, shared_bytes)
+                            cta_of, halo_pixels, plan_band_tiles, plan_channel_chunk, shared_bytes)
 from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
 
 # FusedPlan's warp tiling (csrc/kernels/inception_params.h), beyond what launch.py mirrors.
@@ -70,7 +70,7 @@ MEASURED_SASS = {
     "tf32": dict(registers=236, loop_instructions={"1x1": 206, "pool": 344, "reduction": 259, "window": 190,
                                                    "1x1 element": 243, "pool element": 449, "reduction element": 353,
                                                    "window staged": 217}),
-    "f32": dict(registers=255, loop_instructions=None),
+    "f32": dict(registers=254, loop_instructions=None),
 }
 
 
@@ -202,7 +202,8 @@ def block_shape(config: InceptionConfig, kernel_sizes=(3, 5)) -> BlockShape:
 @dataclass(frozen=True)
 class TileFrame:
     """An image tile as the kernel runs it (tile_frame in inception_kernel.h): transposed where fewer of its
-    columns than rows lie in the image, so that its pixels outside are its last frame rows. `rows`: its frame
+    columns than rows lie in the image and x is read in 16-byte vectors, so that its pixels outside are its
+    last frame rows. `rows`: its frame
     rows in the image; `y0`, `height`: its first frame row and the image's frame height."""
 
     rows: int
@@ -251,7 +252,7 @@ def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str 
                               kind=kinds[branch], interleaved=interleaved),)
             else:
                 kernel, reduced = (s.k3, s.ch3x3red) if branch == "3x3" else (s.k5, s.ch5x5red)
-                halo_rows = tile.halo_rows(kernel) if tile else 16 * _ceil_div((TILE + kernel - 1) ** 2, 16)
+                halo_rows = tile.halo_rows(kernel) if tile else 16 * _ceil_div(halo_pixels(kernel), 16)
                 reduction = Gemm(halo_rows, HALO_ROWS, HALO_PASS_N,
                                  _ceil_div(reduced, HALO_PASS_N), k_chunks_x, reduced, skips_idle_warps,
                                  kind=kinds["reduction"], interleaved=interleaved)
@@ -337,11 +338,12 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                               f"device's {device.shared_bytes_per_cta}")
     tiles = _ceil_div(height, TILE) * _ceil_div(width, TILE)
     grid_x = batch * tiles
-    chunk = plan_channel_chunk(s, grid_x, device.sms)
     if "max_channel_chunk" in measured:  # the planner before change 20: halving from its cap
         chunk = measured["max_channel_chunk"]
         while chunk > STAGE_COLS and count_tasks(s, chunk) * grid_x < 2 * device.sms:
             chunk //= 2
+    else:
+        chunk = plan_channel_chunk(s, grid_x, device.sms)
     # Each tile's tasks (its frame's GEMMs): edge tiles skip the m tiles outside the image.
     frames = (tile_frames(height, width, transposes=layout == "nhwc") if measured.get("skips_edge_tiles", True)
               else [None] * tiles)
@@ -404,10 +406,12 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     per_branch = {}
     for t in task_list:
         per_branch[t.branch] = per_branch.get(t.branch, 0) + 1
-    return Case(block=config.name, batch=batch, dtype=dtype, layout=layout, height=height, width=width, grid=(grid_x, len(task_list)),
+    return Case(block=config.name, batch=batch, dtype=dtype, layout=layout, height=height, width=width,
+                grid=(grid_x, len(task_list)),
                 ctas=ctas, ctas_per_sm=occupancy, waves=_ceil_div(ctas, slots), channel_chunk=chunk,
                 tasks=len(task_list), tasks_per_branch=per_branch, work_multiplier=executed / ideal,
-                executed_flops=executed, ideal_flops=ideal, longest_cta_ksteps=max(t.k_steps for frame_tasks in tasks_of.values() for t in frame_tasks),
+                executed_flops=executed, ideal_flops=ideal,
+                longest_cta_ksteps=max(t.k_steps for frame_tasks in tasks_of.values() for t in frame_tasks),
                 shared_bytes=smem, x_reads=x_reads, dram_bytes=dram_bytes, min_dram_bytes=min_bytes,
                 registers=measured["registers"], instructions_per_tensor_op=ratios,
                 issue_us=issue_s * 1e6, tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6,

@@ -754,19 +754,23 @@ template <class T, bool kTapsOuter>
 struct WindowLoader {
   static_assert(Plan::kThreads == Plan::kKChunk * Plan::kTile, "one thread per (K column, tile column)");
   const T* reduced;
-  int kernel, channels, row_stride;
-  int tap_row_step, tap_column_step;  // reduction rows from a tap to the next dy and the next dx
-  int px, column;                // this thread's tile column; its K column kk in the stage, at tile row 0
+  int kernel, channels;
+  // Element offsets in the reduction, worked out once: from a tap to the next dy and to the next dx, one tile
+  // row down, and this thread's tile column px at tile row 0.
+  int tap_row_step, tap_column_step, tile_row_step, column_offset;
+  int column;                    // this thread's K column kk in the stage, at tile row 0
   int c, dy, dx;                 // this thread's K column in the next chunk (past K: dy >= kernel with
                                  // taps outer, c >= channels in OIHW order)
   int c_step, dy_step, dx_step;  // one chunk on, before the carries
 
   SIMT_DEVICE WindowLoader(const T* reduced, int kernel, int channels, int row_stride, bool transposed)
-      : reduced(reduced), kernel(kernel), channels(channels), row_stride(row_stride),
-        tap_row_step(transposed ? 1 : Plan::kTile + kernel - 1),
-        tap_column_step(transposed ? Plan::kTile + kernel - 1 : 1) {
-    const int kk = int(threadIdx.x) % Plan::kKChunk;
-    px = int(threadIdx.x) / Plan::kKChunk;
+      : reduced(reduced), kernel(kernel), channels(channels) {
+    const int halo_width = Plan::kTile + kernel - 1;
+    tap_row_step = (transposed ? 1 : halo_width) * row_stride;
+    tap_column_step = (transposed ? halo_width : 1) * row_stride;
+    tile_row_step = halo_width * row_stride;
+    const int kk = int(threadIdx.x) % Plan::kKChunk, px = int(threadIdx.x) / Plan::kKChunk;
+    column_offset = px * row_stride;
     column = px * Plan::stage_stride(int(sizeof(T))) + kk;
     const int taps = kernel * kernel;
     // (c, tap) of k = kk and of one chunk, Plan::kKChunk.
@@ -781,12 +785,11 @@ struct WindowLoader {
   SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
     constexpr int stride = Plan::stage_stride(int(sizeof(T)));
     const bool inside = kTapsOuter ? dy < kernel : c < channels;  // k < taps x channels
-    const int halo_width = Plan::kTile + kernel - 1;
-    const int source = (dy * tap_row_step + dx * tap_column_step + px) * row_stride + c;  // tile row 0's window
-    const int row_step = halo_width * row_stride;  // one tile row down
+    const int source = dy * tap_row_step + dx * tap_column_step + column_offset + c;  // tile row 0's window
     SIMT_UNROLL
     for (int py = 0; py < Plan::kTile; ++py) {
-      stage[column + py * Plan::kTile * stride] = inside ? reduced[source + py * row_step] : simt::from_float<T>(0.0f);
+      stage[column + py * Plan::kTile * stride] =
+          inside ? reduced[source + py * tile_row_step] : simt::from_float<T>(0.0f);
     }
     // One chunk on: k + kKChunk, its tap and channel parts each carried at most once.
     c += c_step, dy += dy_step, dx += dx_step;

@@ -245,7 +245,6 @@ void run_case(MathMode mode, const Case& c) {
           x[i * xs[0] + ch * xs[1] + y * xs[2] + xx * xs[3]] = to_element<T>(x64[((i * cin + ch) * h + y) * w + xx]);
   std::vector<T> out(n * cout * h * w, to_element<T>(NAN));
   InceptionParams p{};
-  // channels_last models hold channels_last weights
   const KernelWeights<T> weights(block, c.channels_last && !c.oihw_weights, p);
   p.x = x.data();
   p.out = out.data();
@@ -261,7 +260,7 @@ void run_case(MathMode mode, const Case& c) {
   // Bands of 3 tiles (the planner makes one band of these few tiles): the grid's band order with a shorter
   // last band (8 tiles: 3 + 3 + 2; 4 tiles: 3 + 1).
   p.band_tiles = 3;
-  // NHWC cases also hold their k x k weights channels_last (OHWI), as a channels_last model does (but oihw_weights).
+  // NHWC cases hold their k x k weights channels_last (OHWI), as a converted model does, unless oihw_weights.
   std::string name = std::string(c.mode_name) + (c.channels_last ? " NHWC " : " NCHW ") + std::to_string(n) + "x" +
                      std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w) + " chunk " +
                      std::to_string(p.channel_chunk) + (p.x_vectorized ? " (16-byte copies of x)" : "") +

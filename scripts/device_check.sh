@@ -93,11 +93,13 @@ if [ "${1:-}" = --run-sanitizer ]; then
   exit 0
 fi
 
-# Internal: --run-ncu OUT_CSV LABELS: Nsight Compute over scripts/ncu_fused.py, one launch of the fused kernel
-# per case (bf16 channels_last, blocks 3a 4e 5b, batch 1 and 256), clocks as found (--clock-control none,
+# Internal: --run-ncu OUT_CSV LABELS [CASE OPTIONS]: Nsight Compute over scripts/ncu_fused.py, one launch of the
+# fused kernel per case (by default bf16 channels_last, blocks 3a 4e 5b, batch 1 and 256; CASE OPTIONS, such as
+# --blocks or --dtypes, go to ncu_fused.py), clocks as found (--clock-control none,
 # the numbers the benchmarks see). Keeps only the CSV rows, one per launch; the rest goes to check.log.
 if [ "${1:-}" = --run-ncu ]; then
   csv_out=$2 labels=$3
+  shift 3
   ncu=$(find_tool ncu NCU) || exit 127
   metrics=gpu__time_duration.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
   metrics+=,sm__inst_issued.avg.pct_of_peak_sustained_active,smsp__issue_active.avg.pct_of_peak_sustained_active
@@ -106,7 +108,7 @@ if [ "${1:-}" = --run-ncu ]; then
   # WarpStateStats: smsp__average_warps_issue_stalled_<reason>_per_issue_active.ratio, the stall reasons.
   "$ncu" --clock-control none --profile-from-start off --kernel-name regex:inception_kernel \
     --section WarpStateStats --metrics "$metrics" --csv --page raw --print-units base \
-    "${PYTHON:-python3}" "$repo/scripts/ncu_fused.py" --labels "$labels" > "$raw" 2>&1
+    "${PYTHON:-python3}" "$repo/scripts/ncu_fused.py" --labels "$labels" "$@" > "$raw" 2>&1
   rc=$?
   grep -v '^"' "$raw"          # ncu's and the program's messages, into check.log
   grep '^"' "$raw" > "$csv_out"  # the CSV: a header, a units row, one row per launch

@@ -18,6 +18,10 @@ import fused_inception
 
 BLOCKS = ("3a", "4e", "5b")
 BATCHES = (1, 256)
+# Math mode -> (tensor dtype, cuDNN's TF32 flag, which the op reads for float32 tensors).
+DTYPES = {"bf16": (torch.bfloat16, False), "f16": (torch.float16, False), "tf32": (torch.float32, True),
+          "f32": (torch.float32, False)}
+LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
 def main(argv=None) -> int:
@@ -26,32 +30,43 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--blocks", default=",".join(BLOCKS), help="comma-separated block names")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
+    parser.add_argument("--dtypes", default="bf16", help=f"comma-separated math modes: {', '.join(DTYPES)}")
+    parser.add_argument("--layouts", default="channels_last", help=f"comma-separated: {', '.join(LAYOUTS)}")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    cases = [(name, int(batch)) for name in args.blocks.split(",") for batch in args.batches.split(",")]
+    for option, values, known in (("--dtypes", args.dtypes, DTYPES), ("--layouts", args.layouts, LAYOUTS)):
+        unknown = [v for v in values.split(",") if v not in known]
+        if unknown:
+            parser.error(f"{option}: unknown {', '.join(unknown)}; expected some of {', '.join(known)}")
+    cases = [(name, int(batch), dtype, layout) for dtype in args.dtypes.split(",")
+             for layout in args.layouts.split(",") for name in args.blocks.split(",")
+             for batch in args.batches.split(",")]
     runs = []
-    for name, batch in cases:
+    for name, batch, dtype, layout in cases:
         config = fused_inception.BLOCKS_BY_NAME[name]
+        tensor_dtype, allow_tf32 = DTYPES[dtype]
         torch.manual_seed(0)
-        block = fused_inception.FusedInception(*config.block_args).to(device, torch.bfloat16).eval()
+        block = fused_inception.FusedInception(*config.block_args).to(device, tensor_dtype).eval()
         x = torch.randn(batch, config.in_channels, config.spatial, config.spatial, device=device,
-                        dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+                        dtype=tensor_dtype).contiguous(memory_format=LAYOUTS[layout])
+        torch.backends.cudnn.allow_tf32 = allow_tf32
         with torch.no_grad():
             block(x)  # warm-up: packing and first-launch work stay out of the profile
-        runs.append((f"{name}-b{batch}-bf16-channels_last", block, x))
+        runs.append((f"{name}-b{batch}-{dtype}-{layout}", block, x, allow_tf32))
     profiling = device.type == "cuda"
     if profiling:
         torch.cuda.synchronize()
         torch.cuda.profiler.start()
     with torch.no_grad():
-        for _, block, x in runs:
+        for _, block, x, allow_tf32 in runs:
+            torch.backends.cudnn.allow_tf32 = allow_tf32
             block(x)
     if profiling:
         torch.cuda.synchronize()
         torch.cuda.profiler.stop()
     with open(args.labels, "w") as labels:
-        labels.writelines(label + "\n" for label, _, _ in runs)
-    print(f"profiled {len(runs)} launches: {', '.join(label for label, _, _ in runs)}")
+        labels.writelines(label + "\n" for label, _, _, _ in runs)
+    print(f"profiled {len(runs)} launches: {', '.join(label for label, _, _, _ in runs)}")
     return 0
 
 

@@ -134,11 +134,7 @@ def make_extension():
         include_dirs=[csrc],
         extra_compile_args={"cxx": cxx_flags + define_flags, "nvcc": nvcc_flags + define_flags},
         py_limited_api=False,
-        # libstdc++ from the shared library torch also uses, even where the compiler links a static copy by
-        # default: two copies in one process break iostreams (seen 2026-11-28 on the H200 machine's image,
-        # whose g++ wrapper linked libstdc++ statically: `import fused_inception` segfaulted in istream >> int).
-        # An explicit -lstdc++ ahead of the driver's own resolves every symbol from the shared library.
-        extra_link_args=["-Wl,-Bdynamic", "-lstdc++"] if sys.platform.startswith("linux") else [],
+        extra_link_args=shared_libstdcxx_link_args(),
     )
     if not cuda_home:
         kwargs["extra_compile_args"] = {"cxx": cxx_flags + define_flags}
@@ -148,6 +144,29 @@ def make_extension():
         f"arch list: {arch_list or '-'}; jobs: {os.environ['MAX_JOBS']}; debug: {'on' if debug else 'off'}"
     )
     return extension_class(**kwargs), BuildExtension.with_options(use_ninja=True)
+
+
+def shared_libstdcxx_link_args():
+    """Linker inputs that take libstdc++ from the shared library torch uses: two copies of libstdc++ in one
+    process break iostreams (2026-11-28, the H200 machine's image: `import fused_inception` segfaulted in
+    istream >> int, and a refused case's message crashed a test worker).
+
+    The library this process has loaded (torch links it) is named by its path, ahead of the driver's own
+    -lstdc++, so every libstdc++ symbol resolves to it. `-Wl,-Bdynamic -lstdc++` was not enough: the linker
+    takes the first search folder holding libstdc++.so *or* libstdc++.a, and that image's compiler folder
+    holds only the archive, so a static copy was linked all the same (the second GPU run's build check)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = {line.split()[-1] for line in maps if "/libstdc++.so" in line}
+    except OSError:
+        loaded = set()
+    loaded = sorted(path for path in loaded if os.path.isfile(path))
+    if len(loaded) == 1:
+        return [loaded[0]]
+    log(f"libstdc++ loaded from {loaded or 'nowhere'}: linking -l:libstdc++.so.6 by name")
+    return ["-Wl,-Bdynamic", "-l:libstdc++.so.6"]
 
 
 def kernel_headers(root="kernels/inception_kernel.h"):

@@ -1,5 +1,6 @@
 """The package itself: build configuration, the GoogLeNet table, the numerics helpers."""
 
+import ast
 import importlib
 import os
 import shutil
@@ -67,6 +68,44 @@ def test_extension_uses_the_shared_libstdcxx():
     core = [line.split()[-1] for line in symbols.splitlines()
             if line.split()[-1].startswith(("_ZNSt6locale", "_ZNSt8ios_base", "_ZNSi", "_ZNSo"))]
     assert not core, f"{library} defines libstdc++'s own symbols (a static copy): {core[:5]}"
+
+
+def setup_py_function(name):
+    """One function of setup.py, without running setup.py (which builds)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
+    tree = ast.parse(open(path).read())
+    wanted = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in (name, "log")]
+    namespace = {"os": os, "sys": sys}
+    exec(compile(ast.Module(body=wanted, type_ignores=[]), path, "exec"), namespace)
+    return namespace[name]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("g++") is None or shutil.which("nm") is None,
+                    reason="needs Linux, g++ and nm")
+def test_link_args_take_the_shared_libstdcxx_where_a_folder_holds_only_the_archive(tmp_path):
+    # The H200 image's compiler folder holds libstdc++.a alone: -Wl,-Bdynamic -lstdc++ linked that archive
+    # (the linker takes the first folder holding either file). setup.py's arguments must not.
+    archive = subprocess.run(["g++", "-print-file-name=libstdc++.a"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(archive):
+        pytest.skip("this g++ has no libstdc++.a to stand in for the image's folder")
+    archive_only = tmp_path / "archive-only"
+    archive_only.mkdir()
+    shutil.copy(archive, archive_only / "libstdc++.a")
+    source = tmp_path / "streams.cpp"
+    source.write_text("#include <sstream>\nint parse(const char* s) { std::istringstream in(s); int v = 0; "
+                      "in >> v; std::ostringstream out; out << v; return (int)out.str().size(); }\n")
+    subprocess.run(["g++", "-fPIC", "-O2", "-c", str(source), "-o", str(tmp_path / "streams.o")], check=True)
+
+    def static_stream_symbols(link_args):
+        library = tmp_path / "streams.so"
+        subprocess.run(["g++", "-shared", str(tmp_path / "streams.o"), f"-L{archive_only}", "-o", str(library),
+                        *link_args], check=True)
+        symbols = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True,
+                                 check=True).stdout
+        return [line for line in symbols.splitlines() if line.split()[-1].startswith(("_ZNSi", "_ZNSo"))]
+
+    assert static_stream_symbols(["-Wl,-Bdynamic", "-lstdc++"]), "the old arguments should reproduce the image"
+    assert not static_stream_symbols(setup_py_function("shared_libstdcxx_link_args")())
 
 
 def test_max_abs_error_flags_nan_mismatch():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fused_inception
-from fused_inception.testing import check_numerics, max_abs_error
+from fused_inception.testing import assert_network_gradient_numerics, check_numerics, max_abs_error
 
 # MFLOP per image (2 * MAC) of each block, from the paper's Table 1 as given in the project brief.
 PAPER_MFLOP = {"3a": 256, "3b": 609, "4a": 147, "4b": 176, "4c": 200, "4d": 237, "4e": 340, "5a": 102, "5b": 141}
@@ -106,6 +106,26 @@ def test_link_args_take_the_shared_libstdcxx_where_a_folder_holds_only_the_archi
 
     assert static_stream_symbols(["-Wl,-Bdynamic", "-lstdc++"]), "the old arguments should reproduce the image"
     assert not static_stream_symbols(setup_py_function("shared_libstdcxx_link_args")())
+
+
+def test_network_gradient_rule_catches_a_wrong_tensor_and_a_wrong_whole():
+    generator = torch.Generator().manual_seed(0)
+    reference = {"big": torch.randn(1000, generator=generator, dtype=torch.float64),
+                 "small": 1e-7 * torch.randn(10, generator=generator, dtype=torch.float64)}
+
+    def rounded(noise):  # float32 copies of the reference with relative noise of this size
+        return {n: (r * (1 + noise * torch.randn(r.shape, generator=generator, dtype=torch.float64))).float()
+                for n, r in reference.items()}
+
+    unfused = [rounded(1e-6), rounded(1e-6)]
+    assert_network_gradient_numerics(rounded(1e-6), unfused, reference)
+    missing_small = dict(rounded(1e-6), small=torch.zeros(10))  # the whole barely moves; the tensor is wrong
+    with pytest.raises(AssertionError, match="grad small"):
+        assert_network_gradient_numerics(missing_small, unfused, reference)
+    with pytest.raises(AssertionError, match="whole gradient"):
+        assert_network_gradient_numerics(rounded(1e-4), unfused, reference)
+    with pytest.raises(AssertionError, match="names differ"):
+        assert_network_gradient_numerics({"big": reference["big"].float()}, unfused, reference)
 
 
 def test_max_abs_error_flags_nan_mismatch():

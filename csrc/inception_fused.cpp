@@ -56,6 +56,53 @@ MathMode math_mode_for(at::ScalarType dtype) {
 
 namespace {
 
+thread_local bool routing = true;
+
+// Measured on an H200 (2026-11-28, benchmarks/results/2026-11-28-h200-2). In batch x height x width pixels:
+// - NCHW x, 16-bit and TF32: the kernel on NCHW ran 1.4-1.65x the time of the kernel on channels_last at
+//   batch 256 (Nsight Compute: 3a 1685 vs 1026 us), more than the two copies cost (about 90 us for 3a);
+//   at batch 32 the op on NCHW ran 1.1-1.8x the channels_last op. Below batch 32 on 7x7 (1568 pixels) it
+//   was not measured: the NCHW kernel stays there.
+constexpr int64_t kChannelsLastCopyMinPixels = 32 * 7 * 7;
+// - TF32: the kernel ran 0.50-0.72x cuDNN's speed at batch 256 on every block and 0.64-0.92x at batch 32 on
+//   28x28 images; at batch 32 on 14x14 and 7x7 (6272 and 1568 pixels) it won on 6 of 7 blocks.
+constexpr int64_t kTf32UnfusedMinPixels = 256 * 7 * 7;
+
+}  // namespace
+
+bool routing_enabled() { return routing; }
+void set_routing(bool enabled) { routing = enabled; }
+
+const char* route_name(Route route) {
+  switch (route) {
+    case Route::kKernel:
+      return "kernel";
+    case Route::kKernelOnChannelsLastCopy:
+      return "kernel_on_channels_last_copy";
+    default:
+      return "unfused";
+  }
+}
+
+Route route_for(const at::Tensor& x) {
+  const auto dtype = x.scalar_type();
+  const bool kernel_dtype = dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat;
+  if (backend_for(x.device().type()) != Backend::kFused || !kernel_dtype) return Route::kUnfused;
+  if (!routing || x.dim() != 4) return Route::kKernel;
+  const int64_t pixels = x.size(0) * x.size(2) * x.size(3);
+  const auto mode = math_mode_for(x.scalar_type());
+  if (mode == MathMode::kTF32 && pixels >= kTf32UnfusedMinPixels) return Route::kUnfused;
+  // Only a dense NCHW x whose channels_last copy the kernel reads in 16-byte vectors (whole vectors a pixel).
+  const bool nchw = x.is_contiguous() && !x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const bool vectorizable = (x.size(1) * int64_t(x.element_size())) % 16 == 0;
+  if (mode != MathMode::kF32 && nchw && vectorizable && pixels >= kChannelsLastCopyMinPixels) {
+    return Route::kKernelOnChannelsLastCopy;
+  }
+  return Route::kKernel;
+}
+
+namespace {
+
 // True when t's strides past the first dimension are those of a dense tensor whose dimensions run, from
 // outermost to innermost, in `order` (size-1 dimensions may have any stride).
 bool dense_past_first(const at::Tensor& t, std::initializer_list<int64_t> order) {
@@ -95,15 +142,32 @@ WeightView weight_view(const at::Tensor& weight, const at::Tensor& bias, std::ve
 
 }  // namespace
 
+namespace {
+at::Tensor inception_forward_kernel(const at::Tensor& x, const InceptionWeights& w, const InceptionShape& s,
+                                    const FusedLauncher& launcher);
+}  // namespace
+
 at::Tensor inception_forward_dispatch(const at::Tensor& x, const InceptionWeights& w,
                                       const FusedLauncher& launcher) {
   constexpr const char* op = "fused_inception::inception_forward";
   const auto s = check_inception_args(op, x, w);
-  const auto dtype = x.scalar_type();
-  const bool fused_dtype = dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat;
-  if (backend_for(x.device().type()) != Backend::kFused || !fused_dtype) {
-    return inception_forward_unfused(x, w);
+  switch (route_for(x)) {
+    case Route::kUnfused:
+      return inception_forward_unfused(x, w);
+    case Route::kKernelOnChannelsLastCopy: {
+      const at::OptionalDeviceGuard device_guard(at::device_of(x));
+      return inception_forward_kernel(x.contiguous(at::MemoryFormat::ChannelsLast), w, s, launcher).contiguous();
+    }
+    default:
+      return inception_forward_kernel(x, w, s, launcher);
   }
+}
+
+namespace {
+
+// The fused kernel on x as it is, or the unfused composition where the kernel's plan refuses the case.
+at::Tensor inception_forward_kernel(const at::Tensor& x, const InceptionWeights& w, const InceptionShape& s,
+                                    const FusedLauncher& launcher) {
   const at::OptionalDeviceGuard device_guard(at::device_of(x));
   InceptionParams p{};
   p.x = x.data_ptr();
@@ -129,11 +193,9 @@ at::Tensor inception_forward_dispatch(const at::Tensor& x, const InceptionWeight
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   p.out = out.data_ptr();
   for (int d = 0; d < 4; ++d) p.out_stride[d] = out.stride(d);
-  launcher.launch(math_mode_for(dtype), p, out);
+  launcher.launch(math_mode_for(x.scalar_type()), p, out);
   return out;
 }
-
-namespace {
 
 // The CPU "device": an H100's multiprocessor count and shared memory, so that plans match the GPU's.
 constexpr int kEmulatedSmCount = 132;
@@ -156,6 +218,16 @@ std::string set_backend(const std::string& device, const std::string& name) {
 }
 
 std::string get_backend(const std::string& device) { return backend_name(backend_for(c10::Device(device).type())); }
+
+// What the forward would run for x under the current backend and routing (before the kernel's own plan,
+// which can still refuse a case: shared memory): "unfused", "kernel" or "kernel_on_channels_last_copy".
+std::string route_of(const at::Tensor& x) { return route_name(route_for(x)); }
+
+bool set_routing_op(bool enabled) {
+  const bool previous = routing_enabled();
+  set_routing(enabled);
+  return previous;
+}
 
 }  // namespace
 
@@ -234,6 +306,8 @@ void simt_launch_params(const at::Tensor& params, const std::string& mode) {
 TORCH_LIBRARY_FRAGMENT(fused_inception, m) {
   m.def("_set_backend(str device, str backend) -> str", &set_backend);
   m.def("_get_backend(str device) -> str", &get_backend);
+  m.def("_route(Tensor x) -> str", &route_of);
+  m.def("_set_routing(bool enabled) -> bool", &set_routing_op);
   m.def("_fused_params_layout() -> int[]", &fused_params_layout);
   m.def("_fused_plan(int[] shape, int batch, int height, int width, int element_bytes, bool channels_last, "
         "int sm_count, int shared_memory_limit, int weight_row_stride=0) -> int[]",

@@ -27,6 +27,17 @@ struct FusedLauncher {
 
 MathMode math_mode_for(at::ScalarType dtype);
 
+// Where a forward goes. kUnfused where x's device has the unfused backend or a dtype the kernel lacks. Else,
+// from the GPU's measurements (docs/performance.md, "Routing"): kKernel: the fused kernel on x as it is; kKernelOnChannelsLastCopy: on a channels_last copy of a dense NCHW
+// x, the output copied back to NCHW (the kernel's NCHW loads cost more than the two copies); kUnfused: the
+// unfused composition (cuDNN), where the kernel measured slower (TF32 on large inputs). Routing is on by
+// default and per thread; with it off (set_routing(false)) every call the kernel covers runs it on x as it is.
+enum class Route { kKernel, kKernelOnChannelsLastCopy, kUnfused };
+Route route_for(const at::Tensor& x);
+const char* route_name(Route route);
+bool routing_enabled();
+void set_routing(bool enabled);
+
 // The forward on one device: checks, the output in x's memory format, then the fused kernel when the
 // device's backend is fused and the kernel covers the case (float16, bfloat16, float32; shared memory
 // within the device's limit), else the unfused composition.

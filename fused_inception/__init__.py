@@ -10,7 +10,7 @@ import importlib.util as _importlib_util
 
 if _importlib_util.find_spec("torch") is not None and _importlib_util.find_spec("fused_inception._C") is not None:
     from ._library import SUPPORTED_KERNEL_SIZES, build_info
-    from .backends import cpu_backend, cuda_backend
+    from .backends import cpu_backend, cuda_backend, route, routing
     from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
     from .convert import ConversionError
     from .device_support import BackendInfo, backend_info
@@ -50,6 +50,8 @@ __all__ = [
     "backend_info",
     "build_info",
     "cpu_backend",
+    "route",
+    "routing",
     "cuda_backend",
     "fuse",
     "googlenet",

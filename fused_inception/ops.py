@@ -86,7 +86,8 @@ def backend_name(device) -> str:
     if backend(device_type) == "unfused":
         return f"{device_type.upper()}: unfused ATen composition" + (" (cuDNN)" if device_type == "cuda" else "")
     if device_type == "cuda":
-        return "CUDA: fused one-launch kernel (float16, bfloat16, float32; unfused composition otherwise)"
+        return ("CUDA: fused one-launch kernel (float16, bfloat16, float32; unfused composition otherwise; "
+                "routed per input size and layout, see fused_inception.route)")
     return "CPU: the fused CUDA kernel's source under the SIMT emulator (a test backend: slow)"
 
 

@@ -54,9 +54,10 @@ def planned_chunk(block, x):
 
 @pytest.fixture
 def fused(device):
-    """The fused kernel on `device`: emulated on CPU with the racecheck on, the real kernel on CUDA."""
+    """The fused kernel on `device`: emulated on CPU with the racecheck on, the real kernel on CUDA; on the
+    input as it is (routing off: these are the kernel's tests; test_routing_* test the routes)."""
     backend = fused_inception.cpu_backend("fused") if device == "cpu" else fused_inception.cuda_backend("fused")
-    with backend, racecheck():
+    with backend, racecheck(), fused_inception.routing(False):
         yield
 
 
@@ -273,6 +274,76 @@ def test_cases_the_kernel_skips_run_unfused(device, fused):
         unfused = block64(x64)  # the float64 reference itself
         assert_numerics(fused_inception.inception(x64, *op_params(block64)), unfused, unfused)
     assert simt_launch_count() == before
+
+
+def test_routing_follows_the_measurements(device):
+    def route(*shape, dtype=torch.bfloat16, memory_format=torch.contiguous_format):
+        return fused_inception.route(torch.empty(shape, device=device, dtype=dtype).contiguous(
+            memory_format=memory_format))
+
+    switch = fused_inception.cpu_backend if device == "cpu" else fused_inception.cuda_backend
+    with switch("fused"):
+        # NCHW from batch 32 on 7x7 images up: the kernel on a channels_last copy; channels_last as it is.
+        assert route(32, 16, 7, 7) == route(256, 16, 28, 28, dtype=torch.float16) == "kernel_on_channels_last_copy"
+        assert route(256, 16, 28, 28, memory_format=torch.channels_last) == "kernel"
+        assert route(1, 16, 28, 28) == route(31, 16, 7, 7) == "kernel"  # not measured smaller: as it is
+        assert route(256, 12, 7, 7) == "kernel"  # 24-byte pixels: the copy would not be read in 16-byte vectors
+        with allow_tf32(True):
+            assert route(256, 16, 7, 7, dtype=torch.float32) == "unfused"  # TF32: cuDNN measured faster
+            assert route(255, 16, 7, 7, dtype=torch.float32) == "kernel_on_channels_last_copy"
+        with allow_tf32(False):  # exact FP32 was not measured: the kernel as it is
+            assert route(256, 16, 28, 28, dtype=torch.float32) == "kernel"
+        assert route(256, 16, 7, 7, dtype=torch.float64) == "unfused"  # no float64 kernel
+        with fused_inception.routing(False):
+            assert route(256, 16, 28, 28) == "kernel"
+            with allow_tf32(True):
+                assert route(256, 16, 28, 28, dtype=torch.float32) == "kernel"
+        assert route(256, 16, 28, 28) == "kernel_on_channels_last_copy"  # restored on exit
+        with switch("unfused"):
+            assert route(256, 16, 28, 28) == "unfused"
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        with fused_inception.routing("off"):
+            pass
+
+
+@pytest.mark.parametrize("mode", ["bf16", "tf32"])
+def test_routing_runs_the_channels_last_kernel_on_an_nchw_input(mode, device):
+    # 32 images of 7x7: the smallest routed NCHW input. The routed result is the channels_last kernel's, bit for
+    # bit, in NCHW; the kernel on the NCHW input itself (routing off) meets the same numerics rule.
+    dtype, _ = MODES[mode]
+    block = make_block((16, 8, 8, 16, 8, 8, 8), (3, 5), device=device, dtype=dtype)
+    x = make_input(32, 16, 7, 7, device, dtype)
+    switch = fused_inception.cpu_backend if device == "cpu" else fused_inception.cuda_backend
+    with switch("fused"), allow_tf32(mode == "tf32"), torch.no_grad():
+        assert fused_inception.route(x) == "kernel_on_channels_last_copy"
+        before = simt_launch_count()
+        routed = fused_inception.inception(x, *op_params(block))
+        assert device != "cpu" or simt_launch_count() - before == 1  # the kernel ran
+        with fused_inception.routing(False):
+            channels_last = fused_inception.inception(x.contiguous(memory_format=torch.channels_last),
+                                                      *op_params(block))
+    assert routed.is_contiguous() and torch.equal(routed, channels_last)
+    with switch("fused"):
+        check_fused(block, x, mode)  # routed
+        with fused_inception.routing(False):
+            check_fused(block, x, mode)  # the NCHW kernel
+
+
+def test_routing_sends_large_tf32_inputs_to_the_unfused_composition(device):
+    block = make_block((16, 8, 8, 16, 8, 8, 8), (3, 5), device=device)
+    x = make_input(256, 16, 7, 7, device, memory_format=torch.channels_last)
+    backend = fused_inception.cpu_backend if device == "cpu" else fused_inception.cuda_backend
+    with allow_tf32(True), torch.no_grad():
+        with backend("unfused"):
+            unfused = fused_inception.inception(x, *op_params(block))
+        with backend("fused"):
+            before = simt_launch_count()
+            routed = fused_inception.inception(x, *op_params(block))
+            assert simt_launch_count() == before  # no kernel launch
+    if device == "cpu":
+        assert torch.equal(routed, unfused)
+    else:  # the same cuDNN calls; tolerance only in case cuDNN's choice of algorithm varies between calls
+        torch.testing.assert_close(routed, unfused, rtol=1e-6, atol=1e-6)
 
 
 def test_backend_switches(device):

@@ -9,6 +9,7 @@ older builds, skips_idle_warps: false, skips_edge_tiles: false, interleaves_m_ti
 coarse grid and then a finer one around its best point (seconds on a CPU).
 
 Usage: python scripts/calibrate_plan.py --results benchmarks/results/<run>/results.json [--build build.json]
+       python scripts/calibrate_plan.py --ncu <run>/ncu-all-bf16.csv --labels <run>/labels-all-bf16.txt
 """
 
 import argparse
@@ -25,30 +26,36 @@ from fused_inception.configs import BLOCKS_BY_NAME  # noqa: E402
 DTYPE_LABELS = {"bf16": "bf16", "f16": "f16", "fp16": "f16", "tf32": "tf32", "fp32": "f32", "f32": "f32"}
 
 
-def measured_cases(results: dict) -> list:
-    """(block, batch, dtype, microseconds) per labelled Nsight Compute launch of results.json."""
+LAYOUT_LABELS = {"channels_last": "nhwc", "contiguous": "nchw"}
+
+
+def measured_cases(ncu: dict) -> list:
+    """(block, batch, dtype, layout, microseconds) per labelled Nsight Compute launch ("3a-b256-bf16" or
+    "3a-b256-bf16-contiguous"; no layout: channels_last) of a results.json's "ncu" section."""
     cases = []
-    for launch in (results.get("ncu") or {}).get("launches", []):
+    for launch in (ncu or {}).get("launches", []):
         parts = launch["label"].split("-")
         duration_ns = launch["metrics"].get("gpu__time_duration.sum")
         if len(parts) < 3 or parts[0] not in BLOCKS_BY_NAME or not parts[1].startswith("b") or duration_ns is None:
             continue
-        cases.append((parts[0], int(parts[1][1:]), DTYPE_LABELS.get(parts[2], parts[2]), duration_ns / 1e3))
+        layout = LAYOUT_LABELS.get(parts[3], parts[3]) if len(parts) > 3 else "nhwc"
+        cases.append((parts[0], int(parts[1][1:]), DTYPE_LABELS.get(parts[2], parts[2]), layout, duration_ns / 1e3))
     if not cases:
-        raise ValueError("results.json holds no labelled Nsight Compute launches (ncu.launches)")
+        raise ValueError("no labelled Nsight Compute launches (results.json's ncu.launches, or --ncu with --labels)")
     return cases
 
 
 def log_errors(cases, build_dtype, build, pass_overhead, cta_overhead):
     device = replace(plan.Device(), pass_overhead_instructions=pass_overhead, cta_overhead_instructions=cta_overhead)
     sass = dict(plan.MEASURED_SASS, **{build_dtype: build})
-    return [math.log(measured / plan.plan_case(BLOCKS_BY_NAME[block], batch, dtype, device, sass).model_us)
-            for block, batch, dtype, measured in cases]
+    return [math.log(measured / plan.plan_case(BLOCKS_BY_NAME[block], batch, dtype, device, sass,
+                                               layout=layout).model_us)
+            for block, batch, dtype, layout, measured in cases]
 
 
 def fit(cases, build):
     """(pass overhead, CTA overhead, log errors) minimising the sum of squared log errors."""
-    dtypes = {dtype for _, _, dtype, _ in cases}
+    dtypes = {dtype for _, _, dtype, _, _ in cases}
     if len(dtypes) != 1:
         raise ValueError(f"one dtype per fit, got {sorted(dtypes)}")
     dtype = dtypes.pop()
@@ -65,12 +72,31 @@ def fit(cases, build):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", required=True, help="a device check's results.json")
+    parser.add_argument("--results", help="a device check's results.json")
     parser.add_argument("--build", help="JSON file: the MEASURED_SASS entry of the build that ran (default: "
                                         "this checkout's, for the profiled dtype)")
+    parser.add_argument("--ncu", help="an Nsight Compute CSV of scripts/ncu_fused.py's launches (device_check.sh "
+                                      "--run-ncu), instead of results.json's; needs --labels")
+    parser.add_argument("--labels", help="the labels file of --ncu, one case per launch")
+    parser.add_argument("--dtype", help="fit only this dtype's cases (bf16, tf32, ...)")
+    parser.add_argument("--layout", choices=sorted(set(LAYOUT_LABELS.values())),
+                        help="fit only this layout's cases")
     args = parser.parse_args(argv)
-    with open(args.results) as f:
-        cases = measured_cases(json.load(f))
+    if bool(args.results) == bool(args.ncu) or bool(args.ncu) != bool(args.labels):
+        parser.error("give --results, or --ncu with --labels")
+    if args.ncu:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from device_report import read_ncu_csv
+        ncu = read_ncu_csv(args.ncu, args.labels)
+        if not ncu["labels_match"]:
+            parser.error(f"{args.labels} does not name every launch of {args.ncu}")
+    else:
+        with open(args.results) as f:
+            ncu = json.load(f).get("ncu")
+    cases = [case for case in measured_cases(ncu) if (args.dtype is None or case[2] == args.dtype)
+             and (args.layout is None or case[3] == args.layout)]
+    if not cases:
+        parser.error("no case left after --dtype and --layout")
     dtype = cases[0][2]
     build = plan.MEASURED_SASS[dtype]
     if args.build:
@@ -79,8 +105,9 @@ def main(argv=None) -> int:
     pass_overhead, cta_overhead, errors = fit(cases, build)
     print(f"pass_overhead_instructions = {pass_overhead}, cta_overhead_instructions = {cta_overhead} "
           f"(now {plan.Device.pass_overhead_instructions:g}, {plan.Device.cta_overhead_instructions:g})")
-    for (block, batch, case_dtype, measured), error in zip(cases, errors):
-        print(f"  {block} b{batch} {case_dtype}: measured {measured:.1f} us, measured / model {math.exp(error):.2f}")
+    for (block, batch, case_dtype, layout, measured), error in zip(cases, errors):
+        print(f"  {block} b{batch} {case_dtype} {layout}: measured {measured:.1f} us, "
+              f"measured / model {math.exp(error):.2f}")
     return 0
 
 

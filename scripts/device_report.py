@@ -105,6 +105,11 @@ def read_ncu(out, labels_path):
     path = os.path.join(out, NCU_CSV)
     if not os.path.exists(path):
         return None
+    return read_ncu_csv(path, labels_path)
+
+
+def read_ncu_csv(path, labels_path):
+    """read_ncu for a CSV at any path (scripts/calibrate_plan.py reads extra profiles with it)."""
     labels = []
     if labels_path and os.path.exists(labels_path):
         labels = [line.strip() for line in open(labels_path) if line.strip()]

@@ -293,9 +293,10 @@ def test_calibration_script_refits_the_first_run():
     calibrate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(calibrate)
     with open(os.path.join(REPO, "benchmarks", "results", "2026-11-28-h200", "results.json")) as f:
-        cases = calibrate.measured_cases(json.load(f))
-    assert [(block, batch) for block, batch, _, _ in cases] == list(FIRST_RUN_US)
-    assert all(measured == pytest.approx(FIRST_RUN_US[block, batch], rel=1e-3) for block, batch, _, measured in cases)
+        cases = calibrate.measured_cases(json.load(f)["ncu"])
+    assert [(block, batch, layout) for block, batch, _, layout, _ in cases] == [(*k, "nhwc") for k in FIRST_RUN_US]
+    assert all(measured == pytest.approx(FIRST_RUN_US[block, batch], rel=1e-3)
+               for block, batch, _, _, measured in cases)
     pass_overhead, cta_overhead, errors = calibrate.fit(cases, FIRST_RUN_BUILD)
     assert abs(pass_overhead - plan.Device.pass_overhead_instructions) <= 250
     assert abs(cta_overhead - plan.Device.cta_overhead_instructions) <= 500

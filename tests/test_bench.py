@@ -60,6 +60,9 @@ def test_gpu_default_runs_the_headline_first():
     assert {(c.target, c.batch, c.impl) for c in headline} == {
         (b, n, i) for b in BLOCKS for n in (1, 32, 256) for i in peers}
     assert {(c.mode, c.dtype, c.memory_format) for c in headline} == {("inference", "bf16", "nhwc")}
+    # Then the network, and then the cases the op routes (change 21), before the long tail.
+    after = [c for c in cases[len(headline):] if c.target != "network"][:9 * 3 * 2 + 9 * 2 * 2]
+    assert {(c.dtype, c.memory_format) for c in after} == {("bf16", "nchw"), ("fp32", "nhwc")}
     assert {c.batch for c in cases} == {1, 8, 32, 128, 256}
     assert {c.impl for c in cases} == set(benchcases.IMPLS)
     assert sum(c.impl == "compile-max-autotune" for c in cases) <= 2

@@ -93,6 +93,10 @@ def _gpu_default():
         # The headline: every block and the network, bf16 channels_last, small / medium / large batch.
         product(BLOCKS, inference, [1, 32, 256], ["bf16"], ["nhwc"], peers)
         + product([NETWORK], inference, [1, 32, 256], ["bf16"], ["nhwc"], peers)
+        # The routed cases (docs/performance.md, change 21): NCHW through a channels_last copy from batch 32
+        # (batch 1: the NCHW kernel, for the threshold), and float32 (TF32) through cuDNN at batch 256.
+        + product(BLOCKS, inference, [1, 32, 256], ["bf16"], ["nchw"], ["fused", "eager"])
+        + product(BLOCKS, inference, [32, 256], ["fp32"], ["nhwc"], ["fused", "eager"])
         # Training step and its peak memory.
         + product(TARGETS, training, [32], ["bf16"], ["nhwc"], TRAINING_IMPLS)
         # torch.compile on two blocks before the long tail, so it is measured even when the budget runs out.

@@ -78,9 +78,16 @@ class Inception(nn.Module):
 
     def op_parameters(self) -> tuple:
         """Weights and biases in the order of the fused op's schema (w1, b1, w3r, b3r, ..., wp, bp)."""
-        convs = (self.branch1.conv, self.branch2[0].conv, self.branch2[1].conv, self.branch3[0].conv,
-                 self.branch3[1].conv, self.branch4[1].conv)
-        return tuple(t for conv in convs for t in (conv.weight, conv.bias))
+        # Runs on every forward: the submodules through their _modules dicts (what Sequential indexing reads,
+        # at a fraction of its cost), looked up anew each call; weight and bias through getattr, so that a
+        # parametrization's computed weight is what the op gets.
+        modules = self._modules
+        branch2, branch3 = modules["branch2"]._modules, modules["branch3"]._modules
+        convs = (modules["branch1"]._modules["conv"], branch2["0"]._modules["conv"], branch2["1"]._modules["conv"],
+                 branch3["0"]._modules["conv"], branch3["1"]._modules["conv"],
+                 modules["branch4"]._modules["1"]._modules["conv"])
+        return (convs[0].weight, convs[0].bias, convs[1].weight, convs[1].bias, convs[2].weight, convs[2].bias,
+                convs[3].weight, convs[3].bias, convs[4].weight, convs[4].bias, convs[5].weight, convs[5].bias)
 
     def extra_repr(self) -> str:
         return f"block_args={self.block_args}, kernel_sizes={self.kernel_sizes}"

@@ -94,7 +94,7 @@ if [ "${1:-}" = --run-sanitizer ]; then
 fi
 
 # Internal: --run-ncu OUT_CSV LABELS [CASE OPTIONS]: Nsight Compute over scripts/ncu_fused.py, one launch of the
-# fused kernel per case (by default bf16 channels_last, blocks 3a 4e 5b, batch 1 and 256; CASE OPTIONS, such as
+# fused kernel per case (by default bf16 channels_last, the nine blocks, batch 1 and 256; CASE OPTIONS, such as
 # --blocks or --dtypes, go to ncu_fused.py), clocks as found (--clock-control none,
 # the numbers the benchmarks see). Keeps only the CSV rows, one per launch; the rest goes to check.log.
 if [ "${1:-}" = --run-ncu ]; then

@@ -16,7 +16,7 @@ import torch
 
 import fused_inception
 
-BLOCKS = ("3a", "4e", "5b")
+BLOCKS = tuple(config.name for config in fused_inception.GOOGLENET_BLOCKS)  # all nine: about 9 s under ncu
 BATCHES = (1, 256)
 # Math mode -> (tensor dtype, cuDNN's TF32 flag, which the op reads for float32 tensors).
 DTYPES = {"bf16": (torch.bfloat16, False), "f16": (torch.float16, False), "tf32": (torch.float32, True),
@@ -50,14 +50,16 @@ def main(argv=None) -> int:
         x = torch.randn(batch, config.in_channels, config.spatial, config.spatial, device=device,
                         dtype=tensor_dtype).contiguous(memory_format=LAYOUTS[layout])
         torch.backends.cudnn.allow_tf32 = allow_tf32
-        with torch.no_grad():
-            block(x)  # warm-up: packing and first-launch work stay out of the profile
+        with torch.no_grad(), fused_inception.routing(False):
+            block(x)  # warm-up: first-launch work stays out of the profile
         runs.append((f"{name}-b{batch}-{dtype}-{layout}", block, x, allow_tf32))
     profiling = device.type == "cuda"
     if profiling:
         torch.cuda.synchronize()
         torch.cuda.profiler.start()
-    with torch.no_grad():
+    # Routing off: every case launches the kernel itself (routed, an NCHW case would profile the kernel on a
+    # copy, and a large TF32 case no kernel at all: the labels would not match the launches).
+    with torch.no_grad(), fused_inception.routing(False):
         for _, block, x, allow_tf32 in runs:
             torch.backends.cudnn.allow_tf32 = allow_tf32
             block(x)

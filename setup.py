@@ -12,6 +12,8 @@ Knobs (environment variables), all optional:
                          cp.async), and older GPUs run the unfused composition, which needs no image of ours.
   MAX_JOBS               parallel compile jobs (ninja); default: CPU count, capped by free memory.
   FUSED_INCEPTION_DEBUG  1 builds with -O0 -g (host) and -G (device).
+  FUSED_INCEPTION_NVCC_FLAGS  extra nvcc flags, whitespace-separated: a kernel variant for an A/B on a GPU
+                         (scripts/device_ab.sh), e.g. -DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2.
   FUSED_INCEPTION_EXTENSION  0 installs the Python package alone (no compiler needed): only the CuPy path,
                          fused_inception.cupy, works then.
 The resolved configuration is printed at the start of the build.
@@ -118,6 +120,7 @@ def make_extension():
     cxx_flags += ["-DTORCH_EXTENSION_NAME=_C"]  # torch adds the C++ standard it needs
     nvcc_flags = ["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]
     nvcc_flags += ["-std=c++17", "--expt-relaxed-constexpr"]
+    nvcc_flags += os.environ.get("FUSED_INCEPTION_NVCC_FLAGS", "").split()
     arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if cuda_home else ""
     build_info = [
         ("FUSED_INCEPTION_CUDA_ARCH_LIST", f'"{arch_list}"'),
@@ -142,6 +145,8 @@ def make_extension():
         f"torch {torch.__version__} (CUDA {torch.version.cuda}); "
         f"CUDA build: {'on, CUDA_HOME=' + cuda_home if cuda_home else 'off'}; "
         f"arch list: {arch_list or '-'}; jobs: {os.environ['MAX_JOBS']}; debug: {'on' if debug else 'off'}"
+        + (f"; extra nvcc flags: {os.environ['FUSED_INCEPTION_NVCC_FLAGS']}"
+           if os.environ.get("FUSED_INCEPTION_NVCC_FLAGS", "").strip() else "")
     )
     return extension_class(**kwargs), BuildExtension.with_options(use_ninja=True)
 

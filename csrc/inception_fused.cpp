@@ -84,21 +84,23 @@ const char* route_name(Route route) {
   }
 }
 
+Route route_for_case(int64_t pixels, MathMode mode, bool dense_nchw, int64_t pixel_bytes) {
+  if (mode == MathMode::kTF32 && pixels >= kTf32UnfusedMinPixels) return Route::kUnfused;
+  // Only a dense NCHW x whose channels_last copy the kernel reads in 16-byte vectors (whole vectors a pixel).
+  if (mode != MathMode::kF32 && dense_nchw && pixel_bytes % 16 == 0 && pixels >= kChannelsLastCopyMinPixels) {
+    return Route::kKernelOnChannelsLastCopy;
+  }
+  return Route::kKernel;
+}
+
 Route route_for(const at::Tensor& x) {
   const auto dtype = x.scalar_type();
   const bool kernel_dtype = dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat;
   if (backend_for(x.device().type()) != Backend::kFused || !kernel_dtype) return Route::kUnfused;
   if (!routing || x.dim() != 4) return Route::kKernel;
-  const int64_t pixels = x.size(0) * x.size(2) * x.size(3);
-  const auto mode = math_mode_for(x.scalar_type());
-  if (mode == MathMode::kTF32 && pixels >= kTf32UnfusedMinPixels) return Route::kUnfused;
-  // Only a dense NCHW x whose channels_last copy the kernel reads in 16-byte vectors (whole vectors a pixel).
-  const bool nchw = x.is_contiguous() && !x.is_contiguous(at::MemoryFormat::ChannelsLast);
-  const bool vectorizable = (x.size(1) * int64_t(x.element_size())) % 16 == 0;
-  if (mode != MathMode::kF32 && nchw && vectorizable && pixels >= kChannelsLastCopyMinPixels) {
-    return Route::kKernelOnChannelsLastCopy;
-  }
-  return Route::kKernel;
+  const bool dense_nchw = x.is_contiguous() && !x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return route_for_case(x.size(0) * x.size(2) * x.size(3), math_mode_for(dtype), dense_nchw,
+                        x.size(1) * int64_t(x.element_size()));
 }
 
 namespace {
@@ -303,10 +305,16 @@ void simt_launch_params(const at::Tensor& params, const std::string& mode) {
                     {{p.out, size_t(extent) * element}});
 }
 
+// The route of a case described, not a tensor (python -m fused_inception plan): the fused backend, routing on.
+std::string route_of_case(int64_t pixels, const std::string& mode, bool dense_nchw, int64_t pixel_bytes) {
+  return route_name(route_for_case(pixels, parse_mode(mode), dense_nchw, pixel_bytes));
+}
+
 TORCH_LIBRARY_FRAGMENT(fused_inception, m) {
   m.def("_set_backend(str device, str backend) -> str", &set_backend);
   m.def("_get_backend(str device) -> str", &get_backend);
   m.def("_route(Tensor x) -> str", &route_of);
+  m.def("_route_case(int pixels, str mode, bool dense_nchw, int pixel_bytes) -> str", &route_of_case);
   m.def("_set_routing(bool enabled) -> bool", &set_routing_op);
   m.def("_fused_params_layout() -> int[]", &fused_params_layout);
   m.def("_fused_plan(int[] shape, int batch, int height, int width, int element_bytes, bool channels_last, "

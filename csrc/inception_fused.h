@@ -34,6 +34,9 @@ MathMode math_mode_for(at::ScalarType dtype);
 // default and per thread; with it off (set_routing(false)) every call the kernel covers runs it on x as it is.
 enum class Route { kKernel, kKernelOnChannelsLastCopy, kUnfused };
 Route route_for(const at::Tensor& x);
+// The rule itself, for a case: batch x height x width pixels, x's math mode, whether x is dense NCHW, and the
+// bytes of one pixel's channels.
+Route route_for_case(int64_t pixels, MathMode mode, bool dense_nchw, int64_t pixel_bytes);
 const char* route_name(Route route);
 bool routing_enabled();
 void set_routing(bool enabled);

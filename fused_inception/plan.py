@@ -313,7 +313,23 @@ class Case:
     model_us: float
     bound: str
     floor_us: float
+    route: str  # what the op runs for such an input (routing on): "kernel", "kernel_on_channels_last_copy", "unfused"
     assumptions: dict = field(default_factory=dict)
+
+
+#: The op's routing rule (route_for_case, csrc/inception_fused.cpp, which holds the measurements behind it),
+#: mirrored for the plan; tests/test_plan.py checks the two agree.
+CHANNELS_LAST_COPY_MIN_PIXELS = 32 * 7 * 7
+TF32_UNFUSED_MIN_PIXELS = 256 * 7 * 7
+
+
+def route(pixels: int, dtype: str, dense_nchw: bool, pixel_bytes: int) -> str:
+    """Where the op sends an input of `pixels` (batch x height x width) pixels in math mode `dtype`."""
+    if dtype == "tf32" and pixels >= TF32_UNFUSED_MIN_PIXELS:
+        return "unfused"
+    if dtype != "f32" and dense_nchw and pixel_bytes % 16 == 0 and pixels >= CHANNELS_LAST_COPY_MIN_PIXELS:
+        return "kernel_on_channels_last_copy"
+    return "kernel"
 
 
 def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = Device(), sass: dict | None = None,
@@ -416,6 +432,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                 registers=measured["registers"], instructions_per_tensor_op=ratios,
                 issue_us=issue_s * 1e6, tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6,
                 bound=bound, floor_us=floor_s * 1e6,
+                route=route(pixels, dtype, layout == "nchw", s.in_channels * element_bytes),
                 assumptions=dict(sms=device.sms, l2_bytes=device.l2_bytes, clock_hz=device.clock_hz,
                                  dram_bytes_per_s=device.dram_bytes_per_s,
                                  tensor_ops_per_sm_cycle=rate, schedulers_per_sm=device.schedulers_per_sm,
@@ -494,6 +511,7 @@ COLUMNS = (  # (header, width, format of a Case)
     ("tensor", 7, lambda c: f"{c.tensor_us:.1f}"), ("dram", 6, lambda c: f"{c.dram_us:.1f}"),
     ("model us", 8, lambda c: f"{c.model_us:.1f}"), ("bound", 6, lambda c: c.bound),
     ("floor", 6, lambda c: f"{c.floor_us:.1f}"),
+    ("route", 7, lambda c: {"kernel_on_channels_last_copy": "cl-copy"}.get(c.route, c.route)),
 )
 
 

@@ -302,3 +302,27 @@ def test_profile_host_script_runs_on_cpu():
     bad = subprocess.run([sys.executable, script, "--device", "cpu", "--block", "9z"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--block must be one of" in bad.stderr
+
+
+def test_ab_driver_times_each_variant_and_checks_its_numerics_on_the_cpu(tmp_path):
+    # scripts/device_ab.py, what a GPU session runs after the device check (scripts/device_ab.sh builds the
+    # variants): here one "variant", this checkout, on the CPU's unfused path, one block, one batch.
+    out = tmp_path / "ab.json"
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "device_ab.py"), "--device", "cpu",
+                             "--variant", f"here={REPO}", "--variant", f"again={REPO}", "--blocks", "5b",
+                             "--batches", "1", "--threshold-blocks", "5b", "--threshold-batches", "1",
+                             "--calls", "1", "--repeats", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    for name in ("here", "again"):
+        cases = [row for row in data["results"][name] if "case" in row]
+        assert [row["case"] for row in cases] == ["5b-b1-bf16-channels_last"]
+        assert cases[0]["us"] > 0 and cases[0]["numerics_ok"]
+        assert data["results"][name][0]["info"]["package"] == os.path.join(REPO, "fused_inception")
+    assert [row["pixels"] for row in data["results"]["here"] if "threshold" in row] == [49]  # baseline only
+    assert not any("threshold" in row for row in data["results"]["again"])
+    assert "again/here" in result.stdout and "NCHW kernel" in result.stdout
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "device_ab.py"), "--variant", "nopath"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "NAME=PATH" in bad.stderr

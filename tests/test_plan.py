@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import fused_inception.plan as plan
 from fused_inception.configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS
@@ -301,3 +302,22 @@ def test_calibration_script_refits_the_first_run():
     assert abs(pass_overhead - plan.Device.pass_overhead_instructions) <= 250
     assert abs(cta_overhead - plan.Device.cta_overhead_instructions) <= 500
     assert max(abs(e) for e in errors) < 0.1
+
+
+def test_plan_route_mirrors_the_op():
+    # plan.route is the Python mirror of the op's routing rule (route_for_case in csrc/inception_fused.cpp):
+    # equal on every side of both thresholds, every math mode, layout and pixel size in bytes.
+    import fused_inception  # noqa: F401  (loads the extension's ops)
+
+    edges = (plan.CHANNELS_LAST_COPY_MIN_PIXELS, plan.TF32_UNFUSED_MIN_PIXELS)
+    for pixels in sorted({1, *edges, *(e - 1 for e in edges), *(e + 1 for e in edges), 10**6}):
+        for dtype in plan.DTYPES:
+            for dense_nchw in (False, True):
+                for pixel_bytes in (16, 24, 1664):
+                    assert plan.route(pixels, dtype, dense_nchw, pixel_bytes) == \
+                        torch.ops.fused_inception._route_case(pixels, dtype, dense_nchw, pixel_bytes), \
+                        (pixels, dtype, dense_nchw, pixel_bytes)
+    case = plan.plan_case(BLOCKS_BY_NAME["3a"], 256, "bf16", layout="nchw")
+    assert case.route == "kernel_on_channels_last_copy" and "route" in plan.format_table([case])
+    assert plan.plan_case(BLOCKS_BY_NAME["3a"], 256, "tf32").route == "unfused"
+    assert plan.plan_case(BLOCKS_BY_NAME["3a"], 1, "bf16", layout="nchw").route == "kernel"

@@ -108,30 +108,46 @@ struct Math16 : OperandsAsStored {
     // q = l / 8: (n tile ni, k 0-7), (ni, k 8-15), (ni + 1, k 0-7), (ni + 1, k 8-15).
     const int q = lane / 8, row8 = lane % 8;
     const T* b_lane = b + ((tile_n0 + (q >> 1)) * 8 + row8) * kStride + 8 * (q & 1);
+    // Fragments of kSlicesLoadedAhead k16 slices are loaded before the first of their multiplies: with 1, a
+    // slice's multiplies wait on its own ldmatrix latency (Nsight Compute's short_scoreboard stall, 2.3-4.5
+    // cycles per issue at batch 256 on the H200); with 2, the second slice's loads are in flight meanwhile.
+    // Only where a slice's fragments take at most 16 registers (the output GEMMs, 2 x 4 tiles): the
+    // reduction's 5 x 2 tiles take 24, and loading two slices ahead spilled inside its K loop.
+    constexpr int kSlices = Plan::kKChunk / 16;
+    constexpr int kWanted = MI * 4 + NI * 2 <= 16 ? Plan::kSlicesLoadedAhead : 1;
+    constexpr int kAhead = kWanted < kSlices ? kWanted : kSlices;
+    static_assert(kSlices % kAhead == 0, "slices are loaded in whole groups");
     SIMT_UNROLL
-    for (int kk = 0; kk < Plan::kKChunk; kk += 16) {
-      uint32_t af[MI][4], bf[NI][2];
-      const auto a_k = a.at(kk);
+    for (int k0 = 0; k0 < Plan::kKChunk; k0 += 16 * kAhead) {
+      uint32_t af[kAhead][MI][4], bf[kAhead][NI][2];
       SIMT_UNROLL
-      for (int mi = 0; mi < MI; ++mi) simt::ldmatrix_x4(af[mi], a_k.row(mi));
-      SIMT_UNROLL
-      for (int ni = 0; ni < NI; ni += 2) {
-        uint32_t pair[4];
-        simt::ldmatrix_x4(pair, b_lane + ni * 8 * kStride + kk);
-        bf[ni][0] = pair[0];
-        bf[ni][1] = pair[1];
-        bf[ni + 1][0] = pair[2];
-        bf[ni + 1][1] = pair[3];
+      for (int s = 0; s < kAhead; ++s) {
+        const int kk = k0 + 16 * s;
+        const auto a_k = a.at(kk);
+        SIMT_UNROLL
+        for (int mi = 0; mi < MI; ++mi) simt::ldmatrix_x4(af[s][mi], a_k.row(mi));
+        SIMT_UNROLL
+        for (int ni = 0; ni < NI; ni += 2) {
+          uint32_t pair[4];
+          simt::ldmatrix_x4(pair, b_lane + ni * 8 * kStride + kk);
+          bf[s][ni][0] = pair[0];
+          bf[s][ni][1] = pair[1];
+          bf[s][ni + 1][0] = pair[2];
+          bf[s][ni + 1][1] = pair[3];
+        }
       }
       SIMT_UNROLL
-      for (int mi = 0; mi < MI; ++mi) {
-        if (m_tile(tile_m0, mi) >= m_tiles) continue;  // warp-uniform: rows outside the image or the halo
+      for (int s = 0; s < kAhead; ++s) {
         SIMT_UNROLL
-        for (int ni = 0; ni < NI; ++ni) {
-          if constexpr (kBf16) {
-            simt::mma_m16n8k16_bf16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
-          } else {
-            simt::mma_m16n8k16_f16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
+        for (int mi = 0; mi < MI; ++mi) {
+          if (m_tile(tile_m0, mi) >= m_tiles) continue;  // warp-uniform: rows outside the image or the halo
+          SIMT_UNROLL
+          for (int ni = 0; ni < NI; ++ni) {
+            if constexpr (kBf16) {
+              simt::mma_m16n8k16_bf16(acc[mi][ni], af[s][mi], bf[s][ni], acc[mi][ni]);
+            } else {
+              simt::mma_m16n8k16_f16(acc[mi][ni], af[s][mi], bf[s][ni], acc[mi][ni]);
+            }
           }
         }
       }

@@ -68,6 +68,12 @@ struct FusedPlan {
   static constexpr int kMaxHaloPixels = (kTile + 4) * (kTile + 4);  // a 5x5 kernel's halo of 2
   static constexpr int kPoolHaloPixels = (kTile + 2) * (kTile + 2);  // the 3x3 max-pool's halo of 1
   static constexpr int kKChunk = 32;  // K elements staged in shared memory per step
+  // k16 slices of a step whose 16-bit fragments are loaded before their multiplies (Math16::multiply).
+#ifdef FUSED_INCEPTION_SLICES_LOADED_AHEAD
+  static constexpr int kSlicesLoadedAhead = FUSED_INCEPTION_SLICES_LOADED_AHEAD;
+#else
+  static constexpr int kSlicesLoadedAhead = 1;
+#endif
   // Output GEMMs (M = 64 pixels): each warp 2 x 4 mma tiles (32 x 32), N = 128 channels per pass.
   static constexpr int kOutMI = 2, kOutNI = 4;
   // Reduction GEMMs over the tile and its halo (M <= 144 pixels): each warp 5 x 2 tiles, N = 64 per pass.

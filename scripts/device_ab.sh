@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# A/B of kernel build variants on a GPU, for the minutes a GPU session has left after scripts/device_check.sh:
+# builds a copy of this checkout per variant (in place, FUSED_INCEPTION_NVCC_FLAGS set to the variant's
+# flags; the builds run side by side), then scripts/device_ab.py times every variant's kernel on the same
+# cases (routing off; CUDA graph replays, medians) and the NCHW routing threshold. About 2 minutes on the
+# H200 machine (16 cores) for the two default variants.
+#
+#   OUT=DIR bash scripts/device_ab.sh [NAME=FLAGS ...]      # FLAGS: nvcc flags, space-separated, may be empty
+#
+# Default variants: base= (the kernel as committed) and ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2 (the
+# output GEMMs load both k16 slices' fragments before their multiplies; docs/performance.md, change 23).
+# $OUT receives ab.json (every number), ab.log (the builds' and the driver's output); the table is printed last.
+# Knobs: AB_ROOT (where the copies go, default /tmp/fused-inception-ab), AB_ARGS (more device_ab.py options,
+# e.g. "--batches 1,32,256"), PYTHON, CUDA_HOME, TORCH_CUDA_ARCH_LIST (default 9.0).
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$repo/device-out}
+mkdir -p "$OUT"
+python=${PYTHON:-python3}
+root=${AB_ROOT:-/tmp/fused-inception-ab}
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+export FUSED_INCEPTION_CUDA=${FUSED_INCEPTION_CUDA:-1} PIP_NO_INDEX=1 PYTHONUNBUFFERED=1
+variants=("$@")
+[ ${#variants[@]} -eq 0 ] && variants=("base=" "ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2")
+jobs_each=$(( $(nproc) / ${#variants[@]} ))
+(( jobs_each < 1 )) && jobs_each=1
+log=$OUT/ab.log
+: > "$log"
+rm -rf "$root"
+mkdir -p "$root"
+pids=() args=()
+for spec in "${variants[@]}"; do
+  name=${spec%%=*} flags=${spec#*=}
+  case $name in ''|*[!A-Za-z0-9_-]*) echo "variant name must be letters, digits, _ or -: '$name'" >&2; exit 2 ;; esac
+  dir=$root/$name/checkout
+  mkdir -p "$dir"
+  tar -C "$repo" --exclude=./build --exclude=./.git --exclude='*.so' --exclude=./device-out -cf - . | tar -C "$dir" -xf -
+  echo "== build $name: FUSED_INCEPTION_NVCC_FLAGS='$flags', $jobs_each jobs" | tee -a "$log"
+  (cd "$dir" && FUSED_INCEPTION_NVCC_FLAGS="$flags" MAX_JOBS=$jobs_each "$python" setup.py build_ext --inplace \
+     > "$root/$name/build.log" 2>&1) &
+  pids+=($!)
+  args+=(--variant "$name=$dir")
+done
+status=0
+for index in "${!pids[@]}"; do
+  if ! wait "${pids[$index]}"; then
+    status=1
+    echo "build of ${variants[$index]%%=*} failed; its log's end:" | tee -a "$log"
+  fi
+  tail -n 3 "$root/${variants[$index]%%=*}/build.log" >> "$log"
+done
+[ "$status" = 0 ] || { tail -n 30 "$log"; exit 1; }
+# shellcheck disable=SC2086  # AB_ARGS is a list of options
+"$python" "$repo/scripts/device_ab.py" "${args[@]}" --out "$OUT/ab.json" ${AB_ARGS:-} 2>&1 | tee -a "$log"
+exit "${PIPESTATUS[0]}"

@@ -59,10 +59,10 @@ namespace {
 thread_local bool routing = true;
 
 // Measured on an H200 (2026-11-28, benchmarks/results/2026-11-28-h200-2). In batch x height x width pixels:
-// - NCHW x, 16-bit and TF32: the kernel on NCHW ran 1.4-1.65x the time of the kernel on channels_last at
-//   batch 256 (Nsight Compute: 3a 1685 vs 1026 us), more than the two copies cost (about 90 us for 3a);
-//   at batch 32 the op on NCHW ran 1.1-1.8x the channels_last op. Below batch 32 on 7x7 (1568 pixels) it
-//   was not measured: the NCHW kernel stays there.
+// - NCHW x: at batch 256 the kernel on NCHW ran 1.55-1.65x the time of the kernel on channels_last in bf16
+//   (Nsight Compute, 3a 4d 5b: 3a 1685 vs 1026 us) and 1.21-1.26x in TF32, more than the two copies cost
+//   (3a: about 86 us in bf16, 172 in float32); at batch 32 the op on NCHW ran 1.1-1.8x the channels_last op.
+//   Below batch 32 on 7x7 (1568 pixels) it was not measured: the NCHW kernel stays there.
 constexpr int64_t kChannelsLastCopyMinPixels = 32 * 7 * 7;
 // - TF32: the kernel ran 0.50-0.72x cuDNN's speed at batch 256 on every block and 0.64-0.92x at batch 32 on
 //   28x28 images; at batch 32 on 14x14 and 7x7 (6272 and 1568 pixels) it won on 6 of 7 blocks.

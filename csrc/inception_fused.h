@@ -28,10 +28,11 @@ struct FusedLauncher {
 MathMode math_mode_for(at::ScalarType dtype);
 
 // Where a forward goes. kUnfused where x's device has the unfused backend or a dtype the kernel lacks. Else,
-// from the GPU's measurements (docs/performance.md, "Routing"): kKernel: the fused kernel on x as it is; kKernelOnChannelsLastCopy: on a channels_last copy of a dense NCHW
-// x, the output copied back to NCHW (the kernel's NCHW loads cost more than the two copies); kUnfused: the
-// unfused composition (cuDNN), where the kernel measured slower (TF32 on large inputs). Routing is on by
-// default and per thread; with it off (set_routing(false)) every call the kernel covers runs it on x as it is.
+// from the GPU's measurements (docs/performance.md, change 21): kKernel, the fused kernel on x as it is;
+// kKernelOnChannelsLastCopy, the kernel on a channels_last copy of a dense NCHW x, the output copied back to
+// NCHW (the kernel's NCHW loads cost more than the two copies); kUnfused, the unfused composition (cuDNN),
+// where the kernel measured slower (TF32 on large inputs). Routing is on by default and per thread; with it
+// off (set_routing(false)) every call the kernel covers runs it on x as it is.
 enum class Route { kKernel, kKernelOnChannelsLastCopy, kUnfused };
 Route route_for(const at::Tensor& x);
 // The rule itself, for a case: batch x height x width pixels, x's math mode, whether x is dense NCHW, and the

@@ -110,16 +110,19 @@ def test_module_training_step_matches_reference(device, backend):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_autocast_runs_in_low_precision(dtype, device, backend):
+def test_autocast_runs_in_low_precision(dtype, grad, device, backend):
+    # Without grad the op runs below the autograd keys (ops.inception): autocast must still apply there.
     reference = make_block(BLOCK_ARGS, device=device)
     fused = FusedInception.from_module(reference)
     x = make_input(2, 32, 7, 7, device)
-    with torch.autocast(device_type=device, dtype=dtype):
+    with torch.autocast(device_type=device, dtype=dtype), torch.set_grad_enabled(grad):
         out = fused(x)
         unfused = reference(x)
     assert out.dtype == dtype == unfused.dtype
-    assert_numerics(out, unfused, float64_copy(reference)(x.double()).detach())
+    assert out.requires_grad == grad and (out.grad_fn is not None) == grad
+    assert_numerics(out.detach(), unfused.detach(), float64_copy(reference)(x.double()).detach())
 
 
 def test_autocast_leaves_float64_alone():

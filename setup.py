@@ -120,7 +120,8 @@ def make_extension():
     cxx_flags += ["-DTORCH_EXTENSION_NAME=_C"]  # torch adds the C++ standard it needs
     nvcc_flags = ["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]
     nvcc_flags += ["-std=c++17", "--expt-relaxed-constexpr"]
-    nvcc_flags += os.environ.get("FUSED_INCEPTION_NVCC_FLAGS", "").split()
+    extra_nvcc_flags = os.environ.get("FUSED_INCEPTION_NVCC_FLAGS", "").split()
+    nvcc_flags += extra_nvcc_flags
     arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if cuda_home else ""
     build_info = [
         ("FUSED_INCEPTION_CUDA_ARCH_LIST", f'"{arch_list}"'),
@@ -145,8 +146,7 @@ def make_extension():
         f"torch {torch.__version__} (CUDA {torch.version.cuda}); "
         f"CUDA build: {'on, CUDA_HOME=' + cuda_home if cuda_home else 'off'}; "
         f"arch list: {arch_list or '-'}; jobs: {os.environ['MAX_JOBS']}; debug: {'on' if debug else 'off'}"
-        + (f"; extra nvcc flags: {os.environ['FUSED_INCEPTION_NVCC_FLAGS']}"
-           if os.environ.get("FUSED_INCEPTION_NVCC_FLAGS", "").strip() else "")
+        + (f"; extra nvcc flags: {' '.join(extra_nvcc_flags)}" if extra_nvcc_flags else "")
     )
     return extension_class(**kwargs), BuildExtension.with_options(use_ninja=True)
 

@@ -9,6 +9,8 @@
 #
 # Default variants: base= (the kernel as committed) and ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2 (the
 # output GEMMs load both k16 slices' fragments before their multiplies; docs/performance.md, change 23).
+# The flags reach nvcc only: a variant's GPU kernel changes, its emulated CPU kernel (the .cpp files) does not;
+# tests/test_simt.py checks each variant's source under the emulator instead (KERNEL_VARIANTS).
 # $OUT receives ab.json (every number), ab.log (the builds' and the driver's output); the table is printed last.
 # Knobs: AB_ROOT (where the copies go, default /tmp/fused-inception-ab), AB_ARGS (more device_ab.py options,
 # e.g. "--batches 1,32,256"), PYTHON, CUDA_HOME, TORCH_CUDA_ARCH_LIST (default 9.0).

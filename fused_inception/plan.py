@@ -18,8 +18,8 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
-from .kernel.launch import (K_CHUNK, STAGE_COLS, STAGE_ROWS, THREADS, TILE, BlockShape, UnsupportedCase, count_tasks,
-                            cta_of, halo_pixels, plan_band_tiles, plan_channel_chunk, shared_bytes)
+from .kernel.launch import (STAGE_COLS, STAGE_ROWS, THREADS, TILE, BlockShape, UnsupportedCase, count_tasks,
+                            cta_of, k_chunk, halo_pixels, plan_band_tiles, plan_channel_chunk, shared_bytes)
 from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
 
 # FusedPlan's warp tiling (csrc/kernels/inception_params.h), beyond what launch.py mirrors.
@@ -41,11 +41,26 @@ DTYPES = {"f16": (2, 0), "bf16": (2, 1), "tf32": (4, 2), "f32": (4, 3)}
 #: "reduction" read x with 16-byte cp.async, "pool" copies x's halo with cp.async and takes the 3x3 max from
 #: shared memory, "window" is the k x k GEMM reading A in place from the reduction. An NCHW block (x and the
 #: model as PyTorch makes them) runs "... element" loops, which read x element by element, and "window
-#: staged", which gathers the windows of its OIHW weights' K order into the A stage. Their tensor ops
-#: (m16n8k16 equivalents) per K step of the busiest warp: FusedPlan's warp tiles (2 x 4 or 5 x 2 m16n8
-#: tiles, K chunk 32).
-LOOP_TENSOR_OPS = {"1x1": 16, "pool": 16, "reduction": 20, "window": 16,
-                   "1x1 element": 16, "pool element": 16, "reduction element": 20, "window staged": 16}
+#: staged", which gathers the windows of its OIHW weights' K order into the A stage. Their m16n8 tiles a
+#: warp multiplies: FusedPlan's warp tiles (2 x 4, or 5 x 2 in the reduction).
+LOOP_WARP_TILES = {"1x1": 8, "pool": 8, "reduction": 10, "window": 8,
+                   "1x1 element": 8, "pool element": 8, "reduction element": 10, "window staged": 8}
+
+
+def loop_tensor_ops(kind: str, dtype: str, step: int | None = None) -> int:
+    """Tensor ops (m16n8k16 equivalents) of one K step of the busiest warp in loop `kind`: its warp tiles x
+    the K step in 16s (the step: k_chunk of the dtype, 64 at 16 bits and 32 in TF32, unless given)."""
+    return LOOP_WARP_TILES[kind] * (step or k_chunk(DTYPES[dtype][0])) // 16
+
+
+def k_step_and_granule(dtype: str, measured: dict) -> tuple:
+    """K elements of a step, and the K granularity of the multiplies: the last step of a GEMM multiplies only
+    its mma slices within K (k16, TF32's k8); the exact float32 path multiplies it whole. A MEASURED_SASS entry
+    with k_chunk (a build before change 24) stepped that many elements and multiplied every step whole."""
+    if "k_chunk" in measured:
+        return measured["k_chunk"], measured["k_chunk"]
+    step = k_chunk(DTYPES[dtype][0])
+    return step, {"f16": 16, "bf16": 16, "tf32": 8}.get(dtype, step)
 #: Layouts (of x and the model alike) -> each GEMM's loop kind.
 LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "window": "window"},
            "nchw": {"1x1": "1x1 element", "pool": "pool element", "reduction": "reduction element",
@@ -59,28 +74,32 @@ LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "win
 #: An entry may say skips_idle_warps=False for a build whose warps multiply in every pass (before 2026-11-28),
 #: skips_edge_tiles=False for one that computes every row of an edge tile (before change 18, tile_frames),
 #: interleaves_m_tiles=False for one whose warp rows take their m tiles in blocks (before change 19), and
-#: max_channel_chunk=256 for one whose planner halved a chunk of 256 channels (before change 20).
+#: max_channel_chunk=256 for one whose planner halved a chunk of 256 channels (before change 20), and
+#: k_chunk=32 for one whose K step was 32 elements in every dtype, its last step multiplied whole (before
+#: change 24).
 MEASURED_SASS = {
-    "f16": dict(registers=128, loop_instructions={"1x1": 77, "pool": 132, "reduction": 103, "window": 82,
-                                                  "1x1 element": 131, "pool element": 268, "reduction element": 232,
-                                                  "window staged": 127}),
-    "bf16": dict(registers=128, loop_instructions={"1x1": 77, "pool": 132, "reduction": 103, "window": 82,
-                                                   "1x1 element": 131, "pool element": 268, "reduction element": 232,
-                                                   "window staged": 127}),
-    "tf32": dict(registers=236, loop_instructions={"1x1": 206, "pool": 344, "reduction": 259, "window": 190,
-                                                   "1x1 element": 243, "pool element": 449, "reduction element": 353,
-                                                   "window staged": 217}),
-    "f32": dict(registers=254, loop_instructions=None),
+    "f16": dict(registers=128, loop_instructions={"1x1": 125, "pool": 232, "reduction": 157, "window": 140,
+                                                  "1x1 element": 214, "pool element": 493, "reduction element": 458,
+                                                  "window staged": 211}),
+    "bf16": dict(registers=128, loop_instructions={"1x1": 125, "pool": 232, "reduction": 157, "window": 140,
+                                                   "1x1 element": 214, "pool element": 493, "reduction element": 458,
+                                                   "window staged": 211}),
+    "tf32": dict(registers=255, loop_instructions={"1x1": 194, "pool": 323, "reduction": 249, "window": 185,
+                                                   "1x1 element": 233, "pool element": 425, "reduction element": 337,
+                                                   "window staged": 212}),
+    "f32": dict(registers=255, loop_instructions=None),
 }
 
 
-def instructions_per_tensor_op(measured: dict) -> dict | None:
-    """Per loop kind, SASS instructions per tensor op: from a per-loop table (loop_instructions) or one
-    ratio for every loop (instructions_per_tensor_op, what a SASS report gives); None without tensor loops."""
+def instructions_per_tensor_op(measured: dict, dtype: str) -> dict | None:
+    """Per loop kind, SASS instructions per tensor op: from a per-loop table (loop_instructions, per K step of
+    `dtype`'s build) or one ratio for every loop (instructions_per_tensor_op, what a SASS report gives); None
+    without tensor loops."""
     if measured.get("loop_instructions"):
-        return {kind: count / LOOP_TENSOR_OPS[kind] for kind, count in measured["loop_instructions"].items()}
+        step = k_step_and_granule(dtype, measured)[0]
+        return {kind: count / loop_tensor_ops(kind, dtype, step) for kind, count in measured["loop_instructions"].items()}
     ratio = measured.get("instructions_per_tensor_op")
-    return None if ratio is None else {kind: ratio for kind in LOOP_TENSOR_OPS}
+    return None if ratio is None else {kind: ratio for kind in LOOP_WARP_TILES}
 
 
 @dataclass(frozen=True)
@@ -130,17 +149,28 @@ class Device:
 
 @dataclass(frozen=True)
 class Gemm:
-    """One run_gemm call of a CTA: `passes` passes of N = pass_n channels, each over `k_chunks` K steps."""
+    """One run_gemm call of a CTA: `passes` passes of N = pass_n channels, each over K in steps of k_step."""
 
     rows: int         # M the tensor cores compute (the pixels rounded up to 16-row tiles)
     issued_rows: int  # M of the warp grid: its warps run the whole loop even where their tiles are skipped
     pass_n: int
     passes: int
-    k_chunks: int
+    k: int            # K: input channels (x taps)
+    k_step: int       # K elements a step (a K chunk)
+    k_granule: int    # K the multiplies compute comes in these (k_step_and_granule)
     channels: int     # N: the channels computed (the last pass may be partial)
     skips_idle_warps: bool = True  # the tensor-core modes; the exact-FP32 path computes every warp's tiles
-    kind: str = "1x1"  # its loop in LOOP_TENSOR_OPS
+    kind: str = "1x1"  # its loop in LOOP_WARP_TILES
     interleaved: bool = True  # the warp rows' m tiles interleave (m_tile), rather than come in blocks
+
+    @property
+    def k_chunks(self) -> int:
+        return _ceil_div(self.k, self.k_step)
+
+    @property
+    def k_computed(self) -> int:
+        """K the tensor cores compute per pass: K rounded up to whole granules."""
+        return _ceil_div(self.k, self.k_granule) * self.k_granule
 
     @property
     def k_steps(self) -> int:
@@ -158,12 +188,12 @@ class Gemm:
 
     @property
     def flops(self) -> int:
-        return 2 * self.rows * self.computed_n * self.k_chunks * K_CHUNK
+        return 2 * self.rows * self.computed_n * self.k_computed
 
     @property
     def issued_tensor_ops(self) -> float:
         """m16n8k16 equivalents of the loop iterations its warps run (skipped M tiles included)."""
-        return self.issued_rows * self.computed_n * self.k_chunks * K_CHUNK * 2 / MMA_FLOPS
+        return self.issued_rows * self.computed_n * self.k_computed * 2 / MMA_FLOPS
 
     @property
     def busiest_warp_tensor_ops(self) -> float:
@@ -172,7 +202,7 @@ class Gemm:
         larger half of the m tiles computed (in blocks: the first ones, its whole share)."""
         m_tiles = _ceil_div(_ceil_div(self.rows, 16), WARPS_M) if self.interleaved else self.rows // 16
         warp_rows, warp_n = min(self.issued_rows // WARPS_M, 16 * m_tiles), self.pass_n // WARPS_N
-        return warp_rows * warp_n * self.k_steps * K_CHUNK * 2 / MMA_FLOPS
+        return warp_rows * warp_n * self.passes * self.k_computed * 2 / MMA_FLOPS
 
 
 @dataclass(frozen=True)
@@ -234,13 +264,12 @@ def tile_frames(height: int, width: int, transposes: bool = True) -> list:
 
 
 def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str = "nhwc",
-          tile: TileFrame | None = None, interleaved: bool = True) -> list:
+          tile: TileFrame | None = None, interleaved: bool = True, k_step: int = 64, k_granule: int = 16) -> list:
     """The tasks of a tile in launch order (task_of in inception_params.h) with the GEMMs each CTA runs, each
     GEMM's loop kind that of `layout` (LAYOUTS). `tile`: the tile's frame, whose GEMMs skip the m tiles
     outside the image; None: a tile inside the image (every m tile of the halo computed). `interleaved`: as
-    Gemm.interleaved."""
+    Gemm.interleaved. `k_step`, `k_granule`: as Gemm's (k_step_and_granule; the defaults are 16-bit's)."""
     kinds = LAYOUTS[layout]
-    k_chunks_x = _ceil_div(s.in_channels, K_CHUNK)
     result = []
     for branch, channels in (("3x3", s.ch3x3), ("5x5", s.ch5x5), ("1x1", s.ch1x1), ("pool", s.pool_proj)):
         for begin in range(0, channels, chunk):
@@ -248,17 +277,16 @@ def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str 
             output_passes = _ceil_div(count, OUT_PASS_N)
             out_rows = tile.output_rows() if tile else OUT_ROWS
             if branch in ("1x1", "pool"):
-                gemms = (Gemm(out_rows, OUT_ROWS, OUT_PASS_N, output_passes, k_chunks_x, count, skips_idle_warps,
-                              kind=kinds[branch], interleaved=interleaved),)
+                gemms = (Gemm(out_rows, OUT_ROWS, OUT_PASS_N, output_passes, s.in_channels, k_step, k_granule, count,
+                              skips_idle_warps, kind=kinds[branch], interleaved=interleaved),)
             else:
                 kernel, reduced = (s.k3, s.ch3x3red) if branch == "3x3" else (s.k5, s.ch5x5red)
                 halo_rows = tile.halo_rows(kernel) if tile else 16 * _ceil_div(halo_pixels(kernel), 16)
-                reduction = Gemm(halo_rows, HALO_ROWS, HALO_PASS_N,
-                                 _ceil_div(reduced, HALO_PASS_N), k_chunks_x, reduced, skips_idle_warps,
-                                 kind=kinds["reduction"], interleaved=interleaved)
-                window = Gemm(out_rows, OUT_ROWS, OUT_PASS_N, output_passes,
-                              _ceil_div(kernel * kernel * reduced, K_CHUNK), count, skips_idle_warps,
-                              kind=kinds["window"], interleaved=interleaved)
+                reduction = Gemm(halo_rows, HALO_ROWS, HALO_PASS_N, _ceil_div(reduced, HALO_PASS_N), s.in_channels,
+                                 k_step, k_granule, reduced, skips_idle_warps, kind=kinds["reduction"],
+                                 interleaved=interleaved)
+                window = Gemm(out_rows, OUT_ROWS, OUT_PASS_N, output_passes, kernel * kernel * reduced, k_step,
+                              k_granule, count, skips_idle_warps, kind=kinds["window"], interleaved=interleaved)
                 gemms = (reduction, window)
             result.append(Task(branch, begin, count, gemms))
     assert len(result) == count_tasks(s, chunk)
@@ -365,7 +393,9 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
               else [None] * tiles)
     skips = dtype != "f32" and measured.get("skips_idle_warps", True)
     interleaved = measured.get("interleaves_m_tiles", True)
-    tasks_of = {frame: tasks(s, chunk, skips_idle_warps=skips, layout=layout, tile=frame, interleaved=interleaved)
+    k_step, k_granule = k_step_and_granule(dtype, measured)
+    tasks_of = {frame: tasks(s, chunk, skips_idle_warps=skips, layout=layout, tile=frame, interleaved=interleaved,
+                             k_step=k_step, k_granule=k_granule)
                 for frame in set(frames)}
     task_list = tasks_of[frames[0]]
     ctas = grid_x * len(task_list)
@@ -393,7 +423,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     # tensor rate; CTAs sharing an SM share the schedulers and the tensor pipe (x occupancy), not their
     # latency. CTAs are list-scheduled in grid order onto SMs x occupancy slots. Then the larger of that and
     # the DRAM time.
-    ratios = instructions_per_tensor_op(measured)
+    ratios = instructions_per_tensor_op(measured, dtype)
     ratio = (lambda kind: ratios[kind]) if ratios else (lambda kind: 0.0)
     rate = device.tensor_ops_per_cycle(dtype)
 

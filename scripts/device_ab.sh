@@ -3,12 +3,13 @@
 # builds a copy of this checkout per variant (in place, FUSED_INCEPTION_NVCC_FLAGS set to the variant's
 # flags; the builds run side by side), then scripts/device_ab.py times every variant's kernel on the same
 # cases (routing off; CUDA graph replays, medians) and the NCHW routing threshold. About 2 minutes on the
-# H200 machine (16 cores) for the two default variants.
+# H200 machine (16 cores) for the default variants.
 #
 #   OUT=DIR bash scripts/device_ab.sh [NAME=FLAGS ...]      # FLAGS: nvcc flags, space-separated, may be empty
 #
-# Default variants: base= (the kernel as committed) and ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2 (the
-# output GEMMs load both k16 slices' fragments before their multiplies; docs/performance.md, change 23).
+# Default variants: base= (the kernel as committed), k32=-DFUSED_INCEPTION_K_CHUNK_16BIT=32 (16-bit K steps of
+# 32 elements, as before change 24: its A/B) and ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2 (the output
+# GEMMs load two k16 slices' fragments before their multiplies; docs/performance.md, change 23).
 # The flags reach nvcc only: a variant's GPU kernel changes, its emulated CPU kernel (the .cpp files) does not;
 # tests/test_simt.py checks each variant's source under the emulator instead (KERNEL_VARIANTS).
 # $OUT receives ab.json (every number), ab.log (the builds' and the driver's output); the table is printed last.
@@ -23,7 +24,8 @@ root=${AB_ROOT:-/tmp/fused-inception-ab}
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export FUSED_INCEPTION_CUDA=${FUSED_INCEPTION_CUDA:-1} PIP_NO_INDEX=1 PYTHONUNBUFFERED=1
 variants=("$@")
-[ ${#variants[@]} -eq 0 ] && variants=("base=" "ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2")
+[ ${#variants[@]} -eq 0 ] && variants=("base=" "k32=-DFUSED_INCEPTION_K_CHUNK_16BIT=32"
+                                      "ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2")
 jobs_each=$(( $(nproc) / ${#variants[@]} ))
 (( jobs_each < 1 )) && jobs_each=1
 log=$OUT/ab.log

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+import fused_inception.kernel.launch as launch
 import fused_inception.plan as plan
 from fused_inception.configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS
 
@@ -77,21 +78,23 @@ def test_block_5b_at_batch_1_by_hand():
     assert case.tasks_per_branch == {"3x3": 3, "5x5": 1, "1x1": 3, "pool": 1}
     # A 3x3 task: the reduction over the 10x10 halo down to its last row in the image (8 rows of 10 pixels
     # -> 5 tiles of 16 rows; the two rows below the image are skipped), N = 192 in 3 passes of 64, K = 832
-    # in 26 steps of 32; then the 3x3 GEMM: M = 64 (7 rows of the tile -> 4 m tiles), one pass of 128
-    # channels, K = 9 * 192 = 1728 in 54 steps. A 5x5 task: 9 rows of its 12x12 halo = 108 pixels -> 112
-    # rows, 48 channels on three warps of 16, K = 832; then K = 25 * 48 = 1200 -> 38 steps = 1216. 1x1 and
-    # pool tasks: M = 64, N = 128, K = 832.
+    # in 13 steps of 64; then the 3x3 GEMM: M = 64 (7 rows of the tile -> 4 m tiles), one pass of 128
+    # channels, K = 9 * 192 = 1728 in 27 steps. A 5x5 task: 9 rows of its 12x12 halo = 108 pixels -> 112
+    # rows, 48 channels on three warps of 16, K = 832; then K = 25 * 48 = 1200 in 19 steps, the last of
+    # which multiplies only its 3 k16 slices within K (1200 = 75 x 16). 1x1 and pool tasks: M = 64, N = 128,
+    # K = 832.
     three = 2 * 80 * 192 * 832 + 2 * 64 * 128 * 1728
-    five = 2 * 112 * 48 * 832 + 2 * 64 * 128 * 1216
+    five = 2 * 112 * 48 * 832 + 2 * 64 * 128 * 1200
     one = 2 * 64 * 128 * 832
     executed = 3 * three + 1 * five + 4 * one
     ideal = 2 * 49 * (832 * (384 + 192 + 48 + 128) + 192 * 384 * 9 + 48 * 128 * 25)
     assert case.executed_flops == executed and case.ideal_flops == ideal
     assert case.work_multiplier == pytest.approx(executed / ideal)
-    assert case.longest_cta_ksteps == 3 * 26 + 54
-    # Shared memory: 2 stages x (160 + 128) rows x 40 elements, then the larger reduction (100 pixels x 192
-    # channels, rows padded to 25 vectors: 200), a zero vector and the window table (1728 / 8 = 216 entries).
-    assert case.shared_bytes == (2 * (160 + 128) * 40 + 100 * 200) * 2 + 16 + 216 * 4
+    assert case.longest_cta_ksteps == 3 * 13 + 27
+    # Shared memory: 2 stages x 224 rows (the reduction's 160 A + 64 B rows) x 72 elements, then the larger
+    # reduction (100 pixels x 192 channels, rows padded to 25 vectors: 200), a zero vector and the window
+    # table (1728 / 8 = 216 entries).
+    assert case.shared_bytes == (2 * 224 * 72 + 100 * 200) * 2 + 16 + 216 * 4
     # Bytes: x and the output once, and the weights; everything fits the L2, so x is read once.
     weights = 832 * 752 + 192 * 384 * 9 + 48 * 128 * 25 + (384 + 192 + 384 + 48 + 128 + 128)
     assert case.x_reads == 1
@@ -161,7 +164,7 @@ def test_model_time_of_5b_at_batch_1_by_hand():
 FIRST_RUN_US = {("3a", 1): 56.1, ("3a", 256): 3924.0, ("4e", 1): 111.3, ("4e", 256): 3302.0,
                 ("5b", 1): 138.7, ("5b", 256): 1091.0}
 FIRST_RUN_BUILD = dict(registers=136, skips_idle_warps=False, skips_edge_tiles=False, interleaves_m_tiles=False,
-                       max_channel_chunk=256,
+                       max_channel_chunk=256, k_chunk=32,
                        loop_instructions={"1x1": 6.8 * 16, "pool": 19.4 * 16, "reduction": 9.3 * 20, "window": 13.1 * 16})
 
 
@@ -238,7 +241,7 @@ def test_sass_report_numbers_replace_the_defaults(tmp_path, capsys):
     assert plan.main(["--block", "4e", "--batch", "1", "--sass-report", str(report), "--json"]) == 0
     (case,) = json.loads(capsys.readouterr().out)
     # The largest loop's ratio, for every loop (a report does not say which loop is which).
-    assert case["registers"] == 120 and case["instructions_per_tensor_op"] == dict.fromkeys(plan.LOOP_TENSOR_OPS, 9.0)
+    assert case["registers"] == 120 and case["instructions_per_tensor_op"] == dict.fromkeys(plan.LOOP_WARP_TILES, 9.0)
     assert case["ctas_per_sm"] == 2
     with pytest.raises(ValueError, match="lacks the inception_kernel instantiations"):
         plan.sass_from_report(dict(kernels=kernels[:2]))
@@ -251,7 +254,7 @@ def test_warp_tiling_matches_the_header():
     assert (constants["kWarpsM"], constants["kWarpsN"]) == (plan.WARPS_M, plan.WARPS_N)
     assert (constants["kOutMI"], constants["kOutNI"]) == (plan.OUT_MI, plan.OUT_NI)
     assert (constants["kHaloMI"], constants["kHaloNI"]) == (plan.HALO_MI, plan.HALO_NI)
-    assert constants["kThreads"] == plan.THREADS and constants["kKChunk"] == plan.K_CHUNK
+    assert constants["kThreads"] == plan.THREADS and (constants["kKChunk16"], constants["kKChunk32"]) == (launch.K_CHUNK_16BIT, launch.K_CHUNK_32BIT)
 
 
 def test_plan_runs_without_torch():
@@ -281,9 +284,9 @@ def test_idle_warps_skip_in_the_tensor_core_modes_only():
     f32 = plan.plan_case(BLOCKS_BY_NAME["3a"], 1, "f32")
     assert bf16.channel_chunk == f32.channel_chunk == 128 and bf16.ideal_flops == f32.ideal_flops
     assert f32.executed_flops > bf16.executed_flops
-    full = plan.Gemm(64, 64, 128, 1, 6, 64, skips_idle_warps=False)
-    assert full.computed_n == 128 and plan.Gemm(64, 64, 128, 1, 6, 64).computed_n == 64
-    assert plan.Gemm(160, 160, 64, 2, 6, 96).computed_n == 64 + 32  # 96 reduced channels: 4 + 2 warps of 16
+    full = plan.Gemm(64, 64, 128, 1, 192, 64, 16, 64, skips_idle_warps=False)
+    assert full.computed_n == 128 and plan.Gemm(64, 64, 128, 1, 192, 64, 16, 64).computed_n == 64
+    assert plan.Gemm(160, 160, 64, 2, 192, 64, 16, 96).computed_n == 64 + 32  # 96 reduced channels: 4 + 2 warps of 16
 
 
 def test_calibration_script_refits_the_first_run():

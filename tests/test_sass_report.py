@@ -216,14 +216,14 @@ def test_plan_loop_counts_are_the_built_kernels(capsys):
             continue
         loops = {(loop["instructions"], loop["tensor_op_equivalents"]) for loop in built["tensor_loops"]}
         for kind, count in recorded["loop_instructions"].items():
-            assert (count, plan.LOOP_TENSOR_OPS[kind]) in loops, (dtype, kind, count, sorted(loops))
+            assert (count, plan.loop_tensor_ops(kind, dtype)) in loops, (dtype, kind, count, sorted(loops))
         # And each count labels the right loop, by what that loop must contain: the 1x1 loop streams x (more
         # global copies than the k x k loop, which reads A in place), the pool loop stores its max into the A
         # stage and loads 9 neighbours (a store, more shared loads than the 1x1 loop). In 16 bits neither the
         # 1x1 nor the k x k loop stores anything; in TF32 both store their rounded weight stage, and the 1x1
         # loop its rounded x stage too (the k x k loop's A is the reduction, rounded when it was stored).
         mix = {kind: next(loop["mix"] for loop in built["tensor_loops"]
-                          if loop["instructions"] == count and loop["tensor_op_equivalents"] == plan.LOOP_TENSOR_OPS[kind])
+                          if loop["instructions"] == count and loop["tensor_op_equivalents"] == plan.loop_tensor_ops(kind, dtype))
                for kind, count in recorded["loop_instructions"].items()}
         if dtype == "tf32":
             assert mix["1x1"]["store"] > mix["window"]["store"] >= 1, dtype

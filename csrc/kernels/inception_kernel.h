@@ -24,6 +24,9 @@ using Plan = FusedPlan;
 // Elements of T in one 16-byte vector: a cp.async copy, an ldmatrix row, a group of the window table.
 template <class T>
 constexpr int kVectorElements = 16 / int(sizeof(T));
+// K elements of T staged per step (FusedPlan::k_chunk).
+template <class T>
+constexpr int kKChunk = Plan::k_chunk(int(sizeof(T)));
 
 // ---- where a lane's A rows lie in one K chunk ----------------------------------------------------------------
 
@@ -99,9 +102,11 @@ struct Math16 : OperandsAsStored {
   using Element = T;
   static constexpr int kStride = Plan::stage_stride(2);
 
-  template <int MI, int NI, class ARows>
+  // kPartial: K ends `k_end` elements into this chunk (the last of a GEMM); the k16 slices past it hold zeros
+  // and are skipped (warp-uniform), so a K that is not whole chunks costs no tensor work past its last slice.
+  template <int MI, int NI, bool kPartial, class ARows>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const ARows& a, const T* b, int tile_m0, int tile_n0,
-                                   int m_tiles, int n_tiles, int lane) {
+                                   int m_tiles, int n_tiles, int lane, int k_end) {
     static_assert(NI % 2 == 0, "B tiles are loaded in pairs");
     if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data
     // A: the row addresses come from `a` (StagedRows, WindowRows). B: lane l gives row l % 8 of matrix
@@ -113,12 +118,13 @@ struct Math16 : OperandsAsStored {
     // cycles per issue at batch 256 on the H200); with 2, the second slice's loads are in flight meanwhile.
     // Only where a slice's fragments take at most 16 registers (the output GEMMs, 2 x 4 tiles): the
     // reduction's 5 x 2 tiles take 24, and loading two slices ahead spilled inside its K loop.
-    constexpr int kSlices = Plan::kKChunk / 16;
+    constexpr int kSlices = kKChunk<T> / 16;
     constexpr int kWanted = MI * 4 + NI * 2 <= 16 ? Plan::kSlicesLoadedAhead : 1;
     constexpr int kAhead = kWanted < kSlices ? kWanted : kSlices;
     static_assert(kSlices % kAhead == 0, "slices are loaded in whole groups");
     SIMT_UNROLL
-    for (int k0 = 0; k0 < Plan::kKChunk; k0 += 16 * kAhead) {
+    for (int k0 = 0; k0 < kKChunk<T>; k0 += 16 * kAhead) {
+      if (kPartial && k0 >= k_end) break;
       uint32_t af[kAhead][MI][4], bf[kAhead][NI][2];
       SIMT_UNROLL
       for (int s = 0; s < kAhead; ++s) {
@@ -138,6 +144,7 @@ struct Math16 : OperandsAsStored {
       }
       SIMT_UNROLL
       for (int s = 0; s < kAhead; ++s) {
+        if (kPartial && k0 + 16 * s >= k_end) break;
         SIMT_UNROLL
         for (int mi = 0; mi < MI; ++mi) {
           if (m_tile(tile_m0, mi) >= m_tiles) continue;  // warp-uniform: rows outside the image or the halo
@@ -181,9 +188,9 @@ struct Math<MathMode::kTF32> {
     return v;
   }
 
-  template <int MI, int NI, class ARows>
+  template <int MI, int NI, bool kPartial, class ARows>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const ARows& a, const float* b, int tile_m0,
-                                   int tile_n0, int m_tiles, int n_tiles, int lane) {
+                                   int tile_n0, int m_tiles, int n_tiles, int lane, int k_end) {
     static_assert(NI % 2 == 0, "B tiles are loaded in pairs");
     if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data
     // A: (rows 0-7 | 8-15) x (k 0-3 | 4-7), addresses from `a`. B: lane l gives row l % 8 of matrix q = l / 8:
@@ -191,7 +198,8 @@ struct Math<MathMode::kTF32> {
     const int q = lane / 8, row8 = lane % 8;
     const float* b_lane = b + ((tile_n0 + (q >> 1)) * 8 + row8) * kStride + 4 * (q & 1);
     SIMT_UNROLL
-    for (int kk = 0; kk < Plan::kKChunk; kk += 8) {
+    for (int kk = 0; kk < kKChunk<float>; kk += 8) {
+      if (kPartial && kk >= k_end) break;  // k8 slices past K (as Math16's)
       uint32_t af[MI][4], bf[NI][2];
       const auto a_k = a.at(kk);
       SIMT_UNROLL
@@ -223,9 +231,11 @@ struct Math<MathMode::kF32> : OperandsAsStored {
   using Element = float;
   static constexpr int kStride = Plan::stage_stride(4);
 
-  template <int MI, int NI>
+  // (It multiplies a last, partial chunk whole: its elements past K are zeros, and a test per k would cost
+  // this loop more than the zeros do.)
+  template <int MI, int NI, bool kPartial>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const StagedRows<float>& staged, const float* b,
-                                   int tile_m0, int tile_n0, int m_tiles, int /*n_tiles*/, int lane) {
+                                   int tile_m0, int tile_n0, int m_tiles, int /*n_tiles*/, int lane, int /*k_end*/) {
     const float* a = staged.stage;
     // No early exit for idle warps here: it cost this FMA path 2.6 KB of spills (255 registers); the exact
     // mode is the reference path, not the fast one.
@@ -241,7 +251,7 @@ struct Math<MathMode::kF32> : OperandsAsStored {
         const float* col1 = col0 + kStride;
         float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         SIMT_UNROLL
-        for (int k = 0; k < Plan::kKChunk; ++k) {
+        for (int k = 0; k < kKChunk<float>; ++k) {
           c[0] = fmaf(row0[k], col0[k], c[0]);
           c[1] = fmaf(row0[k], col1[k], c[1]);
           c[2] = fmaf(row1[k], col0[k], c[2]);
@@ -267,14 +277,15 @@ struct WeightRows {
   int64_t stride, length;
 };
 
-// How the CTA fills a kRows x kKChunk stage with 16-byte copies: each thread keeps one vector column and the
+// How the CTA fills a kRows x kKChunk<T> stage with 16-byte copies: each thread keeps one vector column and the
 // rows first_row() + j * kRowStep, j < kCopies, so the streams below compute a thread's addresses and
 // predicates once; a stream is called for K chunks 0, 1, 2, ... in order and advances its pointer by one
 // chunk a call (no division, no 64-bit multiply in the K loop).
 template <class T, int kRows>
 struct StageColumns {
   static constexpr int kVector = kVectorElements<T>;
-  static constexpr int kVectorsPerRow = Plan::kKChunk / kVector;
+  static constexpr int kChunk = kKChunk<T>;
+  static constexpr int kVectorsPerRow = kChunk / kVector;
   static_assert(Plan::kThreads % kVectorsPerRow == 0, "a thread keeps one vector column");
   static constexpr int kRowStep = Plan::kThreads / kVectorsPerRow;
   static constexpr int kCopies = (kRows + kRowStep - 1) / kRowStep;
@@ -301,7 +312,7 @@ SIMT_DEVICE void round_tf32_stage(float* stage, int rows = kRows) {
   }
 }
 
-// Streams rows [n0, n0 + kRows) x [k0, k0 + kKChunk) of the weight rows into the B stage as 16-byte
+// Streams rows [n0, n0 + kRows) x [k0, k0 + kKChunk<T>) of the weight rows into the B stage as 16-byte
 // cp.async copies (in the chunk's group); rows past `count` and vectors past the row are zero-filled.
 template <class T, int kRows>
 struct WeightStream : StageColumns<T, kRows> {
@@ -338,8 +349,8 @@ struct WeightStream : StageColumns<T, kRows> {
       simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, inside ? source + j * row_step : source,
                         inside ? 16 : 0);
     }
-    source += Plan::kKChunk;
-    k_left -= Plan::kKChunk;
+    source += C::kChunk;
+    k_left -= C::kChunk;
   }
 };
 
@@ -438,23 +449,26 @@ SIMT_DEVICE StagedRows<T> a_rows(const LoadA&, const T* stage, int64_t /*chunk*/
 // C[m_rows x count] = A * W^T over K = w.length in passes of N = kWarpsN * NI * 8 channels. `load_a(stage,
 // k0)` fills the A stage (all kWarpsM * MI * 16 rows, zeros where there is no data); each pass calls a fresh
 // copy of it for k0 = 0, kKChunk, 2 kKChunk, ... in order (a stream may count instead of reading k0).
+// `stages`: kStages buffers of kRowsPerStage rows, each this GEMM's A rows followed by its B rows.
 // `store` receives every accumulator of a pass (store_accumulators). Loaders and stores are functors, not lambdas, so that they
 // inline and the accumulators stay in registers. Every thread of the CTA calls it with the same arguments
 // (it synchronises the CTA).
 template <MathMode kMode, int MI, int NI, class LoadA, class Store>
-SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math<kMode>::Element* b_stages,
-                          const WeightRows<typename Math<kMode>::Element>& w, int count, int m_tiles,
-                          const LoadA& load_a, const Store& store) {
+SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRows<typename Math<kMode>::Element>& w,
+                          int count, int m_tiles, const LoadA& load_a, const Store& store) {
   using M = Math<kMode>;
+  constexpr int kChunk = kKChunk<typename M::Element>;
+  constexpr int kN = Plan::kWarpsN * NI * 8, kARows = Plan::kWarpsM * MI * 16;
+  static_assert(kARows + kN <= Plan::kRowsPerStage, "a stage holds the GEMM's A and B rows");
   // Stage i of A and B (computed, not an array of pointers: a run-time index would put that in local memory).
-  auto a_stage = [&](int stage) { return a_stages + stage * Plan::kStageRows * M::kStride; };
-  auto b_stage = [&](int stage) { return b_stages + stage * Plan::kStageCols * M::kStride; };
+  auto a_stage = [&](int stage) { return stages + stage * Plan::kRowsPerStage * M::kStride; };
+  auto b_stage = [&](int stage) { return a_stage(stage) + kARows * M::kStride; };
   static_assert(Plan::kStages == 2, "the pipeline below alternates two stages");
-  constexpr int kN = Plan::kWarpsN * NI * 8;
   const int warp = warp_index(), lane = threadIdx.x % simt::kWarpSize;
   const int tile_m0 = warp_tile_m0(), tile_n0 = (warp % Plan::kWarpsN) * NI;
-  const int chunks = int((w.length + Plan::kKChunk - 1) / Plan::kKChunk);  // K fits int32: plan_fused_launch
+  const int chunks = int((w.length + kChunk - 1) / kChunk);  // K fits int32: plan_fused_launch
   if (chunks == 0) return;  // no K: nothing to issue (a committed group would outlive the kernel)
+  const int last_k_end = int(w.length) - (chunks - 1) * kChunk;  // K elements in the last chunk
   for (int n0 = 0; n0 < count; n0 += kN) {
     // 8-channel tiles of this pass that hold channels: a warp whose tiles all lie past them skips the
     // multiply (a 64-channel task in a 128-wide pass: half the warps). Its tiles' accumulators stay zero,
@@ -474,18 +488,13 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
     // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group.
     auto issue = [&](int chunk, int stage) {
       stage_weights(b_stage(stage), M::kStride);
-      pass_load_a(a_stage(stage), int64_t(chunk) * Plan::kKChunk);
+      pass_load_a(a_stage(stage), int64_t(chunk) * kChunk);
       simt::cp_async_commit();
     };
-    issue(0, 0);
-    for (int chunk = 0; chunk < chunks; ++chunk) {
+    // Once chunk `chunk`'s group has landed: complete and multiply it. `last`, a constant at both calls
+    // below: the last chunk multiplies only its k slices within K.
+    auto multiply_landed = [&](int chunk, bool last) {
       const int stage = int(chunk & 1);
-      if (chunk + 1 < chunks) {
-        issue(chunk + 1, stage ^ 1);  // the other buffer was released by the barrier ending the last step
-        simt::cp_async_wait<1>();     // this chunk's group has landed; the next may still be in flight
-      } else {
-        simt::cp_async_wait<0>();
-      }
       __syncthreads();
       if constexpr (FinishesA<LoadA>::value || M::kRoundsStages) {
         // Each thread completes its share of the landed stages: the pool's max, TF32's rounding.
@@ -493,15 +502,27 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* a_stages, typename Math
         if constexpr (M::kRoundsStages) {
           round_tf32_stage<kN, false>(b_stage(stage));  // every row: those past the channels hold zeros
           if constexpr (StagesRawA<LoadA>::value) {
-            round_tf32_stage<Plan::kWarpsM * MI * 16, true>(a_stage(stage), m_tiles * 16);  // skip M padding
+            round_tf32_stage<kARows, true>(a_stage(stage), m_tiles * 16);  // skip M padding
           }
         }
         __syncthreads();  // the stages are complete before any warp multiplies them
       }
-      M::template multiply<MI, NI>(acc, a_rows(load_a, a_stage(stage), chunk, tile_m0, lane), b_stage(stage), tile_m0,
-                                   tile_n0, m_tiles, n_tiles, lane);
+      const auto a = a_rows(load_a, a_stage(stage), chunk, tile_m0, lane);
+      if (last) {
+        M::template multiply<MI, NI, true>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles, lane, last_k_end);
+      } else {
+        M::template multiply<MI, NI, false>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles, lane, kChunk);
+      }
       __syncthreads();  // this buffer is refilled two steps on
+    };
+    issue(0, 0);
+    for (int chunk = 0; chunk + 1 < chunks; ++chunk) {
+      issue(chunk + 1, (chunk + 1) & 1);  // the other buffer was released by the barrier ending the last step
+      simt::cp_async_wait<1>();           // this chunk's group has landed; the next may still be in flight
+      multiply_landed(chunk, false);
     }
+    simt::cp_async_wait<0>();
+    multiply_landed(chunks - 1, true);
     store_accumulators(acc, n0, tile_m0, tile_n0, lane, store);
   }
 }
@@ -554,7 +575,7 @@ struct PixelBox {
 
 // x element by element, when its channels are not contiguous 16-byte vectors (NCHW, odd channel counts, any
 // strided view), into a stage of rows kStride elements apart: rows [0, kStageRows) (pixels of the box; zero
-// past it and outside the image), channels [k0, k0 + kKChunk) (zero past them). Each thread keeps fixed
+// past it and outside the image), channels [k0, k0 + kKChunk<T>) (zero past them). Each thread keeps fixed
 // pixels, rows lane + 32 i, and takes the channels warp + 8 j of every chunk: pixel offsets and predicates
 // are computed once per GEMM, so a chunk costs a load, a store and 64-bit adds per element, no division.
 // A warp reads 32 consecutive pixels of one channel: coalesced in NCHW.
@@ -562,8 +583,8 @@ template <class T, int kStageRows, int kStride = Plan::stage_stride(int(sizeof(T
 struct ElementLoader {
   static constexpr int kPixels = (kStageRows + simt::kWarpSize - 1) / simt::kWarpSize;  // rows a thread keeps
   static constexpr int kChannelStep = Plan::kThreads / simt::kWarpSize;  // warps: a thread's channels are this apart
-  static constexpr int kChannels = Plan::kKChunk / kChannelStep;  // channels a thread stages per chunk
-  static_assert(Plan::kThreads % simt::kWarpSize == 0 && Plan::kKChunk % kChannelStep == 0, "whole channels");
+  static constexpr int kChannels = kKChunk<T> / kChannelStep;  // channels a thread stages per chunk
+  static_assert(Plan::kThreads % simt::kWarpSize == 0 && kKChunk<T> % kChannelStep == 0, "whole channels");
   const T* x;               // this image at this thread's first channel of the next chunk
   int64_t channel_stride;   // x_stride[1]
   int channels_left;        // channels from there on (in_channels fits int32: plan_fused_launch)
@@ -594,7 +615,9 @@ struct ElementLoader {
     return (i + 1) * simt::kWarpSize <= kStageRows || int(threadIdx.x) % simt::kWarpSize + i * simt::kWarpSize < kStageRows;
   }
 
-  // The next chunk (its K offset k0 is implied by the calls so far).
+  // The next chunk (its K offset k0 is implied by the calls so far). (At 16 bits ptxas issues all of its
+  // loads first, 8 channels x 5 pixels in the reduction, and spills some of them inside the K loop: fewer
+  // instructions a step than a loop over channel groups, or a __syncwarp between two, measured; change 24.)
   SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
     SIMT_UNROLL
     for (int j = 0; j < kChannels; ++j) {
@@ -608,8 +631,8 @@ struct ElementLoader {
             inside ? plane[pixel_offset[i]] : simt::from_float<T>(0.0f);
       }
     }
-    x += Plan::kKChunk * channel_stride;
-    channels_left -= Plan::kKChunk;
+    x += kKChunk<T> * channel_stride;
+    channels_left -= kKChunk<T>;
   }
 };
 
@@ -660,8 +683,8 @@ struct PixelStream : StageColumns<T, kRows> {
       simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, inside ? x + pixel_offset[j] : x,
                         inside ? 16 : 0);
     }
-    x += Plan::kKChunk;
-    channels_left -= Plan::kKChunk;
+    x += C::kChunk;
+    channels_left -= C::kChunk;
   }
 };
 
@@ -679,7 +702,7 @@ struct StagesRawA<PixelStream<T, kRows, kStride>> {
 template <class T, class HaloLoader, int kHaloStride>
 struct PoolStream {
   static constexpr int kHaloWidth = Plan::kTile + 2, kHaloPixels = kHaloWidth * kHaloWidth;
-  static constexpr int kVector = kVectorElements<T>, kVectorsPerRow = Plan::kKChunk / kVector;
+  static constexpr int kVector = kVectorElements<T>, kVectorsPerRow = kKChunk<T> / kVector;
   static constexpr int kItems = Plan::kTilePixels * kVectorsPerRow / Plan::kThreads;  // (pixel, vector)s a thread
   static_assert(Plan::kTilePixels * kVectorsPerRow % Plan::kThreads == 0, "every thread takes whole items");
   static_assert(kHaloStride % kVector == 0, "halo rows start 16-byte aligned");
@@ -738,10 +761,10 @@ struct PoolStream {
   }
 };
 
-// The pool's halo by 16-byte cp.async copies: rows unpadded (kKChunk elements), so a quarter warp's 16-byte
-// loads in finish() cover two whole 64-byte rows or one 128-byte row, no bank conflicts.
+// The pool's halo by 16-byte cp.async copies: rows unpadded (a K chunk, 128 bytes), so a quarter warp's
+// 16-byte loads in finish() cover one whole row, no bank conflicts.
 template <class T>
-using VectorPoolStream = PoolStream<T, PixelStream<T, FusedPlan::kPoolHaloPixels, FusedPlan::kKChunk>, FusedPlan::kKChunk>;
+using VectorPoolStream = PoolStream<T, PixelStream<T, FusedPlan::kPoolHaloPixels, kKChunk<T>>, kKChunk<T>>;
 // The pool's halo element by element (ElementLoader): rows padded like the A stage's, which spreads a warp's
 // stores over 8 banks (unpadded, 32 pixels 64 bytes apart would share 2).
 template <class T>
@@ -763,17 +786,20 @@ struct StagesRawA<PoolStream<T, HaloLoader, kHaloStride>> {
 // k stands for in the weight's K order: k = c * ks * ks + tap (OIHW), or k = tap * channels + c (OHWI;
 // kTapsOuter, a template parameter, so the K loop carries no branch on it); in a transposed frame the tap
 // (dy, dx) of the weight lies dx rows and dy columns on in the reduction. A thread stages one column k of
-// the pixels of one tile column px; the tile's 8 rows of pixels are a fixed stride apart in the reduction.
-// Its column's (c, dy, dx) is decoded once per GEMM and advanced by one chunk a call, with carries: no
-// division in the K loop (a K of 32 is a fixed number of taps and channels on).
+// the pixels of kColumns tile columns px (kPxStep apart); the tile's 8 rows of pixels are a fixed stride apart
+// in the reduction. Its column's (c, dy, dx) is decoded once per GEMM and advanced by one chunk a call, with
+// carries: no division in the K loop (a K chunk is a fixed number of taps and channels on).
 template <class T, bool kTapsOuter>
 struct WindowLoader {
-  static_assert(Plan::kThreads == Plan::kKChunk * Plan::kTile, "one thread per (K column, tile column)");
+  static constexpr int kChunk = kKChunk<T>;
+  static constexpr int kPxStep = Plan::kThreads / kChunk, kColumns = Plan::kTile / kPxStep;
+  static_assert(Plan::kThreads % kChunk == 0 && Plan::kTile % kPxStep == 0, "whole (K column, tile column)s a thread");
   const T* reduced;
   int kernel, channels;
   // Element offsets in the reduction, worked out once: from a tap to the next dy and to the next dx, one tile
   // row down, and this thread's tile column px at tile row 0.
   int tap_row_step, tap_column_step, tile_row_step, column_offset;
+  int columns_step;              // from this thread's tile column to its next (kPxStep on)
   int column;                    // this thread's K column kk in the stage, at tile row 0
   int c, dy, dx;                 // this thread's K column in the next chunk (past K: dy >= kernel with
                                  // taps outer, c >= channels in OIHW order)
@@ -785,15 +811,16 @@ struct WindowLoader {
     tap_row_step = (transposed ? 1 : halo_width) * row_stride;
     tap_column_step = (transposed ? halo_width : 1) * row_stride;
     tile_row_step = halo_width * row_stride;
-    const int kk = int(threadIdx.x) % Plan::kKChunk, px = int(threadIdx.x) / Plan::kKChunk;
+    const int kk = int(threadIdx.x) % kChunk, px = int(threadIdx.x) / kChunk;
     column_offset = px * row_stride;
+    columns_step = kPxStep * row_stride;
     column = px * Plan::stage_stride(int(sizeof(T))) + kk;
     const int taps = kernel * kernel;
-    // (c, tap) of k = kk and of one chunk, Plan::kKChunk.
+    // (c, tap) of k = kk and of one chunk, kChunk.
     const int inner = kTapsOuter ? channels : taps;
-    const int tap = kTapsOuter ? kk / inner : kk % inner, tap_step = kTapsOuter ? Plan::kKChunk / inner : Plan::kKChunk % inner;
+    const int tap = kTapsOuter ? kk / inner : kk % inner, tap_step = kTapsOuter ? kChunk / inner : kChunk % inner;
     c = kTapsOuter ? kk % inner : kk / inner;
-    c_step = kTapsOuter ? Plan::kKChunk % inner : Plan::kKChunk / inner;
+    c_step = kTapsOuter ? kChunk % inner : kChunk / inner;
     dy = tap / kernel, dx = tap % kernel;
     dy_step = tap_step / kernel, dx_step = tap_step % kernel;
   }
@@ -803,11 +830,14 @@ struct WindowLoader {
     const bool inside = kTapsOuter ? dy < kernel : c < channels;  // k < taps x channels
     const int source = dy * tap_row_step + dx * tap_column_step + column_offset + c;  // tile row 0's window
     SIMT_UNROLL
-    for (int py = 0; py < Plan::kTile; ++py) {
-      stage[column + py * Plan::kTile * stride] =
-          inside ? reduced[source + py * tile_row_step] : simt::from_float<T>(0.0f);
+    for (int j = 0; j < kColumns; ++j) {
+      SIMT_UNROLL
+      for (int py = 0; py < Plan::kTile; ++py) {
+        stage[column + (py * Plan::kTile + j * kPxStep) * stride] =
+            inside ? reduced[source + py * tile_row_step + j * columns_step] : simt::from_float<T>(0.0f);
+      }
     }
-    // One chunk on: k + kKChunk, its tap and channel parts each carried at most once.
+    // One chunk on: k + kChunk, its tap and channel parts each carried at most once.
     c += c_step, dy += dy_step, dx += dx_step;
     if (dx >= kernel) dx -= kernel, ++dy;
     if constexpr (kTapsOuter) {
@@ -865,7 +895,7 @@ SIMT_DEVICE WindowRows<T> a_rows(const DirectWindows<T>& w, const T* /*stage*/, 
   const int tile_y = tile_m0 * 2 + ((lane / 8) & 1), tile_x = lane % 8;
   return WindowRows<T>{w.reduced + (tile_y * w.halo_width + tile_x) * w.row_stride,
                        int64_t(2 * Plan::kWarpsM) * w.halo_width * w.row_stride,
-                       w.table + chunk * (Plan::kKChunk / kVector) + lane / 16, w.zeros};
+                       w.table + chunk * (kKChunk<T> / kVector) + lane / 16, w.zeros};
 }
 
 // Output GEMM pass: ReLU, the branch's channel slice of the output (row: pixel of the 8x8 tile).
@@ -986,13 +1016,12 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   using M = Math<kMode>;
   using T = typename M::Element;
   constexpr int kStride = M::kStride;
-  // Shared memory: A stages, B stages, then the reduction at a 16-byte boundary (fused_shared_bytes).
+  // Shared memory: the stages (each A rows then B rows), then the reduction at a 16-byte boundary
+  // (fused_shared_bytes).
   T* const base = simt::dynamic_shared<T>();
-  T* const a_stage = base;
-  T* const b_stage = base + Plan::kStages * Plan::kStageRows * kStride;
+  T* const stages = base;
   constexpr int kStageElements =
-      (Plan::kStages * (Plan::kStageRows + Plan::kStageCols) * kStride * int(sizeof(T)) + 15) / 16 * 16 /
-      int(sizeof(T));
+      (Plan::kStages * Plan::kRowsPerStage * kStride * int(sizeof(T)) + 15) / 16 * 16 / int(sizeof(T));
   T* reduced = base + kStageElements;
 
   const int64_t tiles = int64_t(p.tiles_h) * p.tiles_w;
@@ -1025,19 +1054,19 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
                                task.channel_count, y0, x0, output_pairs<T>(p, out0)};
     // One GEMM per way of reading A, chosen here once: no loader branch inside a K loop.
     if (pooled && p.x_vectorized) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, rows, task.channel_count,
                                                   out_m_tiles,
                                                   VectorPoolStream<T>(frame, image, y0, x0, reduced), store);
     } else if (pooled) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, rows, task.channel_count,
                                                   out_m_tiles,
                                                   ElementPoolStream<T>(frame, image, y0, x0, reduced), store);
     } else if (p.x_vectorized) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, rows, task.channel_count,
                                                   out_m_tiles,
                                                   PixelStream<T, kRows>(frame, image, tile_box, kStride), store);
     } else {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, rows, task.channel_count,
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, rows, task.channel_count,
                                                   out_m_tiles,
                                                   ElementLoader<T, kRows>(frame, image, tile_box), store);
     }
@@ -1068,12 +1097,12 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
     DirectWindows<T>::fill_table(window_table, zeros, kernel, channels, halo_width, row_stride, frame.transposed);
   }
   if (p.x_vectorized) {
-    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, weight_rows(reduce, 0), channels,
                                                   halo_m_tiles,
                                                   PixelStream<T, Plan::kStageRows>(frame, image, halo_box, kStride),
                                                   reduction);
   } else {
-    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(a_stage, b_stage, weight_rows(reduce, 0), channels,
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, weight_rows(reduce, 0), channels,
                                                   halo_m_tiles,
                                                   ElementLoader<T, Plan::kStageRows>(frame, image, halo_box),
                                                   reduction);
@@ -1087,19 +1116,19 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   if constexpr (kMode != MathMode::kF32) {  // (the exact-FP32 multiply reads staged A only)
     if (direct_windows) {
       run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
-          a_stage, b_stage, conv_rows, task.channel_count, out_m_tiles,
+          stages, conv_rows, task.channel_count, out_m_tiles,
           DirectWindows<T>{reduced, window_table, zeros, halo_width, row_stride}, conv_store);
       return;
     }
   }
   if (p.weights[conv].taps_outer) {
-    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, conv_rows, task.channel_count,
                                                 out_m_tiles,
                                                 WindowLoader<T, true>(reduced, kernel, channels, row_stride,
                                                                       frame.transposed),
                                                 conv_store);
   } else {
-    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(a_stage, b_stage, conv_rows, task.channel_count,
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, conv_rows, task.channel_count,
                                                 out_m_tiles,
                                                 WindowLoader<T, false>(reduced, kernel, channels, row_stride,
                                                                        frame.transposed),

@@ -67,7 +67,20 @@ struct FusedPlan {
   static constexpr int kTilePixels = kTile * kTile;
   static constexpr int kMaxHaloPixels = (kTile + 4) * (kTile + 4);  // a 5x5 kernel's halo of 2
   static constexpr int kPoolHaloPixels = (kTile + 2) * (kTile + 2);  // the 3x3 max-pool's halo of 1
-  static constexpr int kKChunk = 32;  // K elements staged in shared memory per step
+  // K elements staged in shared memory per step: 128 bytes of every row (64 16-bit elements, 32 floats). At 16
+  // bits a step of 32 gave each warp 2 k16 slices (16 mma) between two CTA barriers, and the H200 run found
+  // the mainloop latency-bound (tensor pipe 15-27% busy, stalls on barriers and ldmatrix): 4 slices a step
+  // halve the barriers per mma and spread a step's fixed instructions over twice the tensor work. 32-bit
+  // modes keep 32 (their stages would not fit: 118-156 KB for one CTA an SM already).
+#ifdef FUSED_INCEPTION_K_CHUNK_16BIT
+  static constexpr int kKChunk16 = FUSED_INCEPTION_K_CHUNK_16BIT;  // a build variant (scripts/device_ab.sh)
+#else
+  static constexpr int kKChunk16 = 64;
+#endif
+  static constexpr int kKChunk32 = 32;
+  FUSED_INCEPTION_HOST_DEVICE static constexpr int k_chunk(int element_bytes) {
+    return element_bytes == 2 ? kKChunk16 : kKChunk32;
+  }
   // k16 slices of a step whose 16-bit fragments are loaded before their multiplies (Math16::multiply).
 #ifdef FUSED_INCEPTION_SLICES_LOADED_AHEAD
   static constexpr int kSlicesLoadedAhead = FUSED_INCEPTION_SLICES_LOADED_AHEAD;
@@ -80,16 +93,20 @@ struct FusedPlan {
   static constexpr int kHaloMI = 5, kHaloNI = 2;
   static constexpr int kStageRows = kWarpsM * kHaloMI * 16;  // A stage rows: the largest M (160)
   static constexpr int kStageCols = kWarpsN * kOutNI * 8;    // B stage rows: the largest N (128)
+  // A stage holds one GEMM's A rows, then its B rows: an output GEMM's 64 + 128 or a reduction's 160 + 64.
+  static constexpr int kOutStageRows = kWarpsM * kOutMI * 16 + kWarpsN * kOutNI * 8;
+  static constexpr int kHaloStageRows = kWarpsM * kHaloMI * 16 + kWarpsN * kHaloNI * 8;
+  static constexpr int kRowsPerStage = kOutStageRows > kHaloStageRows ? kOutStageRows : kHaloStageRows;
   // Double buffering: the copies of K chunk i + 1 are in flight while chunk i is multiplied.
   static constexpr int kStages = 2;
   static constexpr int kMaxTasks = 65535;  // tasks per tile at most (the chunk grows past it)
   // The grid runs bands of tiles, each band's tasks in turn (longest first): a band's x, kBandBytes at most,
   // stays in L2 (a third of an H100's) while all its tasks read it.
   static constexpr int64_t kBandBytes = int64_t(16) << 20;
-  // Element stride of a staged row: kKChunk plus padding that puts the 8 rows of a fragment load in
-  // distinct banks (a 16-bit row of 40 elements is 20 words; a 32-bit row of 36 is 36 words: 4 apart).
+  // Element stride of a staged row: a K chunk plus one 16-byte vector, which puts the 8 rows of a fragment
+  // load in distinct banks (a row of 144 bytes is 36 words: rows 4 words apart modulo 32).
   FUSED_INCEPTION_HOST_DEVICE static constexpr int stage_stride(int element_bytes) {
-    return element_bytes == 2 ? kKChunk + 8 : kKChunk + 4;
+    return k_chunk(element_bytes) + 16 / element_bytes;
   }
 };
 static_assert(FusedPlan::kWarpsM * FusedPlan::kWarpsN * 32 == FusedPlan::kThreads);
@@ -135,7 +152,8 @@ FUSED_INCEPTION_HOST_DEVICE constexpr int64_t halo_pixels(int64_t kernel) {
 // offset into the reduction per group of K, -1 past K), which lets it read A without staging.
 FUSED_INCEPTION_HOST_DEVICE constexpr int64_t window_groups(int64_t kernel, int64_t channels, int element_bytes) {
   const int64_t k = kernel * kernel * channels;
-  return (k + FusedPlan::kKChunk - 1) / FusedPlan::kKChunk * FusedPlan::kKChunk / (16 / element_bytes);
+  const int64_t chunk = FusedPlan::k_chunk(element_bytes);
+  return (k + chunk - 1) / chunk * chunk / (16 / element_bytes);
 }
 
 // The block's six convolutions, in schema order; InceptionParams::weights is indexed by these.

@@ -52,7 +52,7 @@ int64_t reduced_elements(const InceptionShape& s, int element_bytes) {
 }
 
 size_t fused_shared_bytes(const InceptionShape& s, int element_bytes) {
-  const size_t stage = size_t(FusedPlan::kStages) * size_t(FusedPlan::kStageRows + FusedPlan::kStageCols) *
+  const size_t stage = size_t(FusedPlan::kStages) * size_t(FusedPlan::kRowsPerStage) *
                        size_t(FusedPlan::stage_stride(element_bytes));
   // The reduction follows the stages at a 16-byte boundary (its rows are whole vectors), then one zero vector
   // and the window table (int32 entries) that the k x k GEMM reads A through.
@@ -83,8 +83,8 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
   }
   // The kernel counts K (a GEMM's input channels x taps) and its chunks in int32.
   for (int index = 0; index < kNumWeights; ++index) {
-    if (weight_row_length(s, index) > std::numeric_limits<int32_t>::max() - FusedPlan::kKChunk) {
-      return refuse("a convolution with over 2^31 - 33 input channels x taps");
+    if (weight_row_length(s, index) > std::numeric_limits<int32_t>::max() - FusedPlan::k_chunk(element_bytes)) {
+      return refuse("a convolution with over 2^31 - 1 - a K chunk input channels x taps");
     }
   }
   p.tiles_h = int32_t(ceil_div(p.height, FusedPlan::kTile));

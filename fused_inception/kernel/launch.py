@@ -15,10 +15,12 @@ THREADS = 256
 # kFusedKernelMinCapability (csrc/device_support.cpp): bf16 mma.sync and cp.async need compute capability 8.0.
 MIN_COMPUTE_CAPABILITY = (8, 0)
 TILE = 8
-K_CHUNK = 32
+K_CHUNK_16BIT, K_CHUNK_32BIT = 64, 32  # FusedPlan::kKChunk16 / kKChunk32: K staged per step (k_chunk)
 STAGES = 2
-STAGE_ROWS = 160
-STAGE_COLS = 128
+STAGE_ROWS = 160  # A rows of the largest M (the reduction's)
+STAGE_COLS = 128  # B rows of the largest N (an output pass)
+OUT_STAGE_ROWS, HALO_STAGE_ROWS = 64 + 128, 160 + 64  # a stage's A + B rows: output GEMM, reduction GEMM
+ROWS_PER_STAGE = max(OUT_STAGE_ROWS, HALO_STAGE_ROWS)
 MAX_TASKS = 65535
 BAND_BYTES = 16 << 20  # FusedPlan::kBandBytes
 
@@ -70,8 +72,13 @@ def _round_up(value, multiple):
     return (value + multiple - 1) // multiple * multiple
 
 
+def k_chunk(element_bytes):
+    """K elements staged per step: 64 at 16 bits, 32 at 32 (FusedPlan::k_chunk)."""
+    return K_CHUNK_16BIT if element_bytes == 2 else K_CHUNK_32BIT
+
+
 def stage_stride(element_bytes):
-    return K_CHUNK + 8 if element_bytes == 2 else K_CHUNK + 4
+    return k_chunk(element_bytes) + 16 // element_bytes
 
 
 def cta_of(cta, tiles, tasks, band_tiles):
@@ -115,7 +122,7 @@ def halo_pixels(kernel):
 
 
 def window_groups(kernel, channels, element_bytes):
-    return _round_up(kernel * kernel * channels, K_CHUNK) // (16 // element_bytes)
+    return _round_up(kernel * kernel * channels, k_chunk(element_bytes)) // (16 // element_bytes)
 
 
 def reduced_elements(s: BlockShape, element_bytes):
@@ -125,7 +132,7 @@ def reduced_elements(s: BlockShape, element_bytes):
 
 
 def shared_bytes(s: BlockShape, element_bytes):
-    stage = STAGES * (STAGE_ROWS + STAGE_COLS) * stage_stride(element_bytes)
+    stage = STAGES * ROWS_PER_STAGE * stage_stride(element_bytes)
     groups = max(window_groups(s.k3, s.ch3x3red, element_bytes), window_groups(s.k5, s.ch5x5red, element_bytes))
     return _round_up(stage * element_bytes, 16) + reduced_elements(s, element_bytes) * element_bytes + 16 + 4 * groups
 
@@ -146,8 +153,9 @@ def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width
     if smem > shared_memory_limit:
         raise UnsupportedCase(f"the recomputed reduction needs {smem} bytes of shared memory, over the device's "
                               f"{shared_memory_limit}")
-    if max(s.in_channels, s.k3 * s.k3 * s.ch3x3red, s.k5 * s.k5 * s.ch5x5red) > 2**31 - 1 - K_CHUNK:
-        raise UnsupportedCase("a convolution with over 2^31 - 33 input channels x taps")  # the kernel counts K in int32
+    if max(s.in_channels, s.k3 * s.k3 * s.ch3x3red, s.k5 * s.k5 * s.ch5x5red) > 2**31 - 1 - k_chunk(element_bytes):
+        # the kernel counts K in int32
+        raise UnsupportedCase("a convolution with over 2^31 - 1 - a K chunk input channels x taps")
     tiles_h, tiles_w = -(-height // TILE), -(-width // TILE)
     ctas_per_task = batch * tiles_h * tiles_w
     if ctas_per_task > 2**31 - 1:

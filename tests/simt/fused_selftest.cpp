@@ -320,13 +320,14 @@ int main() {
   // Every branch split into several tasks (chunk 3: 7 = 3 + 3 + 1, 9 = 3 + 3 + 3, 6 = 3 + 3), partial tiles on
   // both edges, x read element by element.
   const InceptionShape odd{/*in*/ 19, /*1x1*/ 7, /*3r*/ 5, /*3*/ 9, /*5r*/ 3, /*5*/ 6, /*pool*/ 6, /*k3*/ 3, /*k5*/ 5};
-  // K = 72 input channels: three K chunks, so a stage is refilled while the 1x1 GEMMs run; 16-byte copies of
-  // x in NHWC (the channels padded to a multiple of 8), element-wise in NCHW. Reductions of 8 and 4 channels:
-  // with NHWC's (tap, channel) weights the 3x3 GEMM reads A in place (DirectWindows, K = 72 in three chunks,
-  // the last one partly past K) in every tensor-core mode, the 5x5 one too in TF32 (4 channels are whole
-  // vectors of floats, not of 16-bit elements, which stage them).
+  // K = 136 input channels: three K chunks at 16 bits (64 + 64 + 8: the last multiplies one k16 slice), five
+  // at 32, so a stage is refilled while the 1x1 GEMMs run; 16-byte copies of x in NHWC, element-wise in NCHW.
+  // Reductions of 8 and 4 channels: with NHWC's (tap, channel) weights the 3x3 GEMM reads A in place
+  // (DirectWindows, K = 72: 64 + 8 at 16 bits, 3 chunks at 32, the last one partly past K) in every
+  // tensor-core mode, the 5x5 one too in TF32 (4 channels are whole vectors of floats, not of 16-bit
+  // elements, which stage them).
   InceptionShape deep = odd;
-  deep.in_channels = 72, deep.ch1x1 = 10, deep.pool_proj = 9, deep.ch3x3red = 8, deep.ch5x5red = 4;
+  deep.in_channels = 136, deep.ch1x1 = 10, deep.pool_proj = 9, deep.ch3x3red = 8, deep.ch5x5red = 4;
   // Two N passes of the 3x3 output GEMM (130 channels in one task) and (3, 3) kernels.
   InceptionShape wide = odd;
   wide.in_channels = 40, wide.ch3x3 = 130, wide.ch3x3red = 33, wide.k5 = 3;

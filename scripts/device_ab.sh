@@ -2,7 +2,7 @@
 # A/B of kernel build variants on a GPU, for the minutes a GPU session has left after scripts/device_check.sh:
 # builds a copy of this checkout per variant (in place, FUSED_INCEPTION_NVCC_FLAGS set to the variant's
 # flags; the builds run side by side), then scripts/device_ab.py times every variant's kernel on the same
-# cases (routing off; CUDA graph replays, medians) and the NCHW routing threshold. About 2 minutes on the
+# cases (routing off; CUDA graph replays, medians) and the NCHW routing threshold. About 2-3 minutes on the
 # H200 machine (16 cores) for the default variants.
 #
 #   OUT=DIR bash scripts/device_ab.sh [NAME=FLAGS ...]      # FLAGS: nvcc flags, space-separated, may be empty

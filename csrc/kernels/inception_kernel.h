@@ -318,7 +318,8 @@ template <class T, int kRows>
 struct WeightStream : StageColumns<T, kRows> {
   using C = StageColumns<T, kRows>;
   const T* source;      // this thread's first row, its vector column, at the next chunk
-  int64_t row_step;     // elements between the rows of consecutive copies
+  int64_t row_offset[C::kCopies];  // copy j's row from the first, 0 past the pass's channels (an address
+                                   // in the weights, like the first row's, never read: src-size 0)
   int k_left;           // elements of the row from there on (K fits int32: plan_fused_launch)
   int stage_offset;     // this thread's first row in the stage
   uint32_t rows_inside;  // bit j: copy j's row is one of the pass's channels
@@ -328,13 +329,14 @@ struct WeightStream : StageColumns<T, kRows> {
     const int column = C::vector() * C::kVector;
     k_left = int(w.length) - column;
     source = w.data + (n0 + row0) * w.stride + column;
-    row_step = C::kRowStep * w.stride;
     stage_offset = row0 * stride + column;
     rows_inside = 0;
     SIMT_UNROLL
     for (int j = 0; j < C::kCopies; ++j) {
       const int row = row0 + j * C::kRowStep;
-      rows_inside |= uint32_t(row < kRows && n0 + row < count) << j;
+      const bool inside = row < kRows && n0 + row < count;
+      rows_inside |= uint32_t(inside) << j;
+      row_offset[j] = inside ? j * C::kRowStep * w.stride : 0;
     }
   }
 
@@ -345,9 +347,9 @@ struct WeightStream : StageColumns<T, kRows> {
     for (int j = 0; j < C::kCopies; ++j) {
       if (!C::in_stage(j)) break;
       const bool inside = k_inside && ((rows_inside >> j) & 1u);
-      // Outside, src-size 0 reads nothing and zero-fills; the address only has to be well formed.
-      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, inside ? source + j * row_step : source,
-                        inside ? 16 : 0);
+      // Outside, src-size 0 reads nothing and zero-fills; the address only has to be well formed (row_offset:
+      // no select per copy in the K loop).
+      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, source + row_offset[j], inside ? 16 : 0);
     }
     source += C::kChunk;
     k_left -= C::kChunk;
@@ -680,8 +682,8 @@ struct PixelStream : StageColumns<T, kRows> {
     for (int j = 0; j < C::kCopies; ++j) {
       if (!C::in_stage(j)) break;
       const bool inside = c_inside && ((pixels_inside >> j) & 1u);
-      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, inside ? x + pixel_offset[j] : x,
-                        inside ? 16 : 0);
+      // Outside, src-size 0 (pixel_offset is 0 outside the image: the address stays well formed).
+      simt::cp_async_16(stage + stage_offset + j * C::kRowStep * stride, x + pixel_offset[j], inside ? 16 : 0);
     }
     x += C::kChunk;
     channels_left -= C::kChunk;

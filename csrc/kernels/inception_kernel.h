@@ -705,30 +705,39 @@ template <class T, class HaloLoader, int kHaloStride>
 struct PoolStream {
   static constexpr int kHaloWidth = Plan::kTile + 2, kHaloPixels = kHaloWidth * kHaloWidth;
   static constexpr int kVector = kVectorElements<T>, kVectorsPerRow = kKChunk<T> / kVector;
-  static constexpr int kItems = Plan::kTilePixels * kVectorsPerRow / Plan::kThreads;  // (pixel, vector)s a thread
-  static_assert(Plan::kTilePixels * kVectorsPerRow % Plan::kThreads == 0, "every thread takes whole items");
+  // A thread takes one vector column of two vertically adjacent pixels of the tile (rows 2 r and 2 r + 1 of a
+  // tile column), which share two of their three rows of neighbours: 4 rows of 3 loads and 11 vector maxes
+  // for both, where two pixels apart took 18 loads and 16 maxes. kPairs of them: every thread's with 128-byte
+  // K chunks; the first warps' with a shorter chunk (the k32 build variant).
+  static constexpr int kPairs = Plan::kTilePixels / 2 * kVectorsPerRow;
+  static_assert(kPairs <= Plan::kThreads && kPairs % simt::kWarpSize == 0, "whole warps take a pair each");
+  static_assert(Plan::kTile % 2 == 0, "a tile column is whole pairs");
   static_assert(kHaloStride % kVector == 0, "halo rows start 16-byte aligned");
   // next_stage alternates like run_gemm's stage (chunk & 1): two stages, chunks issued 0, 1, 2, ... per pass.
   static_assert(Plan::kStages == 2, "the halo stages follow run_gemm's two-stage pipeline");
   HaloLoader halo_copies;
   T* halo;  // kStages x kHaloPixels x kHaloStride elements
   int next_stage;
-  // Per item, the element offsets from its pixel's halo row to the rows above, below, left and right, 0 where
-  // that neighbour lies outside the image: the window then reads the pixel itself there, which leaves the
-  // max as over the neighbours in the image (the -inf padding), with no branch and no select.
-  int up[kItems], down[kItems], left[kItems], right[kItems];
+  // The element offsets from the top pixel's halo row to the rows the pair's maxes read (above the top
+  // pixel, below it, below the bottom one) and to the columns left and right; where that neighbour lies
+  // outside the image, the offset of a row or column inside that the max reads anyway, which leaves the max
+  // as over the neighbours in the image (the -inf padding), with no branch and no select. (A bottom pixel
+  // outside the image takes its max from anywhere in the halo: its row of the GEMM is never stored.)
+  int top_pixel, column;  // the pair's top pixel in the tile, this thread's vector column
+  int up, middle, down, left, right;
 
   SIMT_DEVICE PoolStream(const Frame& frame, int64_t image, int y0, int x0, T* halo_stages)
       : halo_copies(frame, image, PixelBox{y0 - 1, x0 - 1, kHaloWidth, kHaloPixels}), halo(halo_stages), next_stage(0) {
-    SIMT_UNROLL
-    for (int i = 0; i < kItems; ++i) {
-      const int pixel = (int(threadIdx.x) + i * Plan::kThreads) / kVectorsPerRow;
-      const int y = y0 + pixel / Plan::kTile, x = x0 + pixel % Plan::kTile;
-      up[i] = y >= 1 ? -kHaloWidth * kHaloStride : 0;
-      down[i] = y + 1 < frame.height() ? kHaloWidth * kHaloStride : 0;
-      left[i] = x >= 1 ? -kHaloStride : 0;
-      right[i] = x + 1 < frame.width() ? kHaloStride : 0;
-    }
+    const int pair = int(threadIdx.x) / kVectorsPerRow;
+    top_pixel = pair / Plan::kTile * 2 * Plan::kTile + pair % Plan::kTile;
+    column = int(threadIdx.x) % kVectorsPerRow * kVector;
+    const int y = y0 + top_pixel / Plan::kTile, x = x0 + top_pixel % Plan::kTile;
+    constexpr int kRow = kHaloWidth * kHaloStride;
+    up = y >= 1 ? -kRow : 0;
+    middle = y + 1 < frame.height() ? kRow : 0;  // the top pixel's row below: the bottom pixel's own
+    down = y + 2 < frame.height() ? 2 * kRow : middle;
+    left = x >= 1 ? -kHaloStride : 0;
+    right = x + 1 < frame.width() ? kHaloStride : 0;
   }
 
   // The next chunk's halo into the next halo stage (run_gemm's A stage is filled by finish()).
@@ -742,24 +751,21 @@ struct PoolStream {
   // image takes its max from pixels inside; its row of the GEMM is never stored.
   template <class M>
   SIMT_DEVICE void finish(T* a_stage, int stage) const {
-    const T* halo_stage = halo + stage * kHaloPixels * kHaloStride;
-    SIMT_UNROLL
-    for (int i = 0; i < kItems; ++i) {
-      const int item = int(threadIdx.x) + i * Plan::kThreads;
-      const int pixel = item / kVectorsPerRow, column = item % kVectorsPerRow * kVector;
-      const T* center = halo_stage + ((pixel / Plan::kTile + 1) * kHaloWidth + pixel % Plan::kTile + 1) * kHaloStride +
-                        column;
-      const int rows[3] = {up[i], 0, down[i]}, columns[3] = {left[i], 0, right[i]};
-      simt::u32x4 value = simt::load_128(center);
-      SIMT_UNROLL
-      for (int dy = 0; dy < 3; ++dy) {
-        SIMT_UNROLL
-        for (int dx = 0; dx < 3; ++dx) {
-          if (dy != 1 || dx != 1) value = simt::max_nan_128<T>(value, simt::load_128(center + rows[dy] + columns[dx]));
-        }
-      }
-      simt::store_128(a_stage + pixel * Plan::stage_stride(int(sizeof(T))) + column, M::round_operands(value));
-    }
+    if (kPairs < Plan::kThreads && int(threadIdx.x) >= kPairs) return;  // warp-uniform
+    const T* top = halo + stage * kHaloPixels * kHaloStride +
+                   ((top_pixel / Plan::kTile + 1) * kHaloWidth + top_pixel % Plan::kTile + 1) * kHaloStride + column;
+    // The max over a row's three columns, for the rows above the pair, of each pixel, and below the pair.
+    auto row_max = [&](int row) {
+      const T* center = top + row;
+      return simt::max_nan_128<T>(simt::max_nan_128<T>(simt::load_128(center + left), simt::load_128(center)),
+                                  simt::load_128(center + right));
+    };
+    const simt::u32x4 above = row_max(up), upper = row_max(0), lower = row_max(middle), below = row_max(down);
+    const simt::u32x4 shared = simt::max_nan_128<T>(upper, lower);
+    constexpr int kStride = Plan::stage_stride(int(sizeof(T)));
+    T* const out = a_stage + top_pixel * kStride + column;
+    simt::store_128(out, M::round_operands(simt::max_nan_128<T>(above, shared)));
+    simt::store_128(out + Plan::kTile * kStride, M::round_operands(simt::max_nan_128<T>(shared, below)));
   }
 };
 

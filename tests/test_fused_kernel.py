@@ -3,6 +3,7 @@ run in the racecheck's schedules, which must agree bit for bit) and on CUDA (the
 PyTorch."""
 
 import contextlib
+import copy
 import os
 
 import pytest
@@ -308,8 +309,9 @@ def test_routing_follows_the_measurements(device):
 
 @pytest.mark.parametrize("mode", ["bf16", "tf32"])
 def test_routing_runs_the_channels_last_kernel_on_an_nchw_input(mode, device):
-    # 32 images of 7x7: the smallest routed NCHW input. The routed result is the channels_last kernel's, bit for
-    # bit, in NCHW; the kernel on the NCHW input itself (routing off) meets the same numerics rule.
+    # 32 images of 7x7: the smallest routed NCHW input. The routed result is the channels_last kernel's on the
+    # block converted to channels_last (the route copies x and the k x k weights), bit for bit, in NCHW; the
+    # kernel on the NCHW input itself (routing off) meets the same numerics rule.
     dtype, _ = MODES[mode]
     block = make_block((16, 8, 8, 16, 8, 8, 8), (3, 5), device=device, dtype=dtype)
     x = make_input(32, 16, 7, 7, device, dtype)
@@ -319,10 +321,14 @@ def test_routing_runs_the_channels_last_kernel_on_an_nchw_input(mode, device):
         before = simt_launch_count()
         routed = fused_inception.inception(x, *op_params(block))
         assert device != "cpu" or simt_launch_count() - before == 1  # the kernel ran
+        converted = copy.deepcopy(block).to(memory_format=torch.channels_last)
         with fused_inception.routing(False):
             channels_last = fused_inception.inception(x.contiguous(memory_format=torch.channels_last),
-                                                      *op_params(block))
+                                                      *op_params(converted))
+            staged = fused_inception.inception(x.contiguous(memory_format=torch.channels_last), *op_params(block))
     assert routed.is_contiguous() and torch.equal(routed, channels_last)
+    if mode == "tf32":  # the OIHW weights' (channel, tap) sums differ here: equality above shows the copy ran
+        assert not torch.equal(channels_last, staged)
     with switch("fused"):
         check_fused(block, x, mode)  # routed
         with fused_inception.routing(False):

@@ -342,6 +342,7 @@ class Case:
     bound: str
     floor_us: float
     route: str  # what the op runs for such an input (routing on): "kernel", "kernel_on_channels_last_copy", "unfused"
+    copy_us: float = 0.0  # a routed NCHW call's copies (x, the k x k weights, the output), in model_us
     assumptions: dict = field(default_factory=dict)
 
 
@@ -361,10 +362,13 @@ def route(pixels: int, dtype: str, dense_nchw: bool, pixel_bytes: int) -> str:
 
 
 def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = Device(), sass: dict | None = None,
-              kernel_sizes=(3, 5), layout: str = "nhwc") -> Case:
+              kernel_sizes=(3, 5), layout: str = "nhwc", routing: bool = True) -> Case:
     """The plan and the model for one block, batch, dtype and layout (of x and the model: "nhwc", channels_last,
     or "nchw", as PyTorch makes them). Raises UnsupportedCase where the kernel does not run the case (it
-    falls back to the unfused path)."""
+    falls back to the unfused path). An NCHW case the op routes to a channels_last copy (`route`) is modeled
+    as what runs: the channels_last kernel, plus the copies of x and the k x k weights in and of the output
+    back at the DRAM rate (`copy_us`); `routing=False` models the kernel on the NCHW input itself (what
+    `fused_inception.routing(False)` and the Nsight Compute program run)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if layout not in LAYOUTS:
@@ -382,6 +386,9 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                               f"device's {device.shared_bytes_per_cta}")
     tiles = _ceil_div(height, TILE) * _ceil_div(width, TILE)
     grid_x = batch * tiles
+    the_route = route(batch * height * width, dtype, layout == "nchw", s.in_channels * element_bytes)
+    copied = routing and the_route == "kernel_on_channels_last_copy"
+    kernel_layout = "nhwc" if copied else layout
     if "max_channel_chunk" in measured:  # the planner before change 20: halving from its cap
         chunk = measured["max_channel_chunk"]
         while chunk > STAGE_COLS and count_tasks(s, chunk) * grid_x < 2 * device.sms:
@@ -389,12 +396,12 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     else:
         chunk = plan_channel_chunk(s, grid_x, device.sms)
     # Each tile's tasks (its frame's GEMMs): edge tiles skip the m tiles outside the image.
-    frames = (tile_frames(height, width, transposes=layout == "nhwc") if measured.get("skips_edge_tiles", True)
+    frames = (tile_frames(height, width, transposes=kernel_layout == "nhwc") if measured.get("skips_edge_tiles", True)
               else [None] * tiles)
     skips = dtype != "f32" and measured.get("skips_idle_warps", True)
     interleaved = measured.get("interleaves_m_tiles", True)
     k_step, k_granule = k_step_and_granule(dtype, measured)
-    tasks_of = {frame: tasks(s, chunk, skips_idle_warps=skips, layout=layout, tile=frame, interleaved=interleaved,
+    tasks_of = {frame: tasks(s, chunk, skips_idle_warps=skips, layout=kernel_layout, tile=frame, interleaved=interleaved,
                              k_step=k_step, k_granule=k_granule)
                 for frame in set(frames)}
     task_list = tasks_of[frames[0]]
@@ -445,7 +452,13 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     issue_s = _makespan([i for i, _ in in_grid_order], slots) / device.clock_hz
     tensor_s = _makespan([t for _, t in in_grid_order], slots) / device.clock_hz
     dram_s = dram_bytes / device.dram_bytes_per_s
-    model_s = max(compute_s, dram_s)
+    # A routed call's copies run as their own kernels, before and after: each reads and writes its tensor once.
+    copy_bytes = 0
+    if copied:
+        kxk_weights = (s.ch3x3 * s.ch3x3red * s.k3 ** 2 + s.ch5x5 * s.ch5x5red * s.k5 ** 2) * element_bytes
+        copy_bytes = 2 * (x_bytes + pixels * s.out_channels * element_bytes + kxk_weights)
+    copy_s = copy_bytes / device.dram_bytes_per_s
+    model_s = max(compute_s, dram_s) + copy_s
     bound = "dram" if dram_s >= compute_s else ("issue" if issue_s >= tensor_s else "tensor")
     floor_s = max(ideal / device.dense_peak_flops(dtype), min_bytes / device.dram_bytes_per_s)
 
@@ -462,7 +475,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                 registers=measured["registers"], instructions_per_tensor_op=ratios,
                 issue_us=issue_s * 1e6, tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6,
                 bound=bound, floor_us=floor_s * 1e6,
-                route=route(pixels, dtype, layout == "nchw", s.in_channels * element_bytes),
+                route=the_route, copy_us=copy_s * 1e6,
                 assumptions=dict(sms=device.sms, l2_bytes=device.l2_bytes, clock_hz=device.clock_hz,
                                  dram_bytes_per_s=device.dram_bytes_per_s,
                                  tensor_ops_per_sm_cycle=rate, schedulers_per_sm=device.schedulers_per_sm,

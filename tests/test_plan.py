@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -32,15 +33,27 @@ def test_json_has_the_keys_per_block_batch_and_dtype(capsys):
 
 def test_layouts(capsys):
     # An NCHW block (x and the model as PyTorch makes them) runs the element-wise and staged loops, which cost
-    # more than the channels_last ones: the same plan, a longer modeled time.
+    # more than the channels_last ones: the same plan, a longer modeled time. At batch 256 the op routes it to
+    # the channels_last kernel on copies, which the model charges on top of that kernel.
     assert plan.main(["--block", "4e", "--batch", "1,256", "--layout", "nhwc,nchw", "--json"]) == 0
     cases = json.loads(capsys.readouterr().out)
     assert [(c["layout"], c["batch"]) for c in cases] == [("nhwc", 1), ("nhwc", 256), ("nchw", 1), ("nchw", 256)]
-    for nhwc, nchw in zip(cases[:2], cases[2:]):
+    unrouted = plan.plan_case(BLOCKS_BY_NAME["4e"], 256, "bf16", layout="nchw", routing=False)
+    assert cases[2]["route"] == "kernel"  # 196 pixels: under the routing threshold
+    for nhwc, nchw in ((cases[0], cases[2]), (cases[1], asdict(unrouted))):
         # The same grid; an NCHW x's right-edge tiles keep the image's frame (tile_frames), so they compute
         # rows outside the image that a channels_last block's transposed ones skip.
         assert nchw["ctas"] == nhwc["ctas"] and nchw["work_multiplier"] > nhwc["work_multiplier"]
-        assert nchw["model_us"] > nhwc["model_us"]
+        assert nchw["model_us"] > nhwc["model_us"] and nchw["copy_us"] == 0
+    routed, nhwc = cases[3], cases[1]
+    assert routed["route"] == "kernel_on_channels_last_copy" and unrouted.route == routed["route"]
+    # x (784 pixels x 528 channels), the output (832) and the 3x3 and 5x5 weights, each read and written once.
+    config = BLOCKS_BY_NAME["4e"]
+    copied = 2 * 2 * (256 * 196 * (528 + 832) + 320 * 160 * 9 + 128 * 32 * 25)
+    assert routed["copy_us"] == pytest.approx(copied / plan.Device().dram_bytes_per_s * 1e6)
+    assert routed["work_multiplier"] == nhwc["work_multiplier"] and config.in_channels == 528
+    assert routed["model_us"] == pytest.approx(nhwc["model_us"] + routed["copy_us"])
+    assert routed["model_us"] < unrouted.model_us
     for config in GOOGLENET_BLOCKS:
         kinds = {g.kind for t in plan.tasks(plan.block_shape(config), 128, layout="nchw") for g in t.gemms}
         assert kinds == {"1x1 element", "pool element", "reduction element", "window staged"}

@@ -61,6 +61,8 @@ def k_step_and_granule(dtype: str, measured: dict) -> tuple:
         return measured["k_chunk"], measured["k_chunk"]
     step = k_chunk(DTYPES[dtype][0])
     return step, {"f16": 16, "bf16": 16, "tf32": 8}.get(dtype, step)
+
+
 #: Layouts (of x and the model alike) -> each GEMM's loop kind.
 LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "window": "window"},
            "nchw": {"1x1": "1x1 element", "pool": "pool element", "reduction": "reduction element",

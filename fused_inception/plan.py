@@ -18,8 +18,9 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
-from .kernel.launch import (STAGE_COLS, STAGE_ROWS, THREADS, TILE, BlockShape, UnsupportedCase, count_tasks,
-                            cta_of, k_chunk, halo_pixels, plan_band_tiles, plan_channel_chunk, shared_bytes)
+from .kernel.launch import (HALO_STAGE_ROWS, OUT_STAGE_ROWS, STAGE_COLS, STAGE_ROWS, THREADS, TILE, BlockShape,
+                            UnsupportedCase, count_tasks, cta_of, halo_pixels, k_chunk, plan_band_tiles,
+                            plan_channel_chunk, shared_bytes)
 from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
 
 # FusedPlan's warp tiling (csrc/kernels/inception_params.h), beyond what launch.py mirrors.
@@ -31,6 +32,7 @@ OUT_PASS_N = WARPS_N * OUT_NI * 8      # N of one output pass: 128 channels
 HALO_ROWS = WARPS_M * HALO_MI * 16     # the warp grid's M of a reduction GEMM: 160 (rows past the halo skip)
 HALO_PASS_N = WARPS_N * HALO_NI * 8    # N of one reduction pass: 64 channels
 assert OUT_ROWS == TILE * TILE and HALO_ROWS == STAGE_ROWS and OUT_PASS_N == STAGE_COLS
+assert (OUT_STAGE_ROWS, HALO_STAGE_ROWS) == (OUT_ROWS + OUT_PASS_N, HALO_ROWS + HALO_PASS_N)
 WARPS = THREADS // 32
 MMA_FLOPS = 2 * 16 * 8 * 16  # one m16n8k16: the unit of tensor work below
 
@@ -266,12 +268,14 @@ def tile_frames(height: int, width: int, transposes: bool = True) -> list:
 
 
 def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str = "nhwc",
-          tile: TileFrame | None = None, interleaved: bool = True, k_step: int = 64, k_granule: int = 16) -> list:
+          tile: TileFrame | None = None, interleaved: bool = True, k_step: int | None = None, k_granule: int | None = None) -> list:
     """The tasks of a tile in launch order (task_of in inception_params.h) with the GEMMs each CTA runs, each
     GEMM's loop kind that of `layout` (LAYOUTS). `tile`: the tile's frame, whose GEMMs skip the m tiles
     outside the image; None: a tile inside the image (every m tile of the halo computed). `interleaved`: as
-    Gemm.interleaved. `k_step`, `k_granule`: as Gemm's (k_step_and_granule; the defaults are 16-bit's)."""
+    Gemm.interleaved. `k_step`, `k_granule`: as Gemm's (k_step_and_granule; by default 16-bit's)."""
     kinds = LAYOUTS[layout]
+    default_step, default_granule = k_step_and_granule("bf16", {})
+    k_step, k_granule = k_step or default_step, k_granule or default_granule
     result = []
     for branch, channels in (("3x3", s.ch3x3), ("5x5", s.ch5x5), ("1x1", s.ch1x1), ("pool", s.pool_proj)):
         for begin in range(0, channels, chunk):

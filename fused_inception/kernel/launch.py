@@ -19,7 +19,9 @@ K_CHUNK_16BIT, K_CHUNK_32BIT = 64, 32  # FusedPlan::kKChunk16 / kKChunk32: K sta
 STAGES = 2
 STAGE_ROWS = 160  # A rows of the largest M (the reduction's)
 STAGE_COLS = 128  # B rows of the largest N (an output pass)
-OUT_STAGE_ROWS, HALO_STAGE_ROWS = 64 + 128, 160 + 64  # a stage's A + B rows: output GEMM, reduction GEMM
+# A stage's A + B rows (FusedPlan::kRowsPerStage): an output GEMM's tile pixels + one pass of channels, a
+# reduction's STAGE_ROWS + one pass of 64 reduced channels (plan.py checks both against the warp tiling).
+OUT_STAGE_ROWS, HALO_STAGE_ROWS = TILE * TILE + STAGE_COLS, STAGE_ROWS + 64
 ROWS_PER_STAGE = max(OUT_STAGE_ROWS, HALO_STAGE_ROWS)
 MAX_TASKS = 65535
 BAND_BYTES = 16 << 20  # FusedPlan::kBandBytes

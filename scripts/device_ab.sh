@@ -9,7 +9,8 @@
 #
 # Default variants: base= (the kernel as committed), k32=-DFUSED_INCEPTION_K_CHUNK_16BIT=32 (16-bit K steps of
 # 32 elements, as before change 24: its A/B) and ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2 (the output
-# GEMMs load two k16 slices' fragments before their multiplies; docs/performance.md, change 23).
+# GEMMs load two k16 slices' fragments before their multiplies; docs/performance.md, change 23) and
+# bar2=-DFUSED_INCEPTION_BARRIERS_PER_STEP=2 (two CTA barriers a K step, as before change 28: its A/B).
 # The flags reach nvcc only: a variant's GPU kernel changes, its emulated CPU kernel (the .cpp files) does not;
 # tests/test_simt.py checks each variant's source under the emulator instead (KERNEL_VARIANTS).
 # $OUT receives ab.json (every number), ab.log (the builds' and the driver's output); the table is printed last.
@@ -25,7 +26,8 @@ export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA
 export FUSED_INCEPTION_CUDA=${FUSED_INCEPTION_CUDA:-1} PIP_NO_INDEX=1 PYTHONUNBUFFERED=1
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && variants=("base=" "k32=-DFUSED_INCEPTION_K_CHUNK_16BIT=32"
-                                      "ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2")
+                                      "ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2"
+                                      "bar2=-DFUSED_INCEPTION_BARRIERS_PER_STEP=2")
 jobs_each=$(( $(nproc) / ${#variants[@]} ))
 (( jobs_each < 1 )) && jobs_each=1
 log=$OUT/ab.log

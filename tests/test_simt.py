@@ -249,7 +249,8 @@ def test_asan_catches_planted_overrun(asan_selftest, mode):
 
 # The kernel as built, and the variants scripts/device_ab.sh times on a GPU (their source must be right first).
 KERNEL_VARIANTS = {"as_built": (), "slices_loaded_ahead_2": ("-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2",),
-                   "k_chunk_32_at_16_bits": ("-DFUSED_INCEPTION_K_CHUNK_16BIT=32",)}
+                   "k_chunk_32_at_16_bits": ("-DFUSED_INCEPTION_K_CHUNK_16BIT=32",),
+                   "two_barriers_per_step": ("-DFUSED_INCEPTION_BARRIERS_PER_STEP=2",)}
 
 
 @pytest.mark.parametrize("variant", list(KERNEL_VARIANTS))

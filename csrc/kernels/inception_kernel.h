@@ -493,11 +493,24 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
       pass_load_a(a_stage(stage), int64_t(chunk) * kChunk);
       simt::cp_async_commit();
     };
-    // Once chunk `chunk`'s group has landed: complete and multiply it. `last`, a constant at both calls
-    // below: the last chunk multiplies only its k slices within K.
-    auto multiply_landed = [&](int chunk, bool last) {
+    // One barrier a K step (two where a landed stage is completed first). Each step waits for its own
+    // chunk's copies, then the barrier makes every thread's copies visible and also ends every warp's
+    // multiply of the previous chunk, whose buffer the next chunk's copies then refill: they fly while this
+    // chunk is multiplied, as long as they did when issued before the wait (change 28).
+    // `last`, a constant at both calls below: the last chunk multiplies only its k slices within K, and
+    // issues nothing.
+    constexpr bool kOneBarrier = Plan::kBarriersPerStep == 1;
+    auto step = [&](int chunk, bool last) {
       const int stage = int(chunk & 1);
-      __syncthreads();
+      if constexpr (kOneBarrier) {
+        simt::cp_async_wait<0>();  // this thread's copies of the chunk (the only group in flight)
+        __syncthreads();
+        if (!last) issue(chunk + 1, stage ^ 1);
+      } else {  // the build variant: the buffer was released by the barrier ending the last step
+        if (!last) issue(chunk + 1, stage ^ 1);
+        last ? simt::cp_async_wait<0>() : simt::cp_async_wait<1>();
+        __syncthreads();
+      }
       if constexpr (FinishesA<LoadA>::value || M::kRoundsStages) {
         // Each thread completes its share of the landed stages: the pool's max, TF32's rounding.
         if constexpr (FinishesA<LoadA>::value) pass_load_a.template finish<M>(a_stage(stage), stage);
@@ -515,17 +528,15 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
       } else {
         M::template multiply<MI, NI, false>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles, lane, kChunk);
       }
-      __syncthreads();  // this buffer is refilled two steps on
+      if constexpr (!kOneBarrier) __syncthreads();  // the variant: this buffer is refilled two steps on
     };
     issue(0, 0);
-    for (int chunk = 0; chunk + 1 < chunks; ++chunk) {
-      issue(chunk + 1, (chunk + 1) & 1);  // the other buffer was released by the barrier ending the last step
-      simt::cp_async_wait<1>();           // this chunk's group has landed; the next may still be in flight
-      multiply_landed(chunk, false);
-    }
-    simt::cp_async_wait<0>();
-    multiply_landed(chunks - 1, true);
+    for (int chunk = 0; chunk + 1 < chunks; ++chunk) step(chunk, false);
+    step(chunks - 1, true);
     store_accumulators(acc, n0, tile_m0, tile_n0, lane, store);
+    // The next pass fills buffer 0 first: with an odd number of chunks a warp may still be multiplying it.
+    // (After the last pass the caller synchronises where it reads what the store wrote.)
+    if (kOneBarrier && (chunks & 1) && n0 + kN < count) __syncthreads();
   }
 }
 

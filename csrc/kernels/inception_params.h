@@ -87,6 +87,15 @@ struct FusedPlan {
 #else
   static constexpr int kSlicesLoadedAhead = 1;
 #endif
+  // CTA barriers a K step of run_gemm (besides the one after a landed stage is completed): 1 waits for the
+  // chunk, synchronises, then issues the next (change 28); 2 issues the next first, then waits, synchronises,
+  // and synchronises again after the multiply (the pipeline before change 28: its A/B, scripts/device_ab.sh).
+#ifdef FUSED_INCEPTION_BARRIERS_PER_STEP
+  static constexpr int kBarriersPerStep = FUSED_INCEPTION_BARRIERS_PER_STEP;
+#else
+  static constexpr int kBarriersPerStep = 1;
+#endif
+  static_assert(kBarriersPerStep == 1 || kBarriersPerStep == 2, "one or two barriers a K step");
   // Output GEMMs (M = 64 pixels): each warp 2 x 4 mma tiles (32 x 32), N = 128 channels per pass.
   static constexpr int kOutMI = 2, kOutNI = 4;
   // Reduction GEMMs over the tile and its halo (M <= 144 pixels): each warp 5 x 2 tiles, N = 64 per pass.

@@ -103,6 +103,23 @@ Route route_for(const at::Tensor& x) {
                         x.size(1) * int64_t(x.element_size()));
 }
 
+bool window_weights_copied(const at::Tensor& x) {
+  if (!routing || x.dim() != 4 || math_mode_for(x.scalar_type()) == MathMode::kF32) return false;
+  return x.size(0) * x.size(2) * x.size(3) >= kChannelsLastCopyMinPixels;
+}
+
+InceptionWeights with_window_weights_in_place(const InceptionWeights& w, int64_t element_bytes) {
+  // The kernel reads the windows in place only for (tap, channel) weights over whole 16-byte vectors of
+  // reduced channels (DirectWindows); for other channel counts it stages them either way.
+  auto in_place = [&](const at::Tensor& weight) {
+    return (weight.size(1) * element_bytes) % 16 == 0 ? weight.contiguous(at::MemoryFormat::ChannelsLast) : weight;
+  };
+  InceptionWeights copied = w;
+  copied.w3 = in_place(w.w3);
+  copied.w5 = in_place(w.w5);
+  return copied;
+}
+
 namespace {
 
 // True when t's strides past the first dimension are those of a dense tensor whose dimensions run, from
@@ -158,17 +175,15 @@ at::Tensor inception_forward_dispatch(const at::Tensor& x, const InceptionWeight
       return inception_forward_unfused(x, w);
     case Route::kKernelOnChannelsLastCopy: {
       const at::OptionalDeviceGuard device_guard(at::device_of(x));
-      // The k x k weights of an NCHW model (OIHW) are copied to channels_last for the call too, as the model
-      // converted would hold them: the kernel then reads its windows in place (DirectWindows, 4.1 SASS
-      // instructions per mma at 16 bits) instead of staging them (6.2). Copies for this call only (never
-      // kept, so never stale); a weight already channels_last is used as it is.
-      InceptionWeights channels_last = w;
-      channels_last.w3 = w.w3.contiguous(at::MemoryFormat::ChannelsLast);
-      channels_last.w5 = w.w5.contiguous(at::MemoryFormat::ChannelsLast);
-      return inception_forward_kernel(x.contiguous(at::MemoryFormat::ChannelsLast), channels_last, s, launcher)
+      return inception_forward_kernel(x.contiguous(at::MemoryFormat::ChannelsLast),
+                                      with_window_weights_in_place(w, x.element_size()), s, launcher)
           .contiguous();
     }
     default:
+      if (window_weights_copied(x)) {
+        const at::OptionalDeviceGuard device_guard(at::device_of(x));
+        return inception_forward_kernel(x, with_window_weights_in_place(w, x.element_size()), s, launcher);
+      }
       return inception_forward_kernel(x, w, s, launcher);
   }
 }

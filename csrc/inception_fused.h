@@ -39,6 +39,14 @@ Route route_for(const at::Tensor& x);
 // bytes of one pixel's channels.
 Route route_for_case(int64_t pixels, MathMode mode, bool dense_nchw, int64_t pixel_bytes);
 const char* route_name(Route route);
+// Whether the kernel reads OIHW k x k weights through channels_last copies made for the call (never kept):
+// on every route to the kernel from the size the NCHW copy starts at (kChannelsLastCopyMinPixels), with
+// routing on, in the tensor-core modes. As a model converted to channels_last holds them, K ordered (tap,
+// channel), the kernel reads the k x k GEMM's windows in place (DirectWindows: 4.1 SASS instructions per mma
+// at 16 bits) instead of staging them window by window (6.2); modeled 7-14% off the block at batch 256
+// (docs/performance.md, changes 27 and 29). A weight already channels_last is used as it is.
+bool window_weights_copied(const at::Tensor& x);
+InceptionWeights with_window_weights_in_place(const InceptionWeights& w, int64_t element_bytes);
 bool routing_enabled();
 void set_routing(bool enabled);
 

@@ -38,7 +38,9 @@ def routing(enabled: bool):
     """Where the fused backend sends each call. On (the default), it follows the GPU's measurements: a dense
     NCHW input (16-bit or TF32, from batch 32 on 7x7 images up) runs the kernel on a channels_last copy and
     the output is copied back to NCHW; TF32 from batch 256 on 7x7 images up runs the unfused composition
-    (cuDNN), which measured faster there. ``with fused_inception.routing(False):`` runs the fused kernel on
+    (cuDNN), which measured faster there. From batch 32 on 7x7 images up, the kernel also reads OIHW k x k
+    weights through channels_last copies made for the call (it reads those windows in place).
+    ``with fused_inception.routing(False):`` runs the fused kernel on
     every input it covers as the input is (for tests and for timing the kernel itself). Per thread.
     ``fused_inception.route(x)`` says where a call on ``x`` goes."""
     if not isinstance(enabled, bool):

@@ -335,6 +335,36 @@ def test_routing_runs_the_channels_last_kernel_on_an_nchw_input(mode, device):
             check_fused(block, x, mode)  # the NCHW kernel
 
 
+@pytest.mark.parametrize("mode", ["bf16", "tf32"])
+def test_a_channels_last_input_reads_oihw_kxk_weights_through_copies(mode, device):
+    # A channels_last x given to a block that was not converted (OIHW k x k weights): from 1568 pixels on
+    # (32 images of 7x7) the kernel reads channels_last copies of the k x k weights, made for the call, so the
+    # result is the converted block's bit for bit; below that (31 images) and with routing off it stages the
+    # windows from the OIHW weights, whose (channel, tap) sums differ in TF32 (so equality shows the copy ran).
+    dtype, _ = MODES[mode]
+    block = make_block((16, 8, 8, 16, 8, 8, 8), (3, 5), device=device, dtype=dtype)
+    converted = copy.deepcopy(block).to(memory_format=torch.channels_last)
+    x = make_input(32, 16, 7, 7, device, dtype, memory_format=torch.channels_last)
+    switch = fused_inception.cpu_backend if device == "cpu" else fused_inception.cuda_backend
+    with switch("fused"), allow_tf32(mode == "tf32"), torch.no_grad():
+        assert fused_inception.route(x) == "kernel"
+        before = simt_launch_count()
+        out = fused_inception.inception(x, *op_params(block))
+        assert device != "cpu" or simt_launch_count() - before == 1  # the kernel ran
+        small = fused_inception.inception(x[:31], *op_params(block))
+        with fused_inception.routing(False):
+            in_place = fused_inception.inception(x, *op_params(converted))
+            staged = fused_inception.inception(x, *op_params(block))
+    assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, in_place)
+    assert torch.equal(small, staged[:31])
+    if mode == "tf32":
+        assert not torch.equal(in_place, staged)
+    with switch("fused"):
+        check_fused(block, x, mode)  # the weights copied
+        with fused_inception.routing(False):
+            check_fused(block, x, mode)  # staged from the OIHW weights
+
+
 def test_routing_sends_large_tf32_inputs_to_the_unfused_composition(device):
     block = make_block((16, 8, 8, 16, 8, 8, 8), (3, 5), device=device)
     x = make_input(256, 16, 7, 7, device, memory_format=torch.channels_last)

@@ -214,11 +214,13 @@ step() {
   local override=DEVICE_CHECK_CMD_$name
   [ -n "${!override:-}" ] && set -- bash -c "${!override}" "$name" "$@"  # the real command is its "$@"
   : > "$work/note"
+  # The step is current before its header is written: a signal after the header records it interrupted
+  # (tests/test_device_check.py sends one as soon as the header shows).
+  current_step=$name step_begin=$SECONDS
   echo "== $name (limit ${limit}s, log $(basename "$log"))"
   echo "===== $name (limit ${limit}s): ${*//$'\n'/ }" >> "$log"
   local begin=$SECONDS rc log_start
   log_start=$(($(stat -c %s "$log") + 1))
-  current_step=$name step_begin=$SECONDS
   STEP_NOTE=$work/note timeout --kill-after="$kill_grace" "$limit" "$@" >> "$log" 2>&1 < /dev/null &
   current_pid=$!
   wait "$current_pid"

@@ -80,7 +80,8 @@ LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "win
 #: interleaves_m_tiles=False for one whose warp rows take their m tiles in blocks (before change 19), and
 #: max_channel_chunk=256 for one whose planner halved a chunk of 256 channels (before change 20), and
 #: k_chunk=32 for one whose K step was 32 elements in every dtype, its last step multiplied whole (before
-#: change 24).
+#: change 24), and clips_halo=False for one whose reduction computed its halo's rows down to the last in the
+#: image, every column (before change 30).
 MEASURED_SASS = {
     "f16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 145, "window": 130,
                                                   "1x1 element": 202, "pool element": 445, "reduction element": 459,
@@ -88,7 +89,7 @@ MEASURED_SASS = {
     "bf16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 145, "window": 130,
                                                    "1x1 element": 202, "pool element": 445, "reduction element": 459,
                                                    "window staged": 198}),
-    "tf32": dict(registers=254, loop_instructions={"1x1": 176, "pool": 260, "reduction": 236, "window": 171,
+    "tf32": dict(registers=254, loop_instructions={"1x1": 176, "pool": 260, "reduction": 236, "window": 173,
                                                    "1x1 element": 220, "pool element": 372, "reduction element": 333,
                                                    "window staged": 199}),
     "f32": dict(registers=255, loop_instructions=None),
@@ -237,22 +238,30 @@ def block_shape(config: InceptionConfig, kernel_sizes=(3, 5)) -> BlockShape:
 class TileFrame:
     """An image tile as the kernel runs it (tile_frame in inception_kernel.h): transposed where fewer of its
     columns than rows lie in the image and x is read in 16-byte vectors, so that its pixels outside are its
-    last frame rows. `rows`: its frame
-    rows in the image; `y0`, `height`: its first frame row and the image's frame height."""
+    last frame rows. `rows`: its frame rows in the image; `y0`, `height`: its first frame row and the image's
+    frame height; `columns`, `x0`, `width`: the same across."""
 
     rows: int
     y0: int
     height: int
+    columns: int
+    x0: int
+    width: int
 
     def output_rows(self) -> int:
         """M the output GEMMs compute: their m tiles (two frame rows each) that hold pixels of the image."""
         return 16 * _ceil_div(self.rows, 2)
 
-    def halo_rows(self, kernel: int) -> int:
-        """M the reduction computes: its m tiles down to the last halo row in the image."""
-        width = TILE + kernel - 1
-        rows_inside = min(width, self.height - (self.y0 - kernel // 2))
-        return 16 * _ceil_div(rows_inside * width, 16)
+    def halo_rows(self, kernel: int, clipped: bool = True) -> int:
+        """M the reduction computes: the pixels of its halo clipped to the image, in whole m tiles (change 30);
+        not `clipped` (the kernel before it): its halo's m tiles down to the last halo row in the image."""
+        width, halo = TILE + kernel - 1, kernel // 2
+        if not clipped:
+            rows_inside = min(width, self.height - (self.y0 - halo))
+            return 16 * _ceil_div(rows_inside * width, 16)
+        rows = min(self.y0 - halo + width, self.height) - max(self.y0 - halo, 0)
+        columns = min(self.x0 - halo + width, self.width) - max(self.x0 - halo, 0)
+        return 16 * _ceil_div(rows * columns, 16)
 
 
 def tile_frames(height: int, width: int, transposes: bool = True) -> list:
@@ -263,16 +272,19 @@ def tile_frames(height: int, width: int, transposes: bool = True) -> list:
         for x0 in range(0, width, TILE):
             rows, columns = min(TILE, height - y0), min(TILE, width - x0)
             transposed = transposes and columns < rows
-            frames.append(TileFrame(columns, x0, width) if transposed else TileFrame(rows, y0, height))
+            frames.append(TileFrame(columns, x0, width, rows, y0, height) if transposed
+                          else TileFrame(rows, y0, height, columns, x0, width))
     return frames
 
 
 def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str = "nhwc",
-          tile: TileFrame | None = None, interleaved: bool = True, k_step: int | None = None, k_granule: int | None = None) -> list:
+          tile: TileFrame | None = None, interleaved: bool = True, k_step: int | None = None, k_granule: int | None = None,
+          clips_halo: bool = True) -> list:
     """The tasks of a tile in launch order (task_of in inception_params.h) with the GEMMs each CTA runs, each
     GEMM's loop kind that of `layout` (LAYOUTS). `tile`: the tile's frame, whose GEMMs skip the m tiles
     outside the image; None: a tile inside the image (every m tile of the halo computed). `interleaved`: as
-    Gemm.interleaved. `k_step`, `k_granule`: as Gemm's (k_step_and_granule; by default 16-bit's)."""
+    Gemm.interleaved. `k_step`, `k_granule`: as Gemm's (k_step_and_granule; by default 16-bit's). `clips_halo`:
+    the reduction computes its halo clipped to the image (TileFrame.halo_rows)."""
     kinds = LAYOUTS[layout]
     default_step, default_granule = k_step_and_granule("bf16", {})
     k_step, k_granule = k_step or default_step, k_granule or default_granule
@@ -287,7 +299,7 @@ def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str 
                               skips_idle_warps, kind=kinds[branch], interleaved=interleaved),)
             else:
                 kernel, reduced = (s.k3, s.ch3x3red) if branch == "3x3" else (s.k5, s.ch5x5red)
-                halo_rows = tile.halo_rows(kernel) if tile else 16 * _ceil_div(halo_pixels(kernel), 16)
+                halo_rows = tile.halo_rows(kernel, clips_halo) if tile else 16 * _ceil_div(halo_pixels(kernel), 16)
                 reduction = Gemm(halo_rows, HALO_ROWS, HALO_PASS_N, _ceil_div(reduced, HALO_PASS_N), s.in_channels,
                                  k_step, k_granule, reduced, skips_idle_warps, kind=kinds["reduction"],
                                  interleaved=interleaved)
@@ -408,7 +420,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     interleaved = measured.get("interleaves_m_tiles", True)
     k_step, k_granule = k_step_and_granule(dtype, measured)
     tasks_of = {frame: tasks(s, chunk, skips_idle_warps=skips, layout=kernel_layout, tile=frame, interleaved=interleaved,
-                             k_step=k_step, k_granule=k_granule)
+                             k_step=k_step, k_granule=k_granule, clips_halo=measured.get("clips_halo", True))
                 for frame in set(frames)}
     task_list = tasks_of[frames[0]]
     ctas = grid_x * len(task_list)

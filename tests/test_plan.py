@@ -89,15 +89,14 @@ def test_block_5b_at_batch_1_by_hand():
     case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16")
     assert (case.grid, case.ctas, case.channel_chunk, case.waves) == ((1, 8), 8, 128, 1)
     assert case.tasks_per_branch == {"3x3": 3, "5x5": 1, "1x1": 3, "pool": 1}
-    # A 3x3 task: the reduction over the 10x10 halo down to its last row in the image (8 rows of 10 pixels
-    # -> 5 tiles of 16 rows; the two rows below the image are skipped), N = 192 in 3 passes of 64, K = 832
-    # in 13 steps of 64; then the 3x3 GEMM: M = 64 (7 rows of the tile -> 4 m tiles), one pass of 128
-    # channels, K = 9 * 192 = 1728 in 27 steps. A 5x5 task: 9 rows of its 12x12 halo = 108 pixels -> 112
-    # rows, 48 channels on three warps of 16, K = 832; then K = 25 * 48 = 1200 in 19 steps, the last of
-    # which multiplies only its 3 k16 slices within K (1200 = 75 x 16). 1x1 and pool tasks: M = 64, N = 128,
-    # K = 832.
-    three = 2 * 80 * 192 * 832 + 2 * 64 * 128 * 1728
-    five = 2 * 112 * 48 * 832 + 2 * 64 * 128 * 1200
+    # A 3x3 task: the reduction over its 10x10 halo clipped to the image, the 7x7 pixels (-> 4 tiles of 16
+    # rows), N = 192 in 3 passes of 64, K = 832 in 13 steps of 64; then the 3x3 GEMM: M = 64 (7 rows of the
+    # tile -> 4 m tiles), one pass of 128 channels, K = 9 * 192 = 1728 in 27 steps. A 5x5 task: its 12x12
+    # halo clipped to the same 49 pixels -> 64 rows, 48 channels on three warps of 16, K = 832; then K = 25 *
+    # 48 = 1200 in 19 steps, the last of which multiplies only its 3 k16 slices within K (1200 = 75 x 16).
+    # 1x1 and pool tasks: M = 64, N = 128, K = 832.
+    three = 2 * 64 * 192 * 832 + 2 * 64 * 128 * 1728
+    five = 2 * 64 * 48 * 832 + 2 * 64 * 128 * 1200
     one = 2 * 64 * 128 * 832
     executed = 3 * three + 1 * five + 4 * one
     ideal = 2 * 49 * (832 * (384 + 192 + 48 + 128) + 192 * 384 * 9 + 48 * 128 * 25)
@@ -119,14 +118,27 @@ def test_edge_tiles_in_their_frames():
     # transposed, its 5 columns its frame rows (3 m tiles of the output GEMMs), its frame the 13-wide image
     # on its side; NCHW x keeps the image's frame (8 rows: all 4 m tiles). The bottom ones have 1 row.
     Frame = plan.TileFrame
-    assert plan.tile_frames(9, 13) == [Frame(8, 0, 9), Frame(5, 8, 13), Frame(1, 8, 9), Frame(1, 8, 9)]
-    assert plan.tile_frames(9, 13, transposes=False)[1] == Frame(8, 0, 9)
-    transposed = Frame(5, 8, 13)
+    assert plan.tile_frames(9, 13) == [Frame(8, 0, 9, 8, 0, 13), Frame(5, 8, 13, 8, 0, 9), Frame(1, 8, 9, 8, 0, 13),
+                                       Frame(1, 8, 9, 5, 8, 13)]
+    assert plan.tile_frames(9, 13, transposes=False)[1] == Frame(8, 0, 9, 5, 8, 13)
+    transposed = Frame(5, 8, 13, 8, 0, 9)
     assert transposed.output_rows() == 48
-    # Its halo from frame row 7 (3x3) or 6 (5x5) down to the frame's last row, 12: 6 rows of 10 pixels (64
-    # GEMM rows) and 7 of 12 (96), where the whole box is 112 and 144.
-    assert (transposed.halo_rows(3), transposed.halo_rows(5)) == (64, 96)
-    assert (Frame(8, 0, 9).halo_rows(3), Frame(1, 8, 9).halo_rows(3), Frame(1, 8, 9).output_rows()) == (112, 32, 16)
+    # Its halo clipped to the image (change 30): frame rows 7-12 and columns 0-8 (3x3: 6 x 9 = 54 pixels, 64
+    # GEMM rows), rows 6-12 and columns 0-8 (5x5: 7 x 9 = 63, 64 rows), where the whole box is 100 and 144;
+    # before change 30 the halo's rows down to the frame's last, every column: 6 x 10 (64) and 7 x 12 (96).
+    assert (transposed.halo_rows(3), transposed.halo_rows(5)) == (64, 64)
+    assert (transposed.halo_rows(3, clipped=False), transposed.halo_rows(5, clipped=False)) == (64, 96)
+    # The top-left tile: rows and columns 0-8 of its 3x3 halo (81 pixels: 96 rows; before, its 10 rows from
+    # -1 of 10 pixels: 112); the bottom-left one, rows 7-8 and columns 0-8 (18 pixels: 32 rows; before, 2 rows
+    # of 10: 32 too).
+    assert (Frame(8, 0, 9, 8, 0, 13).halo_rows(3), Frame(1, 8, 9, 8, 0, 13).halo_rows(3)) == (96, 32)
+    assert (Frame(8, 0, 9, 8, 0, 13).halo_rows(3, clipped=False), Frame(1, 8, 9, 8, 0, 13).halo_rows(3, clipped=False),
+            Frame(1, 8, 9, 8, 0, 13).output_rows()) == (112, 32, 16)
+    # A 7x7 image: one tile, its 3x3 and 5x5 halos clipped to the 49 pixels (64 rows; before, 80 and 108 ->
+    # 112).
+    seven = plan.tile_frames(7, 7)[0]
+    assert (seven.halo_rows(3), seven.halo_rows(5)) == (64, 64)
+    assert (seven.halo_rows(3, clipped=False), seven.halo_rows(5, clipped=False)) == (80, 112)
 
 
 def test_one_task_per_branch_where_the_grid_is_full():
@@ -147,17 +159,17 @@ def test_one_task_per_branch_where_the_grid_is_full():
 def test_model_time_of_5b_at_batch_1_by_hand():
     # 8 CTAs on 132 SMs: the time is the longest CTA's, a 3x3 task of 128 channels: the reduction (192
     # channels in 3 passes of 64 over K = 832: 78 K steps) and the 3x3 windows (K = 1728: 54 steps, one pass).
-    # Its busiest warp runs 48 rows x 16 channels of the reduction (m tiles 0, 2 and 4 of the 5 that hold halo
-    # rows in the image; the other warp row has 1 and 3) and 32 x 32 of the windows a step, at 10
+    # Its busiest warp runs 32 rows x 16 channels of the reduction (m tiles 0 and 2 of the 4 that hold the
+    # halo's 49 pixels in the image; the other warp row has 1 and 3) and 32 x 32 of the windows a step, at 10
     # instructions per tensor op, plus 1750 instructions in each of its 4 passes and 1100 for the CTA, one per
     # 7.6 cycles; the schedulers see all warps' instructions at one a cycle; the tensor pipe 1.5 cycles a
     # tensor op.
     sass = {d: dict(registers=161, instructions_per_tensor_op=10.0) for d in plan.DTYPES}
     case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16", sass=sass)
     overhead = 4 * 1750 + 1100
-    busiest = 10.0 * (48 * 16 * 78 + 32 * 32 * 54) * 32 * 2 / 4096 + overhead
+    busiest = 10.0 * (32 * 16 * 78 + 32 * 32 * 54) * 32 * 2 / 4096 + overhead
     issued = 10.0 * (160 * 192 * 26 + 64 * 128 * 54) * 32 * 2 / 4096 + 8 * overhead
-    executed = (80 * 192 * 26 + 64 * 128 * 54) * 32 * 2 / 4096
+    executed = (64 * 192 * 26 + 64 * 128 * 54) * 32 * 2 / 4096
     cycles = max(busiest * 7.6, issued / 4, executed * 1.5)
     assert cycles == busiest * 7.6  # latency-bound, as the H200 measured
     assert case.model_us == pytest.approx(cycles / 1.83e9 * 1e6)

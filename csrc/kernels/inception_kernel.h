@@ -973,46 +973,52 @@ SIMT_DEVICE bool output_pairs(const InceptionParams& p, int64_t first) {
          p.out_stride[3] % 2 == 0 && reinterpret_cast<uintptr_t>(p.out) % (2 * sizeof(T)) == 0;
 }
 
-// Reduction GEMM pass (row: pixel of the halo box): ReLU into shared memory, zero outside the image because
-// the k x k convolution zero-pads the reduced activation. Rows are row_stride elements apart, whole 16-byte
-// vectors, so a pair (even column, + 1) always lies in its row (past the channels: padding, written as 0;
-// in TF32 as the operand form of 0, which the tensor core reads as 0).
-// Values are stored as math mode M's operands (TF32: rounded), since the k x k GEMM reads them as they are.
-// Which of this lane's rows (2 kHaloMI of them in the halo GEMM's warp tiling, as run_gemm assigns them) lie
-// in the box and in the image is worked out once, in the constructor, not per pass: the box's width is not
-// a constant, and a division per row would be.
+// Reduction GEMM pass: ReLU into the halo buffer in shared memory. The GEMM's rows are the pixels of `box`,
+// the tile's halo clipped to the image (change 30: a halo row outside the image is never computed), and row
+// m goes to its pixel's row of the whole halo (`halo`, halo.width pixels a row); the halo's pixels outside
+// the image are zeroed by zero_outside_image instead, because the k x k convolution zero-pads the reduced
+// activation. Rows are row_stride elements apart, whole 16-byte vectors, so a pair (even column, + 1)
+// always lies in its row (past the channels: padding, written as 0; in TF32 as the operand form of 0, which
+// the tensor core reads as 0). Values are stored as math mode M's operands (TF32: rounded), since the k x k
+// GEMM reads them as they are. Each of this lane's rows (2 kHaloMI of them in the halo GEMM's warp tiling,
+// as run_gemm assigns them) has its halo row worked out once, in the constructor, not per pass (the box's
+// width is not a constant, and a division per row would be), 8 bits each.
 template <class M>
 struct ReductionStore {
   using T = typename M::Element;
   static constexpr int kLaneRows = 2 * Plan::kHaloMI;
-  static_assert(kLaneRows <= 32, "a bit per row");
+  static constexpr uint32_t kNoRow = 0xffu;  // a lane row past the box
+  static_assert(Plan::kMaxHaloPixels <= int(kNoRow), "a halo row fits in 8 bits");
   T* reduced;
   const T* bias;
   int channels, row_stride;
-  uint32_t rows_in_box, rows_inside;  // bit 2 mi + half: the row is in the box; and in the image
+  uint32_t halo_rows[(kLaneRows + 3) / 4];  // byte index % 4 of word index / 4: lane row index's halo row
   struct Row {
     T* pixel;
-    bool in_box, inside;
+    bool in_box;
   };
   struct Column {
     int channel;
   };
 
-  SIMT_DEVICE ReductionStore(const Frame& frame, T* reduced, const T* bias, const PixelBox& box, int channels,
+  SIMT_DEVICE ReductionStore(T* reduced, const T* bias, const PixelBox& halo, const PixelBox& box, int channels,
                              int row_stride)
-      : reduced(reduced), bias(bias), channels(channels), row_stride(row_stride), rows_in_box(0), rows_inside(0) {
+      : reduced(reduced), bias(bias), channels(channels), row_stride(row_stride) {
     const int g = int(threadIdx.x) % simt::kWarpSize / 4, tile_m0 = warp_tile_m0();  // run_gemm's
+    SIMT_UNROLL
+    for (int word = 0; word < (kLaneRows + 3) / 4; ++word) halo_rows[word] = 0;
     SIMT_UNROLL
     for (int index = 0; index < kLaneRows; ++index) {
       const int m = m_tile(tile_m0, index / 2) * 16 + g + 8 * (index % 2);
       const int y = box.y0 + m / box.width, x = box.x0 + m % box.width;
-      rows_in_box |= uint32_t(m < box.pixels) << index;
-      rows_inside |= uint32_t(m < box.pixels && frame.inside(y, x)) << index;
+      const uint32_t row = m < box.pixels ? uint32_t((y - halo.y0) * halo.width + (x - halo.x0)) : kNoRow;
+      halo_rows[index / 4] |= row << (8 * (index % 4));
     }
   }
-  SIMT_DEVICE Row row(int m, int index) const {
-    const bool in_box = ((rows_in_box >> index) & 1u) != 0;  // (no pointer past the reduction for rows past it)
-    return Row{reduced + (in_box ? m * row_stride : 0), in_box, ((rows_inside >> index) & 1u) != 0};
+  SIMT_DEVICE Row row(int /*m*/, int index) const {
+    const uint32_t halo_row = (halo_rows[index / 4] >> (8 * (index % 4))) & 0xffu;
+    const bool in_box = halo_row != kNoRow;  // (no pointer past the reduction for rows past the box)
+    return Row{reduced + (in_box ? int(halo_row) * row_stride : 0), in_box};
   }
   SIMT_DEVICE Column column(int channel) const { return Column{channel}; }
   SIMT_DEVICE float bias_at(int first, int delta) const {
@@ -1021,10 +1027,27 @@ struct ReductionStore {
   static constexpr bool kHasPairPath = false;  // every pair is one store (write)
   SIMT_DEVICE void write(const Row& row, const Column& column, float first, float second) const {
     if (!row.in_box || column.channel >= channels) return;
-    simt::store_pair(row.pixel + column.channel, M::round_operand(row.inside ? relu(first) : 0.0f),
-                     M::round_operand(row.inside ? relu(second) : 0.0f));
+    simt::store_pair(row.pixel + column.channel, M::round_operand(relu(first)), M::round_operand(relu(second)));
   }
 };
+
+// Zeroes the rows of the halo buffer whose pixels lie outside the image (the zero padding the k x k
+// convolution reads; the reduction GEMM computes the others), whole rows in 16-byte vectors: warp w takes
+// halo pixels w, w + 8, ..., its lanes a row's vectors. Once a CTA, before the reduction (its rows are
+// others), ordered before the windows' reads by the barrier that follows it. (Zero is also TF32's operand
+// form of 0.)
+template <class T>
+SIMT_DEVICE void zero_outside_image(T* reduced, const Frame& frame, const PixelBox& halo, int row_stride) {
+  constexpr int kWarps = Plan::kThreads / simt::kWarpSize;
+  const int vectors = row_stride / kVectorElements<T>;
+  const int lane = int(threadIdx.x) % simt::kWarpSize;
+  for (int pixel = int(threadIdx.x) / simt::kWarpSize; pixel < halo.pixels; pixel += kWarps) {
+    if (frame.inside(halo.y0 + pixel / halo.width, halo.x0 + pixel % halo.width)) continue;  // warp-uniform
+    for (int v = lane; v < vectors; v += simt::kWarpSize) {
+      simt::store_128(reduced + pixel * row_stride + v * kVectorElements<T>, simt::u32x4{0, 0, 0, 0});
+    }
+  }
+}
 
 // ---- the kernel ---------------------------------------------------------------------------------------------
 
@@ -1100,12 +1123,16 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const int halo = kernel / 2, halo_width = Plan::kTile + kernel - 1;
   const int row_stride = int(reduced_row_stride(channels, int(sizeof(T))));
   const PixelBox halo_box{y0 - halo, x0 - halo, halo_width, halo_width * halo_width};
-  // The reduction's m tiles down to the last halo row in the image. Rows of the box past them lie outside the
-  // image: the epilogue writes them zeros like every such row, from the skipped tiles' zero accumulators.
-  const int64_t halo_rows_inside = frame.height() - halo_box.y0;
-  const int halo_m_tiles =
-      (int(halo_rows_inside < halo_width ? halo_rows_inside : halo_width) * halo_width + 15) / 16;
-  const ReductionStore<M> reduction(frame, reduced, bias(reduce, 0), halo_box, channels, row_stride);
+  // The reduction computes the halo clipped to the image (in the frame): its pixels outside are zeros, which
+  // zero_outside_image writes without a GEMM row (on a 7x7 image a 3x3 halo is 49 rows, 4 m tiles, where
+  // the halo's rows in the image took 80, 5; a 5x5 halo 49 where they took 108, 7).
+  const int box_y0 = halo_box.y0 > 0 ? halo_box.y0 : 0, box_x0 = halo_box.x0 > 0 ? halo_box.x0 : 0;
+  const int box_y1 = int(halo_box.y0 + halo_width < frame.height() ? halo_box.y0 + halo_width : frame.height());
+  const int box_x1 = int(halo_box.x0 + halo_width < frame.width() ? halo_box.x0 + halo_width : frame.width());
+  const PixelBox reduction_box{box_y0, box_x0, box_x1 - box_x0, (box_y1 - box_y0) * (box_x1 - box_x0)};
+  const int halo_m_tiles = (reduction_box.pixels + 15) / 16;
+  const ReductionStore<M> reduction(reduced, bias(reduce, 0), halo_box, reduction_box, channels, row_stride);
+  zero_outside_image(reduced, frame, halo_box, row_stride);
   // The k x k GEMM reads A in place where K runs over (tap, channel) in whole 16-byte groups (DirectWindows);
   // its table is filled here, ordered before its reads by the barrier that follows the reduction.
   T* const zeros = reduced + p.reduced_elements;
@@ -1118,12 +1145,12 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   if (p.x_vectorized) {
     run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, weight_rows(reduce, 0), channels,
                                                   halo_m_tiles,
-                                                  PixelStream<T, Plan::kStageRows>(frame, image, halo_box, kStride),
+                                                  PixelStream<T, Plan::kStageRows>(frame, image, reduction_box, kStride),
                                                   reduction);
   } else {
     run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, weight_rows(reduce, 0), channels,
                                                   halo_m_tiles,
-                                                  ElementLoader<T, Plan::kStageRows>(frame, image, halo_box),
+                                                  ElementLoader<T, Plan::kStageRows>(frame, image, reduction_box),
                                                   reduction);
   }
   __syncthreads();  // the reduction is complete before any window reads it

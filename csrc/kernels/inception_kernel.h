@@ -733,7 +733,8 @@ struct PoolStream {
   // pixel, below it, below the bottom one) and to the columns left and right; where that neighbour lies
   // outside the image, the offset of a row or column inside that the max reads anyway, which leaves the max
   // as over the neighbours in the image (the -inf padding), with no branch and no select. (A bottom pixel
-  // outside the image takes its max from anywhere in the halo: its row of the GEMM is never stored.)
+  // outside the image takes its max from anywhere in the halo: its row of the GEMM is never stored.) In
+  // bytes: a load's address is then one add from its row's (an element offset took a scaling as well).
   int top_pixel, column;  // the pair's top pixel in the tile, this thread's vector column
   int up, middle, down, left, right;
 
@@ -743,12 +744,12 @@ struct PoolStream {
     top_pixel = pair / Plan::kTile * 2 * Plan::kTile + pair % Plan::kTile;
     column = int(threadIdx.x) % kVectorsPerRow * kVector;
     const int y = y0 + top_pixel / Plan::kTile, x = x0 + top_pixel % Plan::kTile;
-    constexpr int kRow = kHaloWidth * kHaloStride;
+    constexpr int kPixel = kHaloStride * int(sizeof(T)), kRow = kHaloWidth * kPixel;
     up = y >= 1 ? -kRow : 0;
     middle = y + 1 < frame.height() ? kRow : 0;  // the top pixel's row below: the bottom pixel's own
     down = y + 2 < frame.height() ? 2 * kRow : middle;
-    left = x >= 1 ? -kHaloStride : 0;
-    right = x + 1 < frame.width() ? kHaloStride : 0;
+    left = x >= 1 ? -kPixel : 0;
+    right = x + 1 < frame.width() ? kPixel : 0;
   }
 
   // The next chunk's halo into the next halo stage (run_gemm's A stage is filled by finish()).
@@ -763,11 +764,12 @@ struct PoolStream {
   template <class M>
   SIMT_DEVICE void finish(T* a_stage, int stage) const {
     if (kPairs < Plan::kThreads && int(threadIdx.x) >= kPairs) return;  // warp-uniform
-    const T* top = halo + stage * kHaloPixels * kHaloStride +
-                   ((top_pixel / Plan::kTile + 1) * kHaloWidth + top_pixel % Plan::kTile + 1) * kHaloStride + column;
+    const char* top = reinterpret_cast<const char*>(
+        halo + stage * kHaloPixels * kHaloStride +
+        ((top_pixel / Plan::kTile + 1) * kHaloWidth + top_pixel % Plan::kTile + 1) * kHaloStride + column);
     // The max over a row's three columns, for the rows above the pair, of each pixel, and below the pair.
     auto row_max = [&](int row) {
-      const T* center = top + row;
+      const char* center = top + row;
       return simt::max_nan_128<T>(simt::max_nan_128<T>(simt::load_128(center + left), simt::load_128(center)),
                                   simt::load_128(center + right));
     };
@@ -847,13 +849,17 @@ struct WindowLoader {
   SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
     constexpr int stride = Plan::stage_stride(int(sizeof(T)));
     const bool inside = kTapsOuter ? dy < kernel : c < channels;  // k < taps x channels
-    const int source = dy * tap_row_step + dx * tap_column_step + column_offset + c;  // tile row 0's window
+    // Byte offsets: a load's address is then its window's plus one product (an element index took a
+    // product and a scaling).
+    const char* const window = reinterpret_cast<const char*>(
+        reduced + (dy * tap_row_step + dx * tap_column_step + column_offset + c));  // tile row 0's
+    const int row_bytes = tile_row_step * int(sizeof(T)), column_bytes = columns_step * int(sizeof(T));
     SIMT_UNROLL
     for (int j = 0; j < kColumns; ++j) {
       SIMT_UNROLL
       for (int py = 0; py < Plan::kTile; ++py) {
         stage[column + (py * Plan::kTile + j * kPxStep) * stride] =
-            inside ? reduced[source + py * tile_row_step + j * columns_step] : simt::from_float<T>(0.0f);
+            inside ? *reinterpret_cast<const T*>(window + (py * row_bytes + j * column_bytes)) : simt::from_float<T>(0.0f);
       }
     }
     // One chunk on: k + kChunk, its tap and channel parts each carried at most once.

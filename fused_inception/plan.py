@@ -65,10 +65,14 @@ def k_step_and_granule(dtype: str, measured: dict) -> tuple:
     return step, {"f16": 16, "bf16": 16, "tf32": 8}.get(dtype, step)
 
 
-#: Layouts (of x and the model alike) -> each GEMM's loop kind.
+#: Layouts of x and the model -> each GEMM's loop kind: "nhwc", both channels_last; "nchw", both as PyTorch
+#: makes them; "nhwc_oihw", a channels_last x given to a block that was not converted (its k x k weights
+#: OIHW, whose windows the kernel stages: the README's usage, and what the Nsight Compute program profiled
+#: as "channels_last" before 2026-12-07).
 LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "window": "window"},
            "nchw": {"1x1": "1x1 element", "pool": "pool element", "reduction": "reduction element",
-                    "window": "window staged"}}
+                    "window": "window staged"},
+           "nhwc_oihw": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "window": "window staged"}}
 
 #: The kernel as it builds today (sass_report.py on sm_90; docs/performance.md): registers per thread and,
 #: per loop, the SASS instructions of one K step (one trip of that tensor-core inner loop; "window staged":
@@ -360,7 +364,8 @@ class Case:
     bound: str
     floor_us: float
     route: str  # what the op runs for such an input (routing on): "kernel", "kernel_on_channels_last_copy", "unfused"
-    copy_us: float = 0.0  # a routed NCHW call's copies (x, the k x k weights, the output), in model_us
+    copy_us: float = 0.0  # a routed call's copies (x and the output on the NCHW route; OIHW k x k weights), in model_us
+    weights_copied: bool = False  # the k x k weights read through channels_last copies (change 29)
     assumptions: dict = field(default_factory=dict)
 
 
@@ -381,11 +386,13 @@ def route(pixels: int, dtype: str, dense_nchw: bool, pixel_bytes: int) -> str:
 
 def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = Device(), sass: dict | None = None,
               kernel_sizes=(3, 5), layout: str = "nhwc", routing: bool = True) -> Case:
-    """The plan and the model for one block, batch, dtype and layout (of x and the model: "nhwc", channels_last,
-    or "nchw", as PyTorch makes them). Raises UnsupportedCase where the kernel does not run the case (it
-    falls back to the unfused path). An NCHW case the op routes to a channels_last copy (`route`) is modeled
-    as what runs: the channels_last kernel, plus the copies of x and the k x k weights in and of the output
-    back at the DRAM rate (`copy_us`); `routing=False` models the kernel on the NCHW input itself (what
+    """The plan and the model for one block, batch, dtype and layout (LAYOUTS: "nhwc", x and the model
+    channels_last; "nchw", as PyTorch makes them; "nhwc_oihw", a channels_last x and a block not converted).
+    Raises UnsupportedCase where the kernel does not run the case (it falls back to the unfused path). A case
+    is modeled as what the op runs (routing on): an NCHW case it routes to a channels_last copy (`route`) as
+    the channels_last kernel plus the copies of x and the k x k weights in and of the output back at the
+    DRAM rate (`copy_us`); from the same size on, OIHW k x k weights as copied to channels_last for the call
+    (change 29). `routing=False` models the kernel on the input and weights as they are (what
     `fused_inception.routing(False)` and the Nsight Compute program run)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -406,7 +413,11 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     grid_x = batch * tiles
     the_route = route(batch * height * width, dtype, layout == "nchw", s.in_channels * element_bytes)
     copied = routing and the_route == "kernel_on_channels_last_copy"
-    kernel_layout = "nhwc" if copied else layout
+    # OIHW k x k weights read through channels_last copies (inception_fused.cpp, window_weights_copied): on the
+    # NCHW route, and for an unconverted block's channels_last x from the same size on.
+    weights_copied = routing and (copied or (layout == "nhwc_oihw" and dtype != "f32" and the_route == "kernel"
+                                             and batch * height * width >= CHANNELS_LAST_COPY_MIN_PIXELS))
+    kernel_layout = "nhwc" if copied or weights_copied else layout
     if "max_channel_chunk" in measured:  # the planner before change 20: halving from its cap
         chunk = measured["max_channel_chunk"]
         while chunk > STAGE_COLS and count_tasks(s, chunk) * grid_x < 2 * device.sms:
@@ -414,7 +425,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     else:
         chunk = plan_channel_chunk(s, grid_x, device.sms)
     # Each tile's tasks (its frame's GEMMs): edge tiles skip the m tiles outside the image.
-    frames = (tile_frames(height, width, transposes=kernel_layout == "nhwc") if measured.get("skips_edge_tiles", True)
+    frames = (tile_frames(height, width, transposes=kernel_layout != "nchw") if measured.get("skips_edge_tiles", True)
               else [None] * tiles)
     skips = dtype != "f32" and measured.get("skips_idle_warps", True)
     interleaved = measured.get("interleaves_m_tiles", True)
@@ -471,10 +482,15 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     tensor_s = _makespan([t for _, t in in_grid_order], slots) / device.clock_hz
     dram_s = dram_bytes / device.dram_bytes_per_s
     # A routed call's copies run as their own kernels, before and after: each reads and writes its tensor once.
+    # The k x k weights are copied where the kernel then reads their windows in place (whole 16-byte vectors of
+    # reduced channels: with_window_weights_in_place).
     copy_bytes = 0
+    if weights_copied:
+        copy_bytes = 2 * element_bytes * sum(out * reduced * k * k for out, reduced, k in
+                                             ((s.ch3x3, s.ch3x3red, s.k3), (s.ch5x5, s.ch5x5red, s.k5))
+                                             if reduced * element_bytes % 16 == 0)
     if copied:
-        kxk_weights = (s.ch3x3 * s.ch3x3red * s.k3 ** 2 + s.ch5x5 * s.ch5x5red * s.k5 ** 2) * element_bytes
-        copy_bytes = 2 * (x_bytes + pixels * s.out_channels * element_bytes + kxk_weights)
+        copy_bytes += 2 * (x_bytes + pixels * s.out_channels * element_bytes)
     copy_s = copy_bytes / device.dram_bytes_per_s
     model_s = max(compute_s, dram_s) + copy_s
     bound = "dram" if dram_s >= compute_s else ("issue" if issue_s >= tensor_s else "tensor")
@@ -493,7 +509,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                 registers=measured["registers"], instructions_per_tensor_op=ratios,
                 issue_us=issue_s * 1e6, tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6,
                 bound=bound, floor_us=floor_s * 1e6,
-                route=the_route, copy_us=copy_s * 1e6,
+                route=the_route, copy_us=copy_s * 1e6, weights_copied=weights_copied,
                 assumptions=dict(sms=device.sms, l2_bytes=device.l2_bytes, clock_hz=device.clock_hz,
                                  dram_bytes_per_s=device.dram_bytes_per_s,
                                  tensor_ops_per_sm_cycle=rate, schedulers_per_sm=device.schedulers_per_sm,
@@ -562,7 +578,7 @@ def _blocks(args) -> list:
 
 COLUMNS = (  # (header, width, format of a Case)
     ("block", 6, lambda c: c.block), ("batch", 5, lambda c: str(c.batch)), ("dtype", 5, lambda c: c.dtype),
-    ("layout", 6, lambda c: c.layout),
+    ("layout", 9, lambda c: c.layout),
     ("grid", 9, lambda c: f"{c.grid[0]}x{c.grid[1]}"), ("CTAs", 6, lambda c: str(c.ctas)),
     ("/SM", 3, lambda c: str(c.ctas_per_sm)), ("waves", 5, lambda c: str(c.waves)),
     ("tasks", 11, lambda c: f"{c.tasks}x{c.channel_chunk}ch"), ("work", 5, lambda c: f"{c.work_multiplier:.2f}"),
@@ -572,7 +588,8 @@ COLUMNS = (  # (header, width, format of a Case)
     ("tensor", 7, lambda c: f"{c.tensor_us:.1f}"), ("dram", 6, lambda c: f"{c.dram_us:.1f}"),
     ("model us", 8, lambda c: f"{c.model_us:.1f}"), ("bound", 6, lambda c: c.bound),
     ("floor", 6, lambda c: f"{c.floor_us:.1f}"),
-    ("route", 7, lambda c: {"kernel_on_channels_last_copy": "cl-copy"}.get(c.route, c.route)),
+    ("route", 7, lambda c: {"kernel_on_channels_last_copy": "cl-copy"}.get(
+        c.route, "w-copy" if c.route == "kernel" and c.weights_copied else c.route)),
 )
 
 
@@ -596,8 +613,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", type=_choice_list(DTYPES), default=["bf16"],
                         help=f"{','.join(DTYPES)} (default bf16)")
     parser.add_argument("--layout", type=_choice_list(LAYOUTS), default=["nhwc"],
-                        help="nhwc (x and the model channels_last), nchw (as PyTorch makes them), comma-separated "
-                             "(default nhwc)")
+                        help="nhwc (x and the model channels_last), nchw (as PyTorch makes them), nhwc_oihw (a "
+                             "channels_last x, the block not converted), comma-separated (default nhwc)")
     parser.add_argument("--sms", type=int, default=Device.sms, help="multiprocessors (default 132, an H100 SXM)")
     parser.add_argument("--l2-mb", type=float, default=Device.l2_bytes / 1e6, help="L2 size in MB (default 50)")
     parser.add_argument("--sass-report", help="registers and instructions per tensor op from this "

@@ -82,6 +82,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", help="fit only this dtype's cases (bf16, tf32, ...)")
     parser.add_argument("--layout", choices=sorted(set(LAYOUT_LABELS.values())),
                         help="fit only this layout's cases")
+    parser.add_argument("--unconverted", action="store_true",
+                        help="the profiled blocks were not converted to channels_last: their k x k weights OIHW, "
+                             "whose windows the kernel staged (scripts/ncu_fused.py before 2026-12-07: the first "
+                             "two GPU runs); modeled as plan's nhwc_oihw layout")
     args = parser.parse_args(argv)
     if bool(args.results) == bool(args.ncu) or bool(args.ncu) != bool(args.labels):
         parser.error("give --results, or --ncu with --labels")
@@ -98,6 +102,9 @@ def main(argv=None) -> int:
              and (args.layout is None or case[3] == args.layout)]
     if not cases:
         parser.error("no case left after --dtype and --layout")
+    if args.unconverted:
+        cases = [(block, batch, dtype, "nhwc_oihw" if layout == "nhwc" else layout, us)
+                 for block, batch, dtype, layout, us in cases]
     dtype = cases[0][2]
     build = plan.MEASURED_SASS[dtype]
     if args.build:

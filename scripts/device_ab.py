@@ -8,8 +8,10 @@ flags) and runs this driver, which starts one process per variant with that copy
 Per variant and case: the op's GPU time per call, routing off (the kernel itself), from replays of a CUDA
 graph of --calls calls (no host time in it), the median of --repeats replays. The first variant is the
 baseline of the ratios. Also, in the first variant only, the NCHW routing threshold (docs/performance.md,
-change 21): bf16 NCHW at small batches, the NCHW kernel against a channels_last copy, the kernel and the
-copy back (what the op routes to from 1568 pixels). Prints a table last; --out gets every number (JSON).
+change 21): bf16 NCHW at small batches, the NCHW kernel against a channels_last copy of x and the k x k
+weights, the kernel and the copy back (what the op routes to from 1568 pixels). Each case's block is converted
+to its input's memory format (before 2026-12-07 the channels_last cases timed OIHW k x k weights: staged
+windows). Prints a table last; --out gets every number (JSON).
 On a CPU (--device cpu, the CI check of this script) the same calls are timed on the host, without graphs.
 """
 
@@ -74,9 +76,12 @@ def child(args) -> int:
     print(json.dumps({"info": info}), flush=True)
 
     def block_and_input(name, batch, memory_format):
+        """The block converted to x's memory format, as users are told to (a channels_last block's k x k
+        weights OHWI, read in place), and x."""
         config = fused_inception.BLOCKS_BY_NAME[name]
         torch.manual_seed(0)
-        block = fused_inception.FusedInception(*config.block_args).to(device, torch.bfloat16).eval()
+        block = fused_inception.FusedInception(*config.block_args).to(
+            device, torch.bfloat16, memory_format=memory_format).eval()
         x = torch.randn(batch, config.in_channels, config.spatial, config.spatial, device=device,
                         dtype=torch.bfloat16).contiguous(memory_format=memory_format)
         return block, x
@@ -97,8 +102,15 @@ def child(args) -> int:
                 for batch in (int(b) for b in args.threshold_batches.split(",") if b):
                     block, x = block_and_input(name, batch, torch.contiguous_format)
                     kernel = time_call(lambda: block(x), device, args.calls, args.repeats)
-                    copies = time_call(lambda: block(x.contiguous(memory_format=torch.channels_last)).contiguous(),
-                                       device, args.calls, args.repeats)
+                    params = [p.detach() for p in block.op_parameters()]
+
+                    def routed(x=x, params=params):  # the route's calls: x and the k x k weights in, the output back
+                        channels_last = [p.contiguous(memory_format=torch.channels_last) if p.dim() == 4 and
+                                         p.shape[-1] > 1 else p for p in params]
+                        return fused_inception.inception(x.contiguous(memory_format=torch.channels_last),
+                                                         *channels_last).contiguous()
+
+                    copies = time_call(routed, device, args.calls, args.repeats)
                     print(json.dumps({"threshold": f"{name}-b{batch}-bf16-nchw", "pixels": batch * x.shape[2] ** 2,
                                       "nchw_kernel_us": kernel * 1e6, "channels_last_copy_us": copies * 1e6}),
                           flush=True)

@@ -7,6 +7,11 @@ case's one timed forward runs between torch.cuda.profiler.start() and stop(), so
 launch of the fused kernel per case, in the order of --labels (one label per line: ncu's CSV rows carry
 no case names). On a CPU (--device cpu) it runs the same forwards with no profiler calls: the CI check of
 this script's arguments and case order.
+
+A case's layout is the input's and the block's: a channels_last case converts the block too (its k x k
+weights OHWI, read in place), as the benchmarks do and as users are told to. Before 2026-12-07 the block
+stayed as built, its k x k weights OIHW, so the kernel staged their windows: the first two GPU runs'
+profiles are of that kernel (`scripts/calibrate_plan.py --unconverted`).
 """
 
 import argparse
@@ -46,7 +51,8 @@ def main(argv=None) -> int:
         config = fused_inception.BLOCKS_BY_NAME[name]
         tensor_dtype, allow_tf32 = DTYPES[dtype]
         torch.manual_seed(0)
-        block = fused_inception.FusedInception(*config.block_args).to(device, tensor_dtype).eval()
+        block = fused_inception.FusedInception(*config.block_args).to(
+            device, tensor_dtype, memory_format=LAYOUTS[layout]).eval()
         x = torch.randn(batch, config.in_channels, config.spatial, config.spatial, device=device,
                         dtype=tensor_dtype).contiguous(memory_format=LAYOUTS[layout])
         torch.backends.cudnn.allow_tf32 = allow_tf32

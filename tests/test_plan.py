@@ -63,6 +63,30 @@ def test_layouts(capsys):
         plan.plan_case(BLOCKS_BY_NAME["3a"], 1, "bf16", layout="NCHW")
 
 
+def test_a_channels_last_input_to_an_unconverted_block(capsys):
+    # nhwc_oihw: a channels_last x, the block not converted (its k x k weights OIHW). Below 1568 pixels the
+    # kernel stages their windows: a longer modeled time than the converted block's, nothing copied. From there
+    # on the op reads channels_last copies of them (change 29): the converted block's kernel plus the copies,
+    # each weight read and written once; routing off (the Nsight Compute program), the staged kernel again.
+    config = BLOCKS_BY_NAME["5b"]
+    small, converted_small = plan.plan_case(config, 31, "bf16", layout="nhwc_oihw"), plan.plan_case(config, 31, "bf16")
+    assert 31 * 49 < plan.CHANNELS_LAST_COPY_MIN_PIXELS <= 32 * 49
+    assert not small.weights_copied and small.copy_us == 0 and small.model_us > converted_small.model_us
+    large, converted = plan.plan_case(config, 32, "bf16", layout="nhwc_oihw"), plan.plan_case(config, 32, "bf16")
+    assert large.weights_copied and large.route == "kernel" and not converted.weights_copied
+    copied = 2 * 2 * (384 * 192 * 9 + 128 * 48 * 25)
+    assert large.copy_us == pytest.approx(copied / plan.Device().dram_bytes_per_s * 1e6)
+    assert large.model_us == pytest.approx(converted.model_us + large.copy_us)
+    unrouted = plan.plan_case(config, 32, "bf16", layout="nhwc_oihw", routing=False)
+    assert not unrouted.weights_copied and unrouted.model_us > converted.model_us
+    assert not plan.plan_case(config, 32, "f32", layout="nhwc_oihw").weights_copied  # exact FP32 stages anyway
+    # The NCHW route copies the weights too, with x and the output.
+    assert plan.plan_case(config, 32, "bf16", layout="nchw").weights_copied
+    assert plan.main(["--block", "5b", "--batch", "1,32", "--layout", "nhwc_oihw"]) == 0
+    routes = [line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert routes == ["kernel", "w-copy"]
+
+
 def test_table_names_every_case(capsys):
     assert plan.main(["--batch", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()

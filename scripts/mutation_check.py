@@ -189,8 +189,8 @@ MUTANTS = [
            "reduced + (dy * tap_row_step + dx * tap_column_step + column_offset + c));",
            "reduced + (dx * tap_row_step + dy * tap_column_step + column_offset + c));"),
     Mutant("windows: a tile row's byte offset counted in elements",
-           "const int row_bytes = tile_row_step * int(sizeof(T)),",
-           "const int row_bytes = tile_row_step,"),
+           "tile_row_bytes = halo_width * row_stride * int(sizeof(T));",
+           "tile_row_bytes = halo_width * row_stride;"),
     Mutant("windows: a chunk's column carry into the next tap row lost",
            "if (dx >= kernel) dx -= kernel, ++dy;", "if (dx >= kernel) dx -= kernel;"),
     Mutant("windows (OIHW): a chunk's tap carry into the next channel lost",
@@ -198,8 +198,8 @@ MUTANTS = [
     Mutant("windows (OHWI, staged): a chunk's channel carry into the next tap lost",
            "        if (++dx == kernel) dx = 0, ++dy;\n", ""),
     Mutant("windows: halo row stride of the tile instead of the halo",
-           "tile_row_step = halo_width * row_stride;",
-           "tile_row_step = Plan::kTile * row_stride;"),
+           "tile_row_bytes = halo_width * row_stride * int(sizeof(T));",
+           "tile_row_bytes = Plan::kTile * row_stride * int(sizeof(T));"),
     Mutant("reduction rows stored unpadded (channels apart, not row_stride)",
            "return Row{reduced + (in_box ? int(halo_row) * row_stride : 0),",
            "return Row{reduced + (in_box ? int(halo_row) * channels : 0),"),
@@ -285,8 +285,8 @@ MUTANTS = [
            "row_offset[j] = inside ? j * C::kRowStep * w.stride : 0;",
            "row_offset[j] = inside ? j * w.stride : 0;"),
     Mutant("staged windows: a thread's second tile column reads its first's window",
-           "    columns_step = kPxStep * row_stride;\n",
-           "    columns_step = 0;\n"),
+           "    columns_bytes = kPxStep * row_stride * int(sizeof(T));\n",
+           "    columns_bytes = 0;\n"),
 ]
 
 KERNEL_UNITS = [f"csrc/kernels/inception_emu_{m}.cpp" for m in ("f16", "bf16", "tf32", "f32")]

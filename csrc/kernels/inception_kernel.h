@@ -817,10 +817,12 @@ struct WindowLoader {
   static_assert(Plan::kThreads % kChunk == 0 && Plan::kTile % kPxStep == 0, "whole (K column, tile column)s a thread");
   const T* reduced;
   int kernel, channels;
-  // Element offsets in the reduction, worked out once: from a tap to the next dy and to the next dx, one tile
-  // row down, and this thread's tile column px at tile row 0.
-  int tap_row_step, tap_column_step, tile_row_step, column_offset;
-  int columns_step;              // from this thread's tile column to its next (kPxStep on)
+  // Element offsets in the reduction, worked out once: from a tap to the next dy and to the next dx, and this
+  // thread's tile column px at tile row 0; and in bytes (a load's address is then its window's plus one
+  // product; an element index took a product and a scaling), one tile row down and from this thread's tile
+  // column to its next (kPxStep on).
+  int tap_row_step, tap_column_step, column_offset;
+  int tile_row_bytes, columns_bytes;
   int column;                    // this thread's K column kk in the stage, at tile row 0
   int c, dy, dx;                 // this thread's K column in the next chunk (past K: dy >= kernel with
                                  // taps outer, c >= channels in OIHW order)
@@ -831,10 +833,10 @@ struct WindowLoader {
     const int halo_width = Plan::kTile + kernel - 1;
     tap_row_step = (transposed ? 1 : halo_width) * row_stride;
     tap_column_step = (transposed ? halo_width : 1) * row_stride;
-    tile_row_step = halo_width * row_stride;
+    tile_row_bytes = halo_width * row_stride * int(sizeof(T));
     const int kk = int(threadIdx.x) % kChunk, px = int(threadIdx.x) / kChunk;
     column_offset = px * row_stride;
-    columns_step = kPxStep * row_stride;
+    columns_bytes = kPxStep * row_stride * int(sizeof(T));
     column = px * Plan::stage_stride(int(sizeof(T))) + kk;
     const int taps = kernel * kernel;
     // (c, tap) of k = kk and of one chunk, kChunk.
@@ -849,17 +851,14 @@ struct WindowLoader {
   SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
     constexpr int stride = Plan::stage_stride(int(sizeof(T)));
     const bool inside = kTapsOuter ? dy < kernel : c < channels;  // k < taps x channels
-    // Byte offsets: a load's address is then its window's plus one product (an element index took a
-    // product and a scaling).
     const char* const window = reinterpret_cast<const char*>(
         reduced + (dy * tap_row_step + dx * tap_column_step + column_offset + c));  // tile row 0's
-    const int row_bytes = tile_row_step * int(sizeof(T)), column_bytes = columns_step * int(sizeof(T));
     SIMT_UNROLL
     for (int j = 0; j < kColumns; ++j) {
       SIMT_UNROLL
       for (int py = 0; py < Plan::kTile; ++py) {
         stage[column + (py * Plan::kTile + j * kPxStep) * stride] =
-            inside ? *reinterpret_cast<const T*>(window + (py * row_bytes + j * column_bytes)) : simt::from_float<T>(0.0f);
+            inside ? *reinterpret_cast<const T*>(window + (py * tile_row_bytes + j * columns_bytes)) : simt::from_float<T>(0.0f);
       }
     }
     // One chunk on: k + kChunk, its tap and channel parts each carried at most once.

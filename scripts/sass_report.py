@@ -17,7 +17,9 @@ Definitions (docs/performance.md explains them):
   (LDL/STL) in the SASS; per tensor loop, those inside it.
 - A tensor loop's pass is the innermost loop around it (run_gemm's passes over N): "pass+" counts the
   instructions that pass runs outside the tensor loop (its setup and epilogue, every path of it: static),
-  and its local loads and stores there.
+  and its local loads and stores there; "pass path" counts those on its fall-through path (every predicated
+  branch not taken, every unconditional one taken: in this kernel, a warp with all its tiles and channels in
+  use), an estimate of what one pass issues outside its K loop.
 
 cuobjdump comes from the triton package (backends/nvidia/bin), $CUDA_HOME/bin or PATH; --cuobjdump overrides.
 Exit status: 0, or 1 when --max-ratio is given and some tensor-core inner loop exceeds it, 2 when the tools
@@ -153,6 +155,36 @@ def _spills(instructions) -> int:
     return sum(i.mnemonic in ("LDL", "STL") for i in instructions)
 
 
+def _unconditional(instruction: Instruction) -> bool:
+    words = instruction.text.split()
+    return not words[0].startswith("@") or words[0] == "@PT"
+
+
+def fall_through_path(instructions: list, outer: Loop, inner: Loop) -> int:
+    """Instructions one trip of `outer` (a pass) issues outside `inner` (its K loop) on its fall-through path:
+    from the pass's first instruction, every predicated branch not taken and every unconditional one taken,
+    the K loop entered and left once (not counted), up to the pass's back edge or an exit. In this kernel's
+    code a taken conditional branch skips work (an idle warp's multiply, a row outside the image, the
+    channel-testing epilogue of a partial warp), so this is the path of a warp with every tile and channel in
+    use: an estimate of the dynamic count the static `pass+` over-counts. NOPs are not counted."""
+    by_address = {ins.address: index for index, ins in enumerate(instructions)}
+    index, count, seen = by_address.get(outer.start), 0, set()
+    while index is not None and index < len(instructions) and index not in seen:
+        seen.add(index)
+        ins = instructions[index]
+        if inner.start <= ins.address <= inner.end:  # the K loop: continue after it
+            index = next((i for i in range(index, len(instructions)) if instructions[i].address > inner.end), None)
+            continue
+        if not outer.start <= ins.address <= outer.end or ins.mnemonic == "EXIT":
+            break
+        count += ins.mnemonic != "NOP"
+        if ins.address == outer.end:
+            break  # the pass's back edge
+        target = branch_target(ins)
+        index = by_address.get(target) if target is not None and _unconditional(ins) else index + 1
+    return count
+
+
 def tensor_inner_loops(instructions: list) -> list:
     """Per tensor-core inner loop: its span, counts, mix, local loads and stores, instructions per m16n8k16
     equivalent, and its pass: the innermost loop around it (the passes over N), with the instructions and
@@ -179,7 +211,8 @@ def tensor_inner_loops(instructions: list) -> list:
             outside = [i for i in outer.instructions
                        if i.mnemonic != "NOP" and not loop.start <= i.address <= loop.end]
             pass_info = dict(start=f"0x{outer.start:x}", end=f"0x{outer.end:x}", instructions_outside=len(outside),
-                             spill_instructions_outside=_spills(outside))
+                             spill_instructions_outside=_spills(outside),
+                             fall_through_outside=fall_through_path(instructions, outer, loop))
         report.append(dict(start=f"0x{loop.start:x}", end=f"0x{loop.end:x}", instructions=count,
                            nested_loops=len(inner), tensor_instructions=shapes,
                            tensor_op_equivalents=tensor_ops[id(loop)], mix=mix,
@@ -282,7 +315,7 @@ def format_table(entries: list) -> str:
             lines.append("  no tensor-core loops")
             continue
         header = "  loop             instr nested  MMA-eq  instr/MMA-eq  " + " ".join(
-            f"{MIX_LABELS[name]:>10}" for name in MIX_ORDER) + "    LDL/STL   pass+  pass LDL/STL"
+            f"{MIX_LABELS[name]:>10}" for name in MIX_ORDER) + "    LDL/STL   pass+  pass LDL/STL  pass path"
         lines.append(header)
         for loop in entry["tensor_loops"]:
             span = f"{loop['start']}-{loop['end']}"
@@ -292,7 +325,8 @@ def format_table(entries: list) -> str:
                          + " ".join(f"{loop['mix'][name]:>10}" for name in MIX_ORDER)
                          + f" {loop['spill_instructions']:>10} "
                          + (f"{around['instructions_outside']:>7} {around['spill_instructions_outside']:>13}"
-                            if around else f"{'-':>7} {'-':>13}"))
+                            f" {around['fall_through_outside']:>10}"
+                            if around else f"{'-':>7} {'-':>13} {'-':>10}"))
         shapes = sorted({s for loop in entry["tensor_loops"] for s in loop["tensor_instructions"]})
         lines.append(f"  tensor instructions: {', '.join(shapes)}")
     return "\n".join(lines)

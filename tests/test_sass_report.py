@@ -115,8 +115,44 @@ def test_tensor_inner_loops_their_mix_and_ratio():
     # The K loop's pass [0x40, 0x1c0]: 24 instructions (no NOP there but the K loop's), 20 of them the K loop's;
     # outside it IMAD, the STL, ISETP and BRA. The TF32 loop has no loop around it.
     assert k_loop["spill_instructions"] == 0
-    assert k_loop["pass"] == dict(start="0x40", end="0x1c0", instructions_outside=4, spill_instructions_outside=1)
+    assert k_loop["pass"] == dict(start="0x40", end="0x1c0", instructions_outside=4, spill_instructions_outside=1,
+                                  fall_through_outside=4)
     assert tf32_loop["pass"] is None and tf32_loop["spill_instructions"] == 0
+
+
+# A pass [0x0, 0x100] around a K loop [0x60, 0x90] whose code branches: a predicated branch over one path, an
+# unconditional branch over the other, a predicated skip of a store after the loop.
+BRANCHY_PASS = """
+\t\tFunction : _Z4passv
+        /*0000*/                   IMAD.MOV.U32 R2, RZ, RZ, RZ ;
+        /*0010*/               @P0 BRA 0x40 ;
+        /*0020*/                   FADD R3, R3, R4 ;
+        /*0030*/                   BRA 0x60 ;
+        /*0040*/                   FMUL R3, R3, R4 ;
+        /*0050*/                   FMUL R3, R3, R5 ;
+        /*0060*/                   HMMA.16816.F32.BF16 R20, R12, R16, R20 ;
+        /*0070*/                   HMMA.16816.F32.BF16 R24, R12, R17, R24 ;
+        /*0080*/                   NOP ;
+        /*0090*/               @P1 BRA 0x60 ;
+        /*00a0*/               @P2 BRA 0xd0 ;
+        /*00b0*/                   STG.E desc[UR4][R6.64], R20 ;
+        /*00c0*/                   NOP ;
+        /*00d0*/                   IADD3 R2, R2, 0x1, RZ ;
+        /*00e0*/                   BRA 0xf0 ;
+        /*00f0*/                   ISETP.GE.AND P3, PT, R2, R10, PT ;
+        /*0100*/              @!P3 BRA 0x0 ;
+        /*0110*/                   EXIT ;
+"""
+
+
+def test_a_pass_fall_through_path_takes_every_unconditional_branch_and_no_conditional_one():
+    (k_loop,) = sass_report.tensor_inner_loops(sass_report.parse_sass(BRANCHY_PASS)["_Z4passv"])
+    assert (k_loop["start"], k_loop["end"]) == ("0x60", "0x90")
+    # Static: every instruction of the pass outside the K loop but the NOP (both FMULs included): 12. The path:
+    # IMAD, the @P0 BRA not taken, FADD, BRA 0x60 taken (the FMULs skipped), the K loop not counted, the @P2
+    # BRA not taken, STG (the NOP not counted), IADD3, BRA 0xf0, ISETP and the back edge: 10.
+    assert k_loop["pass"]["instructions_outside"] == 12
+    assert k_loop["pass"]["fall_through_outside"] == 10
 
 
 def test_resource_usage_and_spills_enter_the_report():

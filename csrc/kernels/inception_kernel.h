@@ -7,7 +7,7 @@
 // Every task is one or two GEMMs with the same engine (run_gemm): C[M x N] = A[M x K] * W[N x K]^T, A staged
 // in shared memory K chunk by K chunk by a task-specific loader, W rows streamed with cp.async (both
 // double-buffered: the next chunk's copies fly while this one is multiplied), fp32
-// accumulators in the mma fragment layout, and an epilogue that adds the bias, applies ReLU and writes
+// accumulators in the mma fragment layout that start at the bias, and an epilogue that applies ReLU and writes
 // either the output (each branch straight into its channel slice) or the recomputed reduction in shared
 // memory. Nothing intermediate goes to device memory.
 #pragma once
@@ -357,51 +357,59 @@ struct WeightStream : StageColumns<T, kRows> {
 };
 
 // The epilogue of a pass. Lane (g, t) holds, in each m16n8 tile, rows g and g + 8 of the adjacent columns 2t
-// and 2t + 1: each such pair gets its biases (read once per pass: `store.bias_at(first, delta)`, zero past the
-// channels) and goes to the store, which applies ReLU and writes it: `store.write_pair` in one store where
-// the store has a pair path (Store::kHasPairPath) and the channels allow it, `store.write` otherwise.
+// and 2t + 1. The accumulators started at their columns' biases (start_at_biases), so each such pair goes to
+// the store as it is, which applies ReLU and writes it: `store.write_pair` in one store where the store has a
+// pair path (Store::kHasPairPath) and the channels allow it, `store.write` otherwise. Where every column of
+// the warp's tiles is a channel (`whole`, warp-uniform: every GoogLeNet pass but a branch's last 32-channel
+// warp), the stores test only the row: no column test, no lone last channel (change 33).
 // What a store needs of a row (GEMM M index m; `index` = 2 mi + half, the lane's row number) and of a column
 // (the pair's first channel) is worked out once, by `store.row(m, index)` and `store.column(c)`, not per
 // pair: 2 MI rows and NI columns make 2 MI x NI pairs.
 
+// The accumulators of a pass start at their columns' biases (zero past the channels: bias_at), registers 0
+// and 2 the lane's first column's, 1 and 3 the second's: the epilogue adds nothing, and the bias loads fly
+// during the pass's first chunk instead of stalling its epilogue (change 33).
+template <int MI, int NI, class Store>
+SIMT_DEVICE void start_at_biases(float (&acc)[MI][NI][4], int first, const Store& store) {
+  SIMT_UNROLL
+  for (int ni = 0; ni < NI; ++ni) {
+    const float first_bias = store.bias_at(first, ni * 8), second_bias = store.bias_at(first, ni * 8 + 1);
+    SIMT_UNROLL
+    for (int mi = 0; mi < MI; ++mi) {
+      acc[mi][ni][0] = simt::distinct_copy(first_bias);
+      acc[mi][ni][1] = simt::distinct_copy(second_bias);
+      acc[mi][ni][2] = simt::distinct_copy(first_bias);
+      acc[mi][ni][3] = simt::distinct_copy(second_bias);
+    }
+  }
+}
+
 // Calls write(row, ni, first, second) for every pair of the pass, with its row (worked out once per row) and
-// its accumulators plus biases. (A function, not a generic lambda: NVRTC compiles those as host code.)
+// its accumulators. (A function, not a generic lambda: NVRTC compiles those as host code.)
 template <int MI, int NI, class Store, class Write>
-SIMT_DEVICE void for_each_pair(const float (&acc)[MI][NI][4], const float (&bias)[NI][2], int tile_m0, int g,
-                               const Store& store, const Write& write) {
+SIMT_DEVICE void for_each_pair(const float (&acc)[MI][NI][4], int tile_m0, int g, const Store& store,
+                               const Write& write) {
   SIMT_UNROLL
   for (int mi = 0; mi < MI; ++mi) {
     SIMT_UNROLL
     for (int row_half = 0; row_half < 2; ++row_half) {
       const typename Store::Row row = store.row(m_tile(tile_m0, mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
       SIMT_UNROLL
-      for (int ni = 0; ni < NI; ++ni) {
-        write(row, ni, acc[mi][ni][2 * row_half] + bias[ni][0], acc[mi][ni][2 * row_half + 1] + bias[ni][1]);
-      }
+      for (int ni = 0; ni < NI; ++ni) write(row, ni, acc[mi][ni][2 * row_half], acc[mi][ni][2 * row_half + 1]);
     }
   }
 }
 
-template <int MI, int NI, class Store>
-SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int tile_m0, int tile_n0, int lane,
-                                    const Store& store) {
-  static_assert(2 * MI == Store::kLaneRows, "the store's lane rows (row index 2 mi + half) are this GEMM's");
+// The pass's pairs through the store, kWhole: every column of the warp's tiles is a channel.
+template <bool kWhole, int MI, int NI, class Store>
+SIMT_DEVICE void store_pairs(const float (&acc)[MI][NI][4], int first, int tile_m0, int g, const Store& store) {
   using Row = typename Store::Row;
-  const int g = lane / 4, t = lane % 4;
-  const int first = n0 + tile_n0 * 8 + 2 * t;  // the lane's first column; tile ni's pair is ni * 8 further
-  float bias[NI][2];
-  SIMT_UNROLL
-  for (int ni = 0; ni < NI; ++ni) {
-    bias[ni][0] = store.bias_at(first, ni * 8);
-    bias[ni][1] = store.bias_at(first, ni * 8 + 1);
-  }
   if constexpr (Store::kHasPairPath) {
     // Channels contiguous (a CTA-uniform test): the pair of column (tile_n0 + ni) * 8 + 2t lies ni * 8 elements
-    // from the lane's first, a constant offset from its row's pointer: a pair costs two adds, a conversion
-    // and a store.
+    // from the lane's first, a constant offset from its row's pointer.
     if (store.pairs) {
-      for_each_pair(acc, bias, tile_m0, g, store, [&](const Row& row, int ni, float first_value, float second_value) {
-        store.write_pair(row, first, ni * 8, first_value, second_value);
+      for_each_pair(acc, tile_m0, g, store, [&](const Row& row, int ni, float first_value, float second_value) {
+        store.template write_pair<kWhole>(row, first, ni * 8, first_value, second_value);
       });
       return;
     }
@@ -409,9 +417,22 @@ SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int t
   typename Store::Column columns[NI];
   SIMT_UNROLL
   for (int ni = 0; ni < NI; ++ni) columns[ni] = store.column(first + ni * 8);
-  for_each_pair(acc, bias, tile_m0, g, store, [&](const Row& row, int ni, float first_value, float second_value) {
-    store.write(row, columns[ni], first_value, second_value);
+  for_each_pair(acc, tile_m0, g, store, [&](const Row& row, int ni, float first_value, float second_value) {
+    store.template write<kWhole>(row, columns[ni], first_value, second_value);
   });
+}
+
+template <int MI, int NI, class Store>
+SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int count, int tile_m0, int tile_n0,
+                                    int lane, const Store& store) {
+  static_assert(2 * MI == Store::kLaneRows, "the store's lane rows (row index 2 mi + half) are this GEMM's");
+  const int g = lane / 4, t = lane % 4;
+  const int first = n0 + tile_n0 * 8 + 2 * t;  // the lane's first column; tile ni's pair is ni * 8 further
+  if (Store::kWholeWarpPath && n0 + (tile_n0 + NI) * 8 <= count) {
+    store_pairs<Store::kWholeWarpPath>(acc, first, tile_m0, g, store);
+  } else {
+    store_pairs<false>(acc, first, tile_m0, g, store);
+  }
 }
 
 // This thread's warp, and its warp's first m tile (a kWarpsM x kWarpsN grid of warps; m_tile gives the others).
@@ -477,14 +498,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     // and the stores drop columns past `count`.
     const int n_tiles = ((count - n0 < kN ? count - n0 : kN) + 7) / 8;
     float acc[MI][NI][4];
-    SIMT_UNROLL
-    for (int mi = 0; mi < MI; ++mi) {
-      SIMT_UNROLL
-      for (int ni = 0; ni < NI; ++ni) {
-        SIMT_UNROLL
-        for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
-      }
-    }
+    start_at_biases(acc, n0 + tile_n0 * 8 + 2 * (lane % 4), store);
     WeightStream<typename M::Element, kN> stage_weights(w, count, n0, M::kStride);
     LoadA pass_load_a = load_a;
     // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group.
@@ -533,7 +547,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     issue(0, 0);
     for (int chunk = 0; chunk + 1 < chunks; ++chunk) step(chunk, false);
     step(chunks - 1, true);
-    store_accumulators(acc, n0, tile_m0, tile_n0, lane, store);
+    store_accumulators(acc, n0, count, tile_m0, tile_n0, lane, store);
     // The next pass fills buffer 0 first: with an odd number of chunks a warp may still be multiplying it.
     // (After the last pass the caller synchronises where it reads what the store wrote.)
     if (kOneBarrier && (chunks & 1) && n0 + kN < count) __syncthreads();
@@ -951,22 +965,26 @@ struct OutputStore {
   }
   // With `pairs` (channels contiguous): the pair at channel first + delta, both stored where both exist.
   static constexpr bool kHasPairPath = true;
+  static constexpr bool kWholeWarpPath = true;  // store_accumulators' path without column tests
+  // kWhole: both channels exist (store_accumulators), only the row is tested.
+  template <bool kWhole>
   SIMT_DEVICE void write_pair(const Row& row, int first, int delta, float first_value, float second_value) const {
     const int channel = first + delta;
-    if (!row.inside || channel >= count) return;
+    if (!row.inside || (!kWhole && channel >= count)) return;
     T* const pixel = row.pixel + first + delta;
-    if (channel + 1 < count) {
+    if (kWhole || channel + 1 < count) {
       simt::store_pair(pixel, relu(first_value), relu(second_value));
     } else {
       pixel[0] = simt::from_float<T>(relu(first_value));
     }
   }
   // Without `pairs` (write_pair serves those): the two channels of a pair in two stores.
+  template <bool kWhole>
   SIMT_DEVICE void write(const Row& row, const Column& column, float first, float second) const {
-    if (!row.inside || column.channel >= count) return;
+    if (!row.inside || (!kWhole && column.channel >= count)) return;
     T* const pixel = row.pixel + column.offset;
     pixel[0] = simt::from_float<T>(relu(first));
-    if (column.channel + 1 < count) pixel[frame.p.out_stride[1]] = simt::from_float<T>(relu(second));
+    if (kWhole || column.channel + 1 < count) pixel[frame.p.out_stride[1]] = simt::from_float<T>(relu(second));
   }
 };
 
@@ -1030,8 +1048,12 @@ struct ReductionStore {
     return first + delta < channels ? simt::to_float((bias + first)[delta]) : 0.0f;
   }
   static constexpr bool kHasPairPath = false;  // every pair is one store (write)
+  // No second path without column tests: its code put two spills in the reduction's K loop (its 40
+  // accumulators and the row table leave no room), for a saving of one compare per pair.
+  static constexpr bool kWholeWarpPath = false;
+  template <bool kWhole>
   SIMT_DEVICE void write(const Row& row, const Column& column, float first, float second) const {
-    if (!row.in_box || column.channel >= channels) return;
+    if (!row.in_box || (!kWhole && column.channel >= channels)) return;
     simt::store_pair(row.pixel + column.channel, M::round_operand(relu(first)), M::round_operand(relu(second)));
   }
 };

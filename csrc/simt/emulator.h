@@ -66,6 +66,8 @@ uint32_t to_tf32(float x);
 inline uint32_t round_tf32_operand_bits(uint32_t bits) {
   return (bits & 0x7f800000u) != 0x7f800000u ? bits + 0x1000u : bits;  // inf and NaN stay
 }
+// simt.h's distinct_copy: x (on the GPU, a register nvcc cannot merge with another copy).
+inline float distinct_copy(float x) { return x; }
 inline float round_tf32_operand(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, 4);

@@ -126,6 +126,14 @@ SIMT_DEVICE uint32_t round_tf32_operand_bits(uint32_t bits) {
 SIMT_DEVICE float round_tf32_operand(float x) { return __uint_as_float(round_tf32_operand_bits(__float_as_uint(x))); }
 
 SIMT_DEVICE float negative_infinity() { return __int_as_float(int(0xff800000u)); }
+// x, in a register of its own: nvcc cannot see that two such copies are equal, so it keeps them in two
+// registers rather than sharing one and copying it apart later (the accumulators that start at one bias:
+// sharing put 60-70 moves around the predicated mma of each pass's last K step).
+SIMT_DEVICE float distinct_copy(float x) {
+  float r;
+  asm volatile("mov.b32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
 SIMT_DEVICE u32x4 load_128(const void* p) { return *reinterpret_cast<const uint4*>(p); }
 SIMT_DEVICE void store_128(void* p, u32x4 v) { *reinterpret_cast<uint4*>(p) = v; }
 // max.NaN.{f16x2,bf16x2,f32} (sm_80) over the four 32-bit words of a 16-byte vector of T: the larger of each

@@ -328,9 +328,11 @@ int main() {
   // elements, which stage them).
   InceptionShape deep = odd;
   deep.in_channels = 136, deep.ch1x1 = 10, deep.pool_proj = 9, deep.ch3x3red = 8, deep.ch5x5red = 4;
-  // Two N passes of the 3x3 output GEMM (130 channels in one task) and (3, 3) kernels.
+  // Two N passes of the 3x3 output GEMM (130 channels in one task) and (3, 3) kernels. A 1x1 branch of 29
+  // channels: its warp of columns 0-31 stores 3 whole tiles and a part of one (the epilogue's path that tests
+  // columns, with a lone last channel), right before the 3x3 branch's channels, which the grid writes first.
   InceptionShape wide = odd;
-  wide.in_channels = 40, wide.ch3x3 = 130, wide.ch3x3red = 33, wide.k5 = 3;
+  wide.in_channels = 40, wide.ch1x1 = 29, wide.ch3x3 = 130, wide.ch3x3red = 33, wide.k5 = 3;
   // A 5x5 reduction of 96 channels: its 12x12 halo (two passes of 64 channels, rows of 104 16-bit elements)
   // fills the reduction space, so a store past the halo's 144 rows would land outside it (the other shapes
   // leave room, the pool's two halo stages being larger than their reductions: 2 x 100 x 72 elements at 16

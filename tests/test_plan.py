@@ -241,6 +241,29 @@ def test_loop_model_counts_each_loop_with_its_own_cost():
                           sass=dict(plan.MEASURED_SASS, bf16=slower_window)).model_us > 2 * before.model_us
 
 
+def test_passes_are_charged_what_they_issue_beyond_the_calibration_build():
+    # A build records its passes' instructions outside the loop (sass_report's pass path); the model charges
+    # the fitted per-pass constant plus the difference from the build that constant stands for.
+    config = BLOCKS_BY_NAME["3a"]
+    build = plan.MEASURED_SASS["bf16"]
+    unrecorded = {key: value for key, value in build.items() if key != "pass_instructions"}
+    as_calibrated = dict(build, pass_instructions=dict(plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"]))
+
+    def modeled(entry, batch=256):
+        return plan.plan_case(config, batch, "bf16", sass=dict(plan.MEASURED_SASS, bf16=entry)).model_us
+
+    assert set(build["pass_instructions"]) == set(build["loop_instructions"]) == set(
+        plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"])
+    assert modeled(as_calibrated) == modeled(unrecorded)  # no difference: nothing charged
+    # Longer 1x1 passes lengthen 3a, whose 1x1 CTAs are a quarter of its grid; the 3x3 tasks' passes more.
+    longer_1x1 = dict(as_calibrated, pass_instructions=dict(as_calibrated["pass_instructions"], **{"1x1": 2000}))
+    longer_window = dict(as_calibrated, pass_instructions=dict(as_calibrated["pass_instructions"], window=2000))
+    assert modeled(unrecorded) < modeled(longer_1x1) < modeled(longer_window)
+    # Today's build issues fewer instructions outside its 1x1 and k x k loops than the calibration build.
+    deltas = plan.pass_instruction_deltas(build, "bf16")
+    assert deltas["1x1"] < 0 and deltas["window"] < 0
+
+
 def test_x_is_read_once_with_the_banded_grid():
     # 3a at batch 256 in bf16: x is 256 * 784 * 192 * 2 bytes = 77 MB > 50 MB of L2, four tasks of 256 channels.
     # The grid runs bands of tiles (16 MiB of x each) task by task, so a band's later tasks find its x in L2

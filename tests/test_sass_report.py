@@ -253,6 +253,12 @@ def test_plan_loop_counts_are_the_built_kernels(capsys):
         loops = {(loop["instructions"], loop["tensor_op_equivalents"]) for loop in built["tensor_loops"]}
         for kind, count in recorded["loop_instructions"].items():
             assert (count, plan.loop_tensor_ops(kind, dtype)) in loops, (dtype, kind, count, sorted(loops))
+        # Each loop's pass: what it issues outside the loop on a full warp's path (the model charges it per pass).
+        passes = {(loop["instructions"], loop["tensor_op_equivalents"]): loop["pass"]["fall_through_outside"]
+                  for loop in built["tensor_loops"] if loop["pass"]}
+        for kind, count in recorded["pass_instructions"].items():
+            loop = (recorded["loop_instructions"][kind], plan.loop_tensor_ops(kind, dtype))
+            assert passes.get(loop) == count, (dtype, kind, count, passes.get(loop))
         # And each count labels the right loop, by what that loop must contain: the 1x1 loop streams x (more
         # global copies than the k x k loop, which reads A in place), the pool loop stores its max into the A
         # stage and loads 9 neighbours (a store, more shared loads than the 1x1 loop). In 16 bits neither the

@@ -360,8 +360,9 @@ struct WeightStream : StageColumns<T, kRows> {
 // and 2t + 1. The accumulators started at their columns' biases (start_at_biases), so each such pair goes to
 // the store as it is, which applies ReLU and writes it: `store.write_pair` in one store where the store has a
 // pair path (Store::kHasPairPath) and the channels allow it, `store.write` otherwise. Where every column of
-// the warp's tiles is a channel (`whole`, warp-uniform: every GoogLeNet pass but a branch's last 32-channel
-// warp), the stores test only the row: no column test, no lone last channel (change 33).
+// the warp's tiles is a channel (warp-uniform: all warps but one whose columns the pass's channels end
+// inside, as 112 channels do in the fourth warp's 96-127), the stores test only the row: no column test, no
+// lone last channel (change 33). The reduction's store has that path off (kWholeWarpPath).
 // What a store needs of a row (GEMM M index m; `index` = 2 mi + half, the lane's row number) and of a column
 // (the pair's first channel) is worked out once, by `store.row(m, index)` and `store.column(c)`, not per
 // pair: 2 MI rows and NI columns make 2 MI x NI pairs.

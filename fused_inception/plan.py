@@ -87,31 +87,36 @@ LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "win
 #: change 24), and clips_halo=False for one whose reduction computed its halo's rows down to the last in the
 #: image, every column (before change 30).
 #: `pass_instructions`, per loop kind: the instructions one pass of that GEMM issues outside its K loop on a full
-#: warp's path (sass_report.py's "pass path"), charged per pass against CALIBRATION_PASS_INSTRUCTIONS.
-_PASS_16 = {"1x1": 339, "pool": 462, "reduction": 365, "window": 354, "1x1 element": 540, "pool element": 763,
-            "reduction element": 647, "window staged": 382}
+#: warp's path (sass_report.py's "pass path"), charged per pass against CALIBRATION_PASS_INSTRUCTIONS. Since
+#: change 24 a pass's last K step is peeled out of the loop, so it is among them (`peels_last_k_step`).
+_PASS_16 = {"1x1": 339, "pool": 462, "reduction": 365, "window": 354, "1x1 element": 540, "pool element": 764,
+            "reduction element": 647, "window staged": 381}
 MEASURED_SASS = {
     "f16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 148, "window": 131,
                                                   "1x1 element": 203, "pool element": 445, "reduction element": 455,
-                                                  "window staged": 176}, pass_instructions=_PASS_16),
+                                                  "window staged": 176}, pass_instructions=_PASS_16,
+                peels_last_k_step=True),
     "bf16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 148, "window": 131,
                                                    "1x1 element": 203, "pool element": 445, "reduction element": 455,
-                                                   "window staged": 176}, pass_instructions=_PASS_16),
-    "tf32": dict(registers=254, loop_instructions={"1x1": 178, "pool": 257, "reduction": 236, "window": 172,
-                                                   "1x1 element": 220, "pool element": 369, "reduction element": 333,
+                                                   "window staged": 176}, pass_instructions=_PASS_16,
+                 peels_last_k_step=True),
+    "tf32": dict(registers=252, loop_instructions={"1x1": 178, "pool": 257, "reduction": 236, "window": 172,
+                                                   "1x1 element": 220, "pool element": 366, "reduction element": 333,
                                                    "window staged": 192},
                  pass_instructions={"1x1": 402, "pool": 458, "reduction": 583, "window": 387, "1x1 element": 491,
-                                    "pool element": 619, "reduction element": 721, "window staged": 385}),
+                                    "pool element": 619, "reduction element": 721, "window staged": 385},
+                 peels_last_k_step=True),
     "f32": dict(registers=255, loop_instructions=None),
 }
 
 
 #: The same "pass path" counts for the build the fitted per-pass constant (Device.pass_overhead_instructions)
 #: stands for: 50c4bcb, the kernel of the second GPU run, whose times re-fitted as what ran gave 1760
-#: (calibrate_plan.py --unconverted, change 32) against the constant's 1750. A build whose MEASURED_SASS entry
-#: has pass_instructions is charged, per pass, the constant plus its pass path's difference from these (change
-#: 34): what a pass issues outside its loop is measured; the rest of the constant (the pipeline's fill, its
-#: barriers and stores' latency) stays a fit.
+#: (calibrate_plan.py --unconverted, change 32) against the constant's 1750. It ran every K step in its loop.
+#: A build whose MEASURED_SASS entry has pass_instructions is charged, per pass, the constant plus its pass
+#: path's difference from these, less one loop trip where its pass path holds the peeled last K step (the loop
+#: term already charges every step): what a pass issues outside its loop is measured (change 34); the rest of
+#: the constant (the pipeline's fill, its barriers and stores' latency) stays a fit.
 CALIBRATION_PASS_INSTRUCTIONS = {
     dtype: counts for dtypes, counts in (
         (("f16", "bf16"), {"1x1": 371, "pool": 375, "reduction": 392, "window": 364, "1x1 element": 472,
@@ -123,11 +128,13 @@ CALIBRATION_PASS_INSTRUCTIONS = {
 
 def pass_instruction_deltas(measured: dict, dtype: str) -> dict:
     """Per loop kind, what a pass of `measured`'s build issues outside its loop beyond the calibration build's
-    (CALIBRATION_PASS_INSTRUCTIONS); empty (nothing charged) for a build that does not record its passes."""
+    (CALIBRATION_PASS_INSTRUCTIONS), its peeled last K step taken off (one trip of its loop, which the loop
+    term charges); empty (nothing charged) for a build that does not record its passes."""
     counts, reference = measured.get("pass_instructions"), CALIBRATION_PASS_INSTRUCTIONS.get(dtype)
     if not counts or not reference:
         return {}
-    return {kind: counts[kind] - reference[kind] for kind in counts if kind in reference}
+    peeled = measured["loop_instructions"] if measured.get("peels_last_k_step") else {}
+    return {kind: counts[kind] - peeled.get(kind, 0) - reference[kind] for kind in counts if kind in reference}
 
 
 def instructions_per_tensor_op(measured: dict, dtype: str) -> dict | None:

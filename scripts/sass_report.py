@@ -155,18 +155,35 @@ def _spills(instructions) -> int:
     return sum(i.mnemonic in ("LDL", "STL") for i in instructions)
 
 
-def _unconditional(instruction: Instruction) -> bool:
+def _guard(instruction: Instruction):
+    """The instruction's predicate guard (@P0, @!UP1, ...), or None."""
     words = instruction.text.split()
-    return not words[0].startswith("@") or words[0] == "@PT"
+    return words[0] if words and words[0].startswith("@") else None
+
+
+def _always(instruction: Instruction) -> bool:
+    """Whether it executes whatever the predicates: no guard, or @PT / @UPT."""
+    return _guard(instruction) in (None, "@PT", "@UPT")
+
+
+def _always_taken(instruction: Instruction) -> bool:
+    """A branch taken whatever the predicates: unguarded (or @PT), with no predicate operand before its
+    target (BRA P1, 0x...; BRA.U !UP0, 0x...), and not BRA.DIV (taken only where a warp has diverged)."""
+    if not _always(instruction) or instruction.opcode.startswith("BRA.DIV"):
+        return False
+    operands = instruction.text.split(None, 2 if _guard(instruction) else 1)[-1]
+    return not re.match(r"!?U?P\d\s*,", operands)
 
 
 def fall_through_path(instructions: list, outer: Loop, inner: Loop) -> int:
     """Instructions one trip of `outer` (a pass) issues outside `inner` (its K loop) on its fall-through path:
-    from the pass's first instruction, every predicated branch not taken and every unconditional one taken,
-    the K loop entered and left once (not counted), up to the pass's back edge or an exit. In this kernel's
-    code a taken conditional branch skips work (an idle warp's multiply, a row outside the image, the
-    channel-testing epilogue of a partial warp), so this is the path of a warp with every tile and channel in
-    use: an estimate of the dynamic count the static `pass+` over-counts. NOPs are not counted."""
+    from the pass's first instruction, every conditional branch (and predicated EXIT) not taken and every
+    unconditional one taken, the K loop entered and left once (not counted), up to the pass's back edge or an
+    unconditional exit. A branch back to code already walked (a loop other than the K loop) is left, its body
+    counted once; a jump to code placed outside the pass is followed. In this kernel a taken conditional branch
+    skips work (an idle warp's multiply, a row outside the image, the channel-testing epilogue of a partial
+    warp), so this is the path of a warp with every tile and channel in use: an estimate of the dynamic count
+    the static `pass+` over-counts. NOPs are not counted."""
     by_address = {ins.address: index for index, ins in enumerate(instructions)}
     index, count, seen = by_address.get(outer.start), 0, set()
     while index is not None and index < len(instructions) and index not in seen:
@@ -175,13 +192,13 @@ def fall_through_path(instructions: list, outer: Loop, inner: Loop) -> int:
         if inner.start <= ins.address <= inner.end:  # the K loop: continue after it
             index = next((i for i in range(index, len(instructions)) if instructions[i].address > inner.end), None)
             continue
-        if not outer.start <= ins.address <= outer.end or ins.mnemonic == "EXIT":
+        if ins.mnemonic in ("EXIT", "RET") and _always(ins):
             break
         count += ins.mnemonic != "NOP"
         if ins.address == outer.end:
             break  # the pass's back edge
-        target = branch_target(ins)
-        index = by_address.get(target) if target is not None and _unconditional(ins) else index + 1
+        target = by_address.get(branch_target(ins)) if ins.mnemonic == "BRA" and _always_taken(ins) else None
+        index = target if target is not None and target not in seen else index + 1
     return count
 
 

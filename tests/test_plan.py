@@ -247,14 +247,21 @@ def test_passes_are_charged_what_they_issue_beyond_the_calibration_build():
     config = BLOCKS_BY_NAME["3a"]
     build = plan.MEASURED_SASS["bf16"]
     unrecorded = {key: value for key, value in build.items() if key != "pass_instructions"}
-    as_calibrated = dict(build, pass_instructions=dict(plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"]))
+    as_calibrated = dict(build, pass_instructions=dict(plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"]),
+                         peels_last_k_step=False)
+    # A build that peels its last K step out of the loop counts that step in its pass path too; the loop term
+    # charges it already, so one loop trip is taken off.
+    peeled = dict(build, pass_instructions={kind: count + build["loop_instructions"][kind] for kind, count in
+                                            plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"].items()})
+    assert build["peels_last_k_step"] and plan.pass_instruction_deltas(peeled, "bf16") == dict.fromkeys(
+        build["loop_instructions"], 0)
 
     def modeled(entry, batch=256):
         return plan.plan_case(config, batch, "bf16", sass=dict(plan.MEASURED_SASS, bf16=entry)).model_us
 
     assert set(build["pass_instructions"]) == set(build["loop_instructions"]) == set(
         plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"])
-    assert modeled(as_calibrated) == modeled(unrecorded)  # no difference: nothing charged
+    assert modeled(as_calibrated) == modeled(unrecorded) == modeled(peeled)  # no difference: nothing charged
     # Longer 1x1 passes lengthen 3a, whose 1x1 CTAs are a quarter of its grid; the 3x3 tasks' passes more.
     longer_1x1 = dict(as_calibrated, pass_instructions=dict(as_calibrated["pass_instructions"], **{"1x1": 2000}))
     longer_window = dict(as_calibrated, pass_instructions=dict(as_calibrated["pass_instructions"], window=2000))

@@ -360,16 +360,17 @@ struct WeightStream : StageColumns<T, kRows> {
 // and 2t + 1. The accumulators started at their columns' biases (start_at_biases), so each such pair goes to
 // the store as it is, which applies ReLU and writes it: `store.write_pair` in one store where the store has a
 // pair path (Store::kHasPairPath) and the channels allow it, `store.write` otherwise. Where every column of
-// the warp's tiles is a channel (warp-uniform: all warps but one whose columns the pass's channels end
-// inside, as 112 channels do in the fourth warp's 96-127), the stores test only the row: no column test, no
-// lone last channel (change 33). The reduction's store has that path off (kWholeWarpPath).
+// the warp's tiles is a channel (warp-uniform), the stores test only the row: no column test, no lone last
+// channel (change 33). A warp whose columns the channels end inside (112 channels: the fourth warp's 96-127)
+// takes the testing path, as does one wholly past them, which stores nothing. The reduction's store has the
+// untested path off (kWholeWarpPath).
 // What a store needs of a row (GEMM M index m; `index` = 2 mi + half, the lane's row number) and of a column
 // (the pair's first channel) is worked out once, by `store.row(m, index)` and `store.column(c)`, not per
 // pair: 2 MI rows and NI columns make 2 MI x NI pairs.
 
 // The accumulators of a pass start at their columns' biases (zero past the channels: bias_at), registers 0
-// and 2 the lane's first column's, 1 and 3 the second's: the epilogue adds nothing, and the bias loads fly
-// during the pass's first chunk instead of stalling its epilogue (change 33).
+// and 2 the lane's first column's, 1 and 3 the second's: the epilogue adds nothing, and the bias loads are
+// in flight with the pass's first chunk instead of stalling its epilogue (change 33).
 template <int MI, int NI, class Store>
 SIMT_DEVICE void start_at_biases(float (&acc)[MI][NI][4], int first, const Store& store) {
   SIMT_UNROLL
@@ -499,7 +500,6 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     // and the stores drop columns past `count`.
     const int n_tiles = ((count - n0 < kN ? count - n0 : kN) + 7) / 8;
     float acc[MI][NI][4];
-    start_at_biases(acc, n0 + tile_n0 * 8 + 2 * (lane % 4), store);
     WeightStream<typename M::Element, kN> stage_weights(w, count, n0, M::kStride);
     LoadA pass_load_a = load_a;
     // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group.
@@ -546,6 +546,9 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
       if constexpr (!kOneBarrier) __syncthreads();  // the variant: this buffer is refilled two steps on
     };
     issue(0, 0);
+    // After the first chunk's copies are issued: a use of a bias waits for its load. (ptxas may still move one
+    // copy after the first use, so that copy waits a load's latency, as the epilogue's bias adds did before.)
+    start_at_biases(acc, n0 + tile_n0 * 8 + 2 * (lane % 4), store);
     for (int chunk = 0; chunk + 1 < chunks; ++chunk) step(chunk, false);
     step(chunks - 1, true);
     store_accumulators(acc, n0, count, tile_m0, tile_n0, lane, store);

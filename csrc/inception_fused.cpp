@@ -103,16 +103,25 @@ Route route_for(const at::Tensor& x) {
                         x.size(1) * int64_t(x.element_size()));
 }
 
+bool window_weights_copied_case(int64_t pixels, MathMode mode) {
+  return mode != MathMode::kF32 && pixels >= kChannelsLastCopyMinPixels;
+}
+
 bool window_weights_copied(const at::Tensor& x) {
-  if (!routing || x.dim() != 4 || math_mode_for(x.scalar_type()) == MathMode::kF32) return false;
-  return x.size(0) * x.size(2) * x.size(3) >= kChannelsLastCopyMinPixels;
+  if (!routing || x.dim() != 4) return false;
+  return window_weights_copied_case(x.size(0) * x.size(2) * x.size(3), math_mode_for(x.scalar_type()));
+}
+
+// The kernel reads the windows in place only for (tap, channel) weights over whole 16-byte vectors of
+// reduced channels (DirectWindows); for other channel counts it stages them either way.
+bool reads_windows_in_place(int64_t reduced_channels, int64_t element_bytes) {
+  return (reduced_channels * element_bytes) % 16 == 0;
 }
 
 InceptionWeights with_window_weights_in_place(const InceptionWeights& w, int64_t element_bytes) {
-  // The kernel reads the windows in place only for (tap, channel) weights over whole 16-byte vectors of
-  // reduced channels (DirectWindows); for other channel counts it stages them either way.
   auto in_place = [&](const at::Tensor& weight) {
-    return (weight.size(1) * element_bytes) % 16 == 0 ? weight.contiguous(at::MemoryFormat::ChannelsLast) : weight;
+    return reads_windows_in_place(weight.size(1), element_bytes) ? weight.contiguous(at::MemoryFormat::ChannelsLast)
+                                                                 : weight;
   };
   InceptionWeights copied = w;
   copied.w3 = in_place(w.w3);
@@ -333,11 +342,22 @@ std::string route_of_case(int64_t pixels, const std::string& mode, bool dense_nc
   return route_name(route_for_case(pixels, parse_mode(mode), dense_nchw, pixel_bytes));
 }
 
+// The k x k weight copies' rule (change 29), for the mirrors in fused_inception.plan (the CuPy path uses them):
+// routing on.
+bool window_weights_copied_of_case(int64_t pixels, const std::string& mode) {
+  return window_weights_copied_case(pixels, parse_mode(mode));
+}
+bool reads_windows_in_place_op(int64_t reduced_channels, int64_t element_bytes) {
+  return reads_windows_in_place(reduced_channels, element_bytes);
+}
+
 TORCH_LIBRARY_FRAGMENT(fused_inception, m) {
   m.def("_set_backend(str device, str backend) -> str", &set_backend);
   m.def("_get_backend(str device) -> str", &get_backend);
   m.def("_route(Tensor x) -> str", &route_of);
   m.def("_route_case(int pixels, str mode, bool dense_nchw, int pixel_bytes) -> str", &route_of_case);
+  m.def("_window_weights_copied_case(int pixels, str mode) -> bool", &window_weights_copied_of_case);
+  m.def("_reads_windows_in_place(int reduced_channels, int element_bytes) -> bool", &reads_windows_in_place_op);
   m.def("_set_routing(bool enabled) -> bool", &set_routing_op);
   m.def("_fused_params_layout() -> int[]", &fused_params_layout);
   m.def("_fused_plan(int[] shape, int batch, int height, int width, int element_bytes, bool channels_last, "

@@ -46,6 +46,11 @@ const char* route_name(Route route);
 // at 16 bits) instead of staging them window by window (6.2); modeled 7-14% off the block at batch 256
 // (docs/performance.md, changes 27 and 29). A weight already channels_last is used as it is.
 bool window_weights_copied(const at::Tensor& x);
+// The same for a case (routing on): batch x height x width pixels and x's math mode.
+bool window_weights_copied_case(int64_t pixels, MathMode mode);
+// Whether a k x k convolution over `reduced_channels` is read in place from channels_last weights (whole
+// 16-byte vectors of reduced channels): the weights with_window_weights_in_place copies.
+bool reads_windows_in_place(int64_t reduced_channels, int64_t element_bytes);
 InceptionWeights with_window_weights_in_place(const InceptionWeights& w, int64_t element_bytes);
 bool routing_enabled();
 void set_routing(bool enabled);

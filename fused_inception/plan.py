@@ -412,13 +412,28 @@ CHANNELS_LAST_COPY_MIN_PIXELS = 32 * 7 * 7
 TF32_UNFUSED_MIN_PIXELS = 256 * 7 * 7
 
 
-def route(pixels: int, dtype: str, dense_nchw: bool, pixel_bytes: int) -> str:
-    """Where the op sends an input of `pixels` (batch x height x width) pixels in math mode `dtype`."""
-    if dtype == "tf32" and pixels >= TF32_UNFUSED_MIN_PIXELS:
+def route(pixels: int, dtype: str, dense_nchw: bool, pixel_bytes: int, unfused: bool = True) -> str:
+    """Where the op sends an input of `pixels` (batch x height x width) pixels in math mode `dtype`.
+    `unfused=False`: for a caller without the unfused route (the CuPy path), the kernel's routes only."""
+    if unfused and dtype == "tf32" and pixels >= TF32_UNFUSED_MIN_PIXELS:
         return "unfused"
     if dtype != "f32" and dense_nchw and pixel_bytes % 16 == 0 and pixels >= CHANNELS_LAST_COPY_MIN_PIXELS:
         return "kernel_on_channels_last_copy"
     return "kernel"
+
+
+def window_weights_copied(pixels: int, dtype: str) -> bool:
+    """Whether a call on `pixels` pixels reads its 3x3 and 5x5 weights through channels_last copies, on any
+    route to the kernel (window_weights_copied in csrc/inception_fused.cpp; change 29). The exact float32
+    kernel stages its windows either way."""
+    return dtype != "f32" and pixels >= CHANNELS_LAST_COPY_MIN_PIXELS
+
+
+def reads_windows_in_place(reduced_channels: int, element_bytes: int) -> bool:
+    """Whether the kernel reads a k x k convolution's windows in place from channels_last (OHWI) weights: the
+    reduced channels are whole 16-byte vectors (with_window_weights_in_place, DirectWindows); other counts
+    are staged, and copying their weights would gain nothing."""
+    return reduced_channels * element_bytes % 16 == 0
 
 
 def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = Device(), sass: dict | None = None,
@@ -452,8 +467,8 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     copied = routing and the_route == "kernel_on_channels_last_copy"
     # OIHW k x k weights read through channels_last copies (inception_fused.cpp, window_weights_copied): on the
     # NCHW route, and for an unconverted block's channels_last x from the same size on.
-    weights_copied = routing and (copied or (layout == "nhwc_oihw" and dtype != "f32" and the_route == "kernel"
-                                             and batch * height * width >= CHANNELS_LAST_COPY_MIN_PIXELS))
+    weights_copied = routing and (copied or (layout == "nhwc_oihw" and the_route == "kernel"
+                                             and window_weights_copied(batch * height * width, dtype)))
     kernel_layout = "nhwc" if copied or weights_copied else layout
     if "max_channel_chunk" in measured:  # the planner before change 20: halving from its cap
         chunk = measured["max_channel_chunk"]
@@ -528,7 +543,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     if weights_copied:
         copy_bytes = 2 * element_bytes * sum(out * reduced * k * k for out, reduced, k in
                                              ((s.ch3x3, s.ch3x3red, s.k3), (s.ch5x5, s.ch5x5red, s.k5))
-                                             if reduced * element_bytes % 16 == 0)
+                                             if reads_windows_in_place(reduced, element_bytes))
     if copied:
         copy_bytes += 2 * (x_bytes + pixels * s.out_channels * element_bytes)
     copy_s = copy_bytes / device.dram_bytes_per_s

@@ -191,6 +191,92 @@ def test_the_cupy_path_needs_no_extension(tmp_path):
     assert "fused_inception.cupy works without them" in result.stdout
 
 
+class _NumpyDevice:
+    id = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _NumpyArray(np.ndarray):
+    """What fused_inception.cupy reads of a cupy.ndarray, on NumPy: its device and data pointer."""
+
+    @property
+    def device(self):
+        return _NumpyDevice()
+
+    @property
+    def data(self):
+        return type("Memory", (), {"ptr": self.__array_interface__["data"][0]})
+
+
+@pytest.fixture
+def cupy_on_numpy(monkeypatch):
+    """fused_inception.cupy imported over a NumPy stand-in for CuPy, its launch replaced by a recorder of what
+    the kernel would be given: the path's host logic (routes, weight copies, output layout) without a GPU."""
+    import types
+
+    fake = types.ModuleType("cupy")
+    fake.ndarray = _NumpyArray
+    fake.ascontiguousarray = lambda a: np.ascontiguousarray(a).view(_NumpyArray)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.delitem(sys.modules, "fused_inception.cupy", raising=False)  # restored (if any) at teardown
+    attribute = fused_inception.__dict__.get("cupy")
+    import fused_inception.cupy as fic
+
+    launches = []
+
+    def record(x, weights, shape, mode, windows_in_place):
+        views, _ = fic._weight_views(weights, x.dtype, windows_in_place)
+        launches.append((x, [taps_outer for *_, taps_outer in views]))
+        n, _, h, w = x.shape
+        out = (np.empty((n, h, w, shape.out_channels), x.dtype).transpose(0, 3, 1, 2) if x.strides[1] == x.itemsize
+               else np.empty((n, shape.out_channels, h, w), x.dtype))
+        return out.view(_NumpyArray)
+
+    monkeypatch.setattr(fic, "_kernel", record)
+    yield fic, launches
+    sys.modules.pop("fused_inception.cupy", None)  # the stand-in's module goes; the real one imports afresh
+    if attribute is None:
+        fused_inception.__dict__.pop("cupy", None)
+    else:
+        fused_inception.cupy = attribute
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
+@pytest.mark.parametrize("batch", [7, 8])
+def test_the_cupy_path_routes_as_the_op(cupy_on_numpy, batch, memory_format):
+    # 4d at 14x14: 7 images are 1372 pixels, 8 are 1568, where the op starts its channels_last copies (the C++
+    # rule: _route_case, _window_weights_copied_case, _reads_windows_in_place). The kernel gets what the op
+    # would give it; with routing off, x and the weights as they are.
+    fic, launches = cupy_on_numpy
+    config = fused_inception.BLOCKS_BY_NAME["4d"]
+    block = make_block(config.block_args, dtype=torch.float16)  # OIHW weights
+    weights = [p.numpy().view(_NumpyArray) for p in op_params(block)]
+    x = make_input(batch, config.in_channels, 14, 14, dtype=torch.float16, memory_format=memory_format)
+    x_array = x.numpy() if memory_format == torch.contiguous_format else x.permute(0, 2, 3, 1).numpy().transpose(0, 3, 1, 2)
+    x_array = x_array.view(_NumpyArray)
+    pixels, nchw = batch * 14 * 14, memory_format == torch.contiguous_format
+    route = torch.ops.fused_inception._route_case(pixels, "f16", nchw, config.in_channels * 2)
+    copies = torch.ops.fused_inception._window_weights_copied_case(pixels, "f16")
+    copied = [copies and conv in ("w3", "w5") and torch.ops.fused_inception._reads_windows_in_place(
+        p.shape[1], 2) for (conv, _), p in zip(launch.CONVOLUTIONS, op_params(block)[::2])]
+    out = fic.inception_forward(x_array, weights)
+    (kernel_x, taps_outer), = launches
+    assert (route == "kernel_on_channels_last_copy") == (nchw and kernel_x.strides[1] == 2)
+    assert (kernel_x.strides[1] == 2) == (route == "kernel_on_channels_last_copy" or not nchw)
+    assert np.array_equal(np.asarray(kernel_x), x.numpy())  # the same values, copied or not
+    assert taps_outer == copied and any(copied) == (batch == 8)
+    assert out.flags.c_contiguous == nchw  # the output in x's layout
+    launches.clear()
+    fic.inception_forward(x_array, weights, routing=False)
+    (kernel_x, taps_outer), = launches
+    assert kernel_x is x_array and not any(taps_outer)
+
+
 # ---- with a GPU and CuPy ----------------------------------------------------------------------------------
 
 @needs_cupy_gpu
@@ -218,6 +304,40 @@ def test_cupy_equals_the_extension(mode, memory_format):
     assert torch.equal(result, expected)
     assert result.is_contiguous(memory_format=memory_format)
     assert_numerics(result, unfused, float64_copy(block)(x.double()).detach())
+
+
+@needs_cupy_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS.values(), ids=MEMORY_FORMATS.keys())
+@pytest.mark.parametrize("mode", ["bf16", "tf32"])
+def test_cupy_routes_as_the_op(mode, memory_format):
+    # From 1568 pixels the op runs a dense NCHW x as a channels_last copy, and reads a block's OIHW 3x3 and
+    # 5x5 weights through channels_last copies in either layout. The CuPy path takes the same routes, so the
+    # two equal bit for bit; with routing off both run the kernel on x and the weights as they are.
+    import cupy
+
+    import fused_inception.cupy as fic
+
+    dtype = MODES[mode]
+    config = fused_inception.BLOCKS_BY_NAME["4d"]
+    block = make_block(config.block_args, device="cuda", dtype=dtype)  # OIHW weights: not converted
+    x = make_input(8, config.in_channels, 14, 14, "cuda", dtype, memory_format)  # 1568 pixels
+    nchw = memory_format == torch.contiguous_format
+    params = [cupy.from_dlpack(p) for p in op_params(block)]
+    with allow_tf32(mode == "tf32"):
+        assert fused_inception.route(x) == ("kernel_on_channels_last_copy" if nchw else "kernel")
+        expected = fused_inception.inception(x, *op_params(block))
+        with fused_inception.routing(False):
+            expected_unrouted = fused_inception.inception(x, *op_params(block))
+        routed = fic.inception_forward(cupy.from_dlpack(x), params, allow_tf32=mode == "tf32")
+        unrouted = fic.inception_forward(cupy.from_dlpack(x), params, allow_tf32=mode == "tf32", routing=False)
+        cupy.cuda.get_current_stream().synchronize()
+    result = torch.from_dlpack(routed)
+    assert result.is_contiguous(memory_format=memory_format)
+    assert torch.equal(result, expected)
+    assert torch.equal(torch.from_dlpack(unrouted), expected_unrouted)
+    if mode == "tf32":  # the staged windows round their operands elsewhere: the two routes differ, both ran
+        assert not torch.equal(expected, expected_unrouted)
 
 
 @needs_cupy_gpu

@@ -399,6 +399,16 @@ def test_plan_route_mirrors_the_op():
                     assert plan.route(pixels, dtype, dense_nchw, pixel_bytes) == \
                         torch.ops.fused_inception._route_case(pixels, dtype, dense_nchw, pixel_bytes), \
                         (pixels, dtype, dense_nchw, pixel_bytes)
+                # The CuPy path's routes: the kernel's, without the unfused one.
+                kernel_route = plan.route(pixels, dtype, dense_nchw, 16, unfused=False)
+                assert kernel_route == plan.route(pixels, "bf16" if dtype == "tf32" else dtype, dense_nchw, 16)
+            # The k x k weight copies' rule (window_weights_copied_case), and which weights it copies.
+            assert plan.window_weights_copied(pixels, dtype) == \
+                torch.ops.fused_inception._window_weights_copied_case(pixels, dtype), (pixels, dtype)
+    for reduced in (1, 4, 8, 16, 24, 48, 96, 144, 160):
+        for element_bytes in (2, 4):
+            assert plan.reads_windows_in_place(reduced, element_bytes) == \
+                torch.ops.fused_inception._reads_windows_in_place(reduced, element_bytes), (reduced, element_bytes)
     case = plan.plan_case(BLOCKS_BY_NAME["3a"], 256, "bf16", layout="nchw")
     assert case.route == "kernel_on_channels_last_copy" and "route" in plan.format_table([case])
     assert plan.plan_case(BLOCKS_BY_NAME["3a"], 256, "tf32").route == "unfused"

@@ -20,6 +20,7 @@ except ImportError as error:  # the rest of fused_inception does not need CuPy
 
 import numpy as np
 
+from .. import plan
 from ..kernel import launch
 from ..kernel import source as kernel_source
 from ..kernel.launch import BlockShape, UnsupportedCase, block_shape
@@ -61,13 +62,23 @@ def _is_torch(t):
     return type(t).__module__.split(".")[0] == "torch"
 
 
-def _weight_views(weights, dtype):
+def _channels_last(a):
+    """A 4-d array with channels_last (NHWC, OHWI) strides: a copy unless it has them."""
+    nhwc = a.transpose(0, 2, 3, 1)
+    return a if nhwc.flags.c_contiguous else cupy.ascontiguousarray(nhwc).transpose(0, 3, 1, 2)
+
+
+def _weight_views(weights, dtype, windows_in_place=False):
     """Per convolution, (weight_ptr, bias_ptr, row_stride, taps_outer) for launch.build_params, and the
     arrays they point into: the weights themselves where the kernel can read them in place, else copies
-    for this call (cast to `dtype`, rows padded: launch.padded_rows)."""
+    for this call (cast to `dtype`, rows padded: launch.padded_rows). `windows_in_place`: the k x k weights
+    read through channels_last copies where the kernel then reads their windows in place (the op's rule:
+    plan.window_weights_copied, plan.reads_windows_in_place)."""
     views, keep = [], []
-    for index in range(len(launch.CONVOLUTIONS)):
+    for index, (name, _) in enumerate(launch.CONVOLUTIONS):
         w, b = weights[2 * index].astype(dtype, copy=False), weights[2 * index + 1].astype(dtype, copy=False)
+        if windows_in_place and name in ("w3", "w5") and plan.reads_windows_in_place(w.shape[1], w.itemsize):
+            w = _channels_last(w)
         in_place = launch.in_place_rows(w.shape, [s // w.itemsize for s in w.strides], w.itemsize, w.data.ptr)
         if in_place is None:
             w = launch.padded_rows(cupy, w)
@@ -79,12 +90,18 @@ def _weight_views(weights, dtype):
     return views, keep
 
 
-def inception_forward(x, weights, *, allow_tf32=True):
+def inception_forward(x, weights, *, allow_tf32=True, routing=True):
     """One Inception block in one launch. `x` is (N, Cin, H, W), a CuPy array or a CUDA torch tensor, with
     any strides (NCHW or NHWC); `weights` are the block's 12 parameters in schema order (w1, b1, w3r, b3r,
     w3, b3, w5r, b5r, w5, b5, wp, bp), of the same kind as x, read in place (cast to x's dtype for this call
     where they differ). The output has x's layout and type. float32 uses TF32 tensor cores unless
-    `allow_tf32` is False (then exact FMA)."""
+    `allow_tf32` is False (then exact FMA).
+
+    `routing` (the op's routes, `fused_inception.route`): from 1568 pixels (batch x height x width) a dense
+    NCHW x runs as a channels_last copy, its output copied back, and the 3x3 and 5x5 weights are read
+    through channels_last copies, as the torch op does. The op's one other route, large TF32 inputs to
+    cuDNN, has no counterpart here: the kernel runs them. False: the kernel on x and the weights as they
+    are."""
     if _is_torch(x):
         import torch
 
@@ -92,7 +109,7 @@ def inception_forward(x, weights, *, allow_tf32=True):
         stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream, x.device.index)
         with cupy.cuda.Device(x.device.index), stream:
             out = inception_forward(cupy.from_dlpack(x.detach()), [cupy.from_dlpack(w.detach()) for w in weights],
-                                    allow_tf32=allow_tf32)
+                                    allow_tf32=allow_tf32, routing=routing)
         return torch.from_dlpack(out)
     if not isinstance(x, cupy.ndarray):
         raise TypeError(f"x must be a cupy.ndarray or a CUDA torch.Tensor, got {type(x).__name__}")
@@ -107,6 +124,21 @@ def inception_forward(x, weights, *, allow_tf32=True):
     mode = _math_mode(x.dtype, allow_tf32)
     n, _, h, w = x.shape
     item = x.dtype.itemsize
+    pixels = n * h * w
+    dense_nchw = x.flags.c_contiguous and not x.transpose(0, 2, 3, 1).flags.c_contiguous
+    to_channels_last = routing and plan.route(pixels, mode, dense_nchw, shape.in_channels * item,
+                                              unfused=False) == "kernel_on_channels_last_copy"
+    windows_in_place = routing and plan.window_weights_copied(pixels, mode)
+    if to_channels_last:
+        with x.device:
+            return cupy.ascontiguousarray(_kernel(_channels_last(x), weights, shape, mode, windows_in_place))
+    return _kernel(x, weights, shape, mode, windows_in_place)
+
+
+def _kernel(x, weights, shape, mode, windows_in_place):
+    """The kernel's launch on x as it is; the output in x's layout."""
+    n, _, h, w = x.shape
+    item = x.dtype.itemsize
     channels_last = x.strides[1] == item and not x.flags.c_contiguous
     with x.device:
         if channels_last:
@@ -115,7 +147,7 @@ def inception_forward(x, weights, *, allow_tf32=True):
             out = cupy.empty((n, shape.out_channels, h, w), dtype=x.dtype)
         if out.size == 0:
             return out
-        views, _alive = _weight_views(weights, x.dtype)  # alive until the launch is queued (stream order)
+        views, _alive = _weight_views(weights, x.dtype, windows_in_place)  # alive until queued (stream order)
         attributes = x.device.attributes
         params, grid, smem = launch.build_params(
             shape, x_ptr=x.data.ptr, out_ptr=out.data.ptr, weights=views, batch=n, height=h, width=w,
@@ -157,12 +189,13 @@ class FusedInceptionCuPy:
         fused = module if isinstance(module, FusedInception) else FusedInception.from_module(module)
         return cls(*[cupy.from_dlpack(p.detach()) for p in fused.op_parameters()])
 
-    def __call__(self, x, *, allow_tf32=True):
+    def __call__(self, x, *, allow_tf32=True, routing=True):
         if _is_torch(x):
             import torch
 
             stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream, x.device.index)
             with cupy.cuda.Device(x.device.index), stream:
-                out = inception_forward(cupy.from_dlpack(x.detach()), self.weights, allow_tf32=allow_tf32)
+                out = inception_forward(cupy.from_dlpack(x.detach()), self.weights, allow_tf32=allow_tf32,
+                                        routing=routing)
             return torch.from_dlpack(out)
-        return inception_forward(x, self.weights, allow_tf32=allow_tf32)
+        return inception_forward(x, self.weights, allow_tf32=allow_tf32, routing=routing)

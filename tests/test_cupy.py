@@ -275,6 +275,8 @@ def test_the_cupy_path_routes_as_the_op(cupy_on_numpy, batch, memory_format):
     fic.inception_forward(x_array, weights, routing=False)
     (kernel_x, taps_outer), = launches
     assert kernel_x is x_array and not any(taps_outer)
+    with pytest.raises(TypeError, match="routing must be a bool"):
+        fic.inception_forward(x_array, weights, routing="no")
 
 
 # ---- with a GPU and CuPy ----------------------------------------------------------------------------------

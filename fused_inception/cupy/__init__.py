@@ -113,6 +113,8 @@ def inception_forward(x, weights, *, allow_tf32=True, routing=True):
         return torch.from_dlpack(out)
     if not isinstance(x, cupy.ndarray):
         raise TypeError(f"x must be a cupy.ndarray or a CUDA torch.Tensor, got {type(x).__name__}")
+    if not isinstance(routing, bool):
+        raise TypeError(f"routing must be a bool, got {type(routing).__name__}")
     weights = list(weights)
     for name, w in zip(launch.WEIGHT_NAMES, weights):
         if not isinstance(w, cupy.ndarray) or w.device.id != x.device.id:

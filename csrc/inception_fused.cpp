@@ -347,9 +347,6 @@ std::string route_of_case(int64_t pixels, const std::string& mode, bool dense_nc
 bool window_weights_copied_of_case(int64_t pixels, const std::string& mode) {
   return window_weights_copied_case(pixels, parse_mode(mode));
 }
-bool reads_windows_in_place_op(int64_t reduced_channels, int64_t element_bytes) {
-  return reads_windows_in_place(reduced_channels, element_bytes);
-}
 
 TORCH_LIBRARY_FRAGMENT(fused_inception, m) {
   m.def("_set_backend(str device, str backend) -> str", &set_backend);
@@ -357,7 +354,7 @@ TORCH_LIBRARY_FRAGMENT(fused_inception, m) {
   m.def("_route(Tensor x) -> str", &route_of);
   m.def("_route_case(int pixels, str mode, bool dense_nchw, int pixel_bytes) -> str", &route_of_case);
   m.def("_window_weights_copied_case(int pixels, str mode) -> bool", &window_weights_copied_of_case);
-  m.def("_reads_windows_in_place(int reduced_channels, int element_bytes) -> bool", &reads_windows_in_place_op);
+  m.def("_reads_windows_in_place(int reduced_channels, int element_bytes) -> bool", &reads_windows_in_place);
   m.def("_set_routing(bool enabled) -> bool", &set_routing_op);
   m.def("_fused_params_layout() -> int[]", &fused_params_layout);
   m.def("_fused_plan(int[] shape, int batch, int height, int width, int element_bytes, bool channels_last, "

@@ -67,6 +67,7 @@ def child(args) -> int:
     import torch
 
     import fused_inception
+    from fused_inception import plan
     from fused_inception.testing import check_numerics, float64_copy
 
     device = torch.device(args.device)
@@ -106,7 +107,8 @@ def child(args) -> int:
 
                     def routed(x=x, params=params):  # the route's calls: x and the k x k weights in, the output back
                         channels_last = [p.contiguous(memory_format=torch.channels_last) if p.dim() == 4 and
-                                         p.shape[-1] > 1 else p for p in params]
+                                         p.shape[-1] > 1 and plan.reads_windows_in_place(p.shape[1], p.element_size())
+                                         else p for p in params]
                         return fused_inception.inception(x.contiguous(memory_format=torch.channels_last),
                                                          *channels_last).contiguous()
 

@@ -424,17 +424,20 @@ SIMT_DEVICE void store_pairs(const float (&acc)[MI][NI][4], int first, int tile_
   });
 }
 
+// `first`: the lane's first column (tile ni's pair is ni * 8 further); `whole_warp`: every column of the
+// warp's tiles is a channel.
 template <int MI, int NI, class Store>
-SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int n0, int count, int tile_m0, int tile_n0,
+SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int first, bool whole_warp, int tile_m0,
                                     int lane, const Store& store) {
   static_assert(2 * MI == Store::kLaneRows, "the store's lane rows (row index 2 mi + half) are this GEMM's");
-  const int g = lane / 4, t = lane % 4;
-  const int first = n0 + tile_n0 * 8 + 2 * t;  // the lane's first column; tile ni's pair is ni * 8 further
-  if (Store::kWholeWarpPath && n0 + (tile_n0 + NI) * 8 <= count) {
-    store_pairs<Store::kWholeWarpPath>(acc, first, tile_m0, g, store);
-  } else {
-    store_pairs<false>(acc, first, tile_m0, g, store);
+  const int g = lane / 4;
+  if constexpr (Store::kWholeWarpPath) {
+    if (whole_warp) {
+      store_pairs<true>(acc, first, tile_m0, g, store);
+      return;
+    }
   }
+  store_pairs<false>(acc, first, tile_m0, g, store);
 }
 
 // This thread's warp, and its warp's first m tile (a kWarpsM x kWarpsN grid of warps; m_tile gives the others).
@@ -499,6 +502,8 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     // multiply (a 64-channel task in a 128-wide pass: half the warps). Its tiles' accumulators stay zero,
     // and the stores drop columns past `count`.
     const int n_tiles = ((count - n0 < kN ? count - n0 : kN) + 7) / 8;
+    const int first_column = n0 + tile_n0 * 8 + 2 * (lane % 4);  // the lane's first, in the accumulators
+    const bool whole_warp = n0 + (tile_n0 + NI) * 8 <= count;     // every column of the warp's tiles a channel
     float acc[MI][NI][4];
     WeightStream<typename M::Element, kN> stage_weights(w, count, n0, M::kStride);
     LoadA pass_load_a = load_a;
@@ -548,10 +553,10 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     issue(0, 0);
     // After the first chunk's copies are issued: a use of a bias waits for its load. (ptxas may still move one
     // copy after the first use, so that copy waits a load's latency, as the epilogue's bias adds did before.)
-    start_at_biases(acc, n0 + tile_n0 * 8 + 2 * (lane % 4), store);
+    start_at_biases(acc, first_column, store);
     for (int chunk = 0; chunk + 1 < chunks; ++chunk) step(chunk, false);
     step(chunks - 1, true);
-    store_accumulators(acc, n0, count, tile_m0, tile_n0, lane, store);
+    store_accumulators(acc, first_column, whole_warp, tile_m0, lane, store);
     // The next pass fills buffer 0 first: with an odd number of chunks a warp may still be multiplying it.
     // (After the last pass the caller synchronises where it reads what the store wrote.)
     if (kOneBarrier && (chunks & 1) && n0 + kN < count) __syncthreads();

@@ -87,6 +87,29 @@ TestCall prepare_test_call(const std::string& kernel, const std::vector<at::Tens
                 op, ": shared_off_by_one takes 1 to 1024 floats (their count sets the thread count)");
     call.kind = TestKind::kSharedOffByOne;
     call.out = at::zeros_like(inputs[0]);
+  } else if (kernel == "cluster_exchange" || kernel == "cluster_exchange_without_first_sync" ||
+             kernel == "cluster_exchange_without_last_sync") {
+    // inputs: x (grid_y, grid_x, 64) floats, and the cluster's blocks as two ints (x, y)
+    TORCH_CHECK(inputs.size() == 2, op, ": kernel ", kernel, " takes 2 input tensors, got ", inputs.size());
+    TORCH_CHECK(inputs[0].scalar_type() == at::kFloat && inputs[0].dim() == 3 && inputs[0].size(2) == 64 &&
+                    inputs[0].size(0) >= 1 && inputs[0].size(1) >= 1 && inputs[0].is_contiguous(),
+                op, ": cluster_exchange takes x of (grid_y, grid_x, 64) contiguous floats, got ",
+                inputs[0].scalar_type(), " ", inputs[0].sizes());
+    const at::Tensor cluster = inputs[1].cpu();
+    TORCH_CHECK(cluster.scalar_type() == at::kInt && cluster.sizes() == at::IntArrayRef{2}, op,
+                ": cluster_exchange takes the cluster as two ints (x, y), got ", cluster.scalar_type(), " ",
+                cluster.sizes());
+    const int* dims = cluster.data_ptr<int>();
+    TORCH_CHECK(dims[0] >= 1 && dims[1] >= 1 && inputs[0].size(1) % dims[0] == 0 && inputs[0].size(0) % dims[1] == 0,
+                op, ": cluster_exchange's grid (", inputs[0].size(1), ", ", inputs[0].size(0),
+                ") must be a whole number of clusters (", dims[0], ", ", dims[1], ")");
+    call.kind = TestKind::kClusterExchange;
+    call.cluster_x = unsigned(dims[0]);
+    call.cluster_y = unsigned(dims[1]);
+    call.flags = ClusterExchangeBarriers::kBoth;
+    if (kernel == "cluster_exchange_without_first_sync") call.flags &= ~ClusterExchangeBarriers::kFirst;
+    if (kernel == "cluster_exchange_without_last_sync") call.flags &= ~ClusterExchangeBarriers::kLast;
+    call.out = at::empty({4, inputs[0].size(0), inputs[0].size(1), 64}, inputs[0].options());
   } else {
     TORCH_CHECK(false, op, ": unknown kernel ", kernel);
   }

@@ -11,7 +11,7 @@
 
 namespace fused_inception {
 
-enum class TestKind { kMma, kLdmatrix, kMaxNan, kWarpOps, kGemm, kNeighbour, kSharedOffByOne };
+enum class TestKind { kMma, kLdmatrix, kMaxNan, kWarpOps, kGemm, kNeighbour, kSharedOffByOne, kClusterExchange };
 
 struct TestCall {
   TestKind kind;
@@ -20,6 +20,8 @@ struct TestCall {
   TestDtype dtype = TestDtype::kFloat32;
   int count = 0;      // ldmatrix: matrices
   bool flag = false;  // ldmatrix: transposed; neighbour: with barrier
+  unsigned cluster_x = 1, cluster_y = 1;  // cluster_exchange: the cluster's blocks
+  int flags = 0;                          // cluster_exchange: its barriers (ClusterExchange)
 };
 
 // Checks `inputs` for `kernel` and allocates its output on their device.
@@ -56,6 +58,11 @@ TestCall prepare_test_call(const std::string& kernel, const std::vector<at::Tens
         break;                                                                                                  \
       case ::fused_inception::TestKind::kSharedOffByOne:                                                        \
         launchers::off_by_one(c.out.data_ptr<float>(), int(c.out.numel()), true, context);                      \
+        break;                                                                                                  \
+      case ::fused_inception::TestKind::kClusterExchange:                                                       \
+        launchers::cluster_exchange(c.in[0].data_ptr<float>(), c.out.data_ptr<float>(),                         \
+                                    unsigned(c.in[0].size(1)), unsigned(c.in[0].size(0)), c.cluster_x,          \
+                                    c.cluster_y, c.flags, context);                                             \
         break;                                                                                                  \
     }                                                                                                           \
   } while (0)

@@ -137,6 +137,57 @@ def test_gemm_matches_torch_matmul(shape, dtype, device):
     assert_numerics(out, unfused, reference)
 
 
+# ---- thread-block clusters: distributed shared memory ----------------------------------------------------
+
+def cluster_exchange_expected(x, cluster):
+    """cluster_exchange's four rows (csrc/kernels/test_kernels.h) for x of (grid_y, grid_x, 64) in clusters of
+    cluster = (x, y) blocks: a block's rank is its position in its cluster, x fastest."""
+    grid_y, grid_x, n = x.shape
+    cx, cy = cluster
+    size = cx * cy
+    out = torch.empty(4, grid_y, grid_x, n)
+    for by in range(grid_y):
+        for bx in range(grid_x):
+            rx, ry = bx % cx, by % cy
+            rank = rx + ry * cx
+
+            def block(r):
+                return by - ry + r // cx, bx - rx + r % cx
+            out[0, by, bx] = 2 * x[block((rank - 1) % size)]
+            out[1, by, bx] = x[block((rank + 1) % size)].roll(-1)
+            out[2, by, bx] = rank
+            out[3, by, bx] = size
+    return out
+
+
+@pytest.mark.parametrize("grid, cluster", [((4, 2), (2, 2)), ((8, 1), (4, 1)), ((2, 3), (1, 3)), ((3, 1), (1, 1))],
+                         ids=["2x2", "4x1", "1x3", "1x1"])
+def test_cluster_exchange_through_distributed_shared_memory(grid, cluster, device):
+    if device == "cuda" and torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("thread-block clusters need compute capability 9.0")
+    x = torch.randn(grid[1], grid[0], 64)
+    out = simt_test("cluster_exchange", [x.to(device), torch.tensor(cluster, dtype=torch.int32, device=device)])
+    torch.testing.assert_close(out.cpu(), cluster_exchange_expected(x, cluster), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kernel", ["cluster_exchange_without_first_sync", "cluster_exchange_without_last_sync"])
+def test_racecheck_catches_missing_cluster_barrier(kernel):
+    # Without the first barrier a block reads its shared memory before the previous block's stores; without
+    # the last, a block reads the next one's shared memory after that block exited (the emulator fills it
+    # with NaN then).
+    x = torch.randn(1, 8, 64)
+    with simt_orders("forward", "reverse"), pytest.raises(RuntimeError, match="differs between fiber orders"):
+        simt_test(kernel, [x, torch.tensor([4, 1], dtype=torch.int32)])
+
+
+def test_cluster_exchange_checks_its_cluster():
+    x = torch.randn(1, 6, 64)
+    with pytest.raises(RuntimeError, match=r"grid \(6, 1\) must be a whole number of clusters \(4, 1\)"):
+        simt_test("cluster_exchange", [x, torch.tensor([4, 1], dtype=torch.int32)])
+    with pytest.raises(RuntimeError, match="a cluster must have 1 to 8 blocks"):
+        simt_test("cluster_exchange", [torch.randn(1, 16, 64), torch.tensor([16, 1], dtype=torch.int32)])
+
+
 def test_one_launch_per_call_and_per_order():
     a = torch.randn(16, 16).half()
     b = torch.randn(16, 8).half()
@@ -245,6 +296,15 @@ def test_asan_catches_planted_overrun(asan_selftest, mode):
     assert result.returncode != 0
     assert "ERROR: AddressSanitizer: heap-buffer-overflow" in result.stderr
     assert "off_by_one_kernel" in result.stderr  # reported in the kernel's own source line
+
+
+def test_asan_catches_a_read_of_an_exited_blocks_shared_memory(asan_selftest):
+    # A cluster's block exits while the previous one has yet to read its shared memory (no cluster barrier
+    # before the exit): the emulator poisons an exited block's shared memory, so the read is reported.
+    result = run_selftest(asan_selftest, "cluster_exit")
+    assert result.returncode != 0, result.stdout
+    assert "ERROR: AddressSanitizer: use-after-poison" in result.stderr
+    assert "cluster_exchange_kernel" in result.stderr
 
 
 # The kernel as built, and the variants scripts/device_ab.sh times on a GPU (their source must be right first).

@@ -4,6 +4,7 @@
 
 #include <type_traits>
 
+#include "kernels/test_kernels_api.h"
 #include "simt/simt.h"
 
 namespace fused_inception {
@@ -177,6 +178,39 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(GemmTile::kThreads, 1)
       }
     }
   }
+}
+
+// ---- thread-block clusters: distributed shared memory -----------------------------------------------------
+
+// Launched in clusters with ClusterExchange::kThreads threads a block. Each block stores its slice of `in` in
+// its own shared memory and, through mapa, twice over in the next block's (by rank, wrapping), then reads
+// what the previous block stored in its own and what the next block holds in its. `out` has four rows of
+// the grid's blocks x threads: the previous block's values doubled (a remote store), the next block's value of
+// the next thread (a remote load), the block's rank and the cluster's size. The flags leave out either
+// cluster barrier (ClusterExchangeBarriers): the first orders the stores before the loads, the last keeps
+// each block (and its shared memory) alive until the others are done reading it; without either the output
+// depends on the schedule.
+struct ClusterExchange {
+  static constexpr int kThreads = 64;
+};
+
+SIMT_GLOBAL void cluster_exchange_kernel(const float* in, float* out, int flags) {
+  constexpr int n = ClusterExchange::kThreads;
+  SIMT_SHARED_ARRAY(float, mine, n);
+  float* inbox = simt::dynamic_shared<float>();  // n floats
+  const int t = threadIdx.x;
+  const unsigned rank = simt::cluster_rank(), size = simt::cluster_size(), next = (rank + 1) % size;
+  const int64_t blocks = int64_t(gridDim.x) * gridDim.y * gridDim.z;
+  const int64_t block = (int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  const int64_t i = block * n + t, row = blocks * n;
+  mine[t] = in[i];
+  simt::map_shared_rank(inbox, next)[t] = 2.0f * in[i];
+  if (flags & ClusterExchangeBarriers::kFirst) simt::cluster_sync();
+  out[i] = inbox[t];
+  out[row + i] = simt::map_shared_rank(mine, next)[(t + 1) % n];
+  out[2 * row + i] = float(rank);
+  out[3 * row + i] = float(size);
+  if (flags & ClusterExchangeBarriers::kLast) simt::cluster_sync();
 }
 
 // ---- planted bugs the emulator must catch ----------------------------------------------------------------

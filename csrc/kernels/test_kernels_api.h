@@ -13,6 +13,13 @@ namespace fused_inception {
 
 enum class TestDtype { kHalf, kBFloat16, kFloat32 };
 
+// cluster_exchange's barriers (test_kernels.h), each of which a planted bug leaves out.
+struct ClusterExchangeBarriers {
+  static constexpr int kFirst = 1;  // the stores into other blocks before the loads
+  static constexpr int kLast = 2;   // every block's loads before any block exits
+  static constexpr int kBoth = kFirst | kLast;
+};
+
 #define FUSED_INCEPTION_TEST_KERNEL_LAUNCHERS(Context)                                                     \
   /* d[16][8] = a * b + c through one mma; a, b of `dtype` (float: TF32) */                                \
   void mma(TestDtype dtype, const void* a, const void* b, const float* c, float* d, Context context);     \
@@ -28,7 +35,10 @@ enum class TestDtype { kHalf, kBFloat16, kFloat32 };
   /* out[t] = 2 * in[(t + 1) % n] through shared memory, n threads; racy without the barrier */            \
   void neighbour(const float* in, float* out, int n, bool with_barrier, Context context);                  \
   /* n threads write one element past `out` (global) or past n floats of dynamic shared memory */          \
-  void off_by_one(float* out, int n, bool in_shared, Context context);
+  void off_by_one(float* out, int n, bool in_shared, Context context);                                     \
+  /* in: grid_y x grid_x blocks x 64 floats; out: 4 such rows (test_kernels.h); flags: ClusterExchange's */ \
+  void cluster_exchange(const float* in, float* out, unsigned grid_x, unsigned grid_y, unsigned cluster_x, \
+                        unsigned cluster_y, int flags, Context context);
 
 namespace emu {
 namespace test_kernels {

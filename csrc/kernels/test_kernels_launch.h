@@ -83,6 +83,16 @@ void neighbour(const float* in, float* out, int n, bool with_barrier, simt::Laun
   SIMT_LAUNCH(neighbour_kernel, 1, unsigned(n), size_t(n) * sizeof(float), context, in, out, n, with_barrier);
 }
 
+void cluster_exchange(const float* in, float* out, unsigned grid_x, unsigned grid_y, unsigned cluster_x,
+                      unsigned cluster_y, int flags, simt::LaunchContext context) {
+  if (grid_x == 0 || grid_y == 0 || cluster_x == 0 || cluster_y == 0 || grid_x % cluster_x || grid_y % cluster_y) {
+    throw std::invalid_argument("cluster_exchange: the grid must be a whole, nonzero number of clusters");
+  }
+  constexpr int n = ClusterExchange::kThreads;
+  SIMT_LAUNCH_CLUSTER(cluster_exchange_kernel, simt::dim3(grid_x, grid_y), simt::dim3(cluster_x, cluster_y),
+                      simt::dim3(n), n * sizeof(float), context, in, out, flags);
+}
+
 void off_by_one(float* out, int n, bool in_shared, simt::LaunchContext context) {
   SIMT_LAUNCH(off_by_one_kernel, 1, unsigned(n), size_t(n) * sizeof(float), context, out, n, in_shared);
 }

@@ -233,7 +233,7 @@ simt_fiber_trampoline:
 )");
 #endif
 
-enum class Status { kRunnable, kAtBarrier, kAtCollective, kExited };
+enum class Status { kRunnable, kAtBarrier, kAtClusterBarrier, kAtCollective, kExited };
 
 struct PendingCopy {
   void* dst;
@@ -244,6 +244,7 @@ struct PendingCopy {
 
 struct Fiber {
   uint3 thread_idx{};
+  unsigned cta = 0;  // the fiber's block: its rank in the cluster the worker runs
   unsigned linear = 0, lane = 0, warp = 0;
   Status status = Status::kRunnable;
   const char* waiting_at = nullptr;
@@ -285,6 +286,7 @@ constexpr size_t kGuardBytes = 0;  // ASan's redzone follows each shared allocat
 constexpr size_t kGuardBytes = 64;  // a canary after every shared allocation catches writes past its end
 #endif
 constexpr unsigned char kGuardByte = 0xA5;
+constexpr uint64_t kMaxClusterSize = 8;  // the portable cluster size (16 needs a non-portable opt-in)
 constexpr unsigned char kUninitializedShared = 0xFF;  // NaN in fp32, fp16 and bf16
 #if SIMT_ASAN
 constexpr size_t kStackBytes = 512 * 1024;  // ASan's redzones and fake frames need room
@@ -293,25 +295,35 @@ constexpr size_t kStackBytes = 128 * 1024;
 #endif
 
 struct LaunchState {
-  dim3 grid, block;
+  dim3 grid, block, cluster;
+  unsigned cluster_size = 1;  // blocks a cluster
   size_t dynamic_bytes = 0;
   unsigned threads_per_block = 0;
   const std::function<void()>* kernel = nullptr;
   LaunchOptions options;
 };
 
-// A host thread running blocks of one launch, one block at a time.
-struct Worker {
-  const LaunchState* launch = nullptr;
-  std::vector<Fiber> fibers;
-  char* stacks = nullptr;
-  size_t stacks_bytes = 0;
-  Fiber* current = nullptr;
+// One block of the cluster a worker runs: what __syncthreads, warp collectives and shared memory are per block.
+struct Cta {
   uint3 block_idx{};
   unsigned barrier_arrived = 0;
+  unsigned exited = 0;  // its fibers that have exited
   std::vector<Rendezvous> warps;
   std::vector<SharedAllocation> shared;
   size_t shared_bytes = 0;
+};
+
+// A host thread running blocks of one launch, one cluster at a time (a launch without clusters: clusters of
+// one block). The fibers of a cluster's blocks run interleaved, as its blocks run at once on the GPU: a block
+// may wait at a cluster barrier for the others, and read or write their shared memory.
+struct Worker {
+  const LaunchState* launch = nullptr;
+  std::vector<Fiber> fibers;  // block r's threads are fibers [r * threads_per_block, (r + 1) * threads_per_block)
+  char* stacks = nullptr;
+  size_t stacks_bytes = 0;
+  Fiber* current = nullptr;
+  std::vector<Cta> ctas;  // by rank in the cluster
+  unsigned cluster_arrived = 0;
 #if defined(__x86_64__)
   void* scheduler_sp = nullptr;
 #else
@@ -322,9 +334,10 @@ struct Worker {
   void* scheduler_fake_stack = nullptr;
 
   explicit Worker(const LaunchState* state) : launch(state) {
-    const unsigned n = state->threads_per_block;
+    const unsigned n = state->threads_per_block * state->cluster_size;
     fibers.resize(n);
-    warps.resize((n + kWarpSize - 1) / kWarpSize);
+    ctas.resize(state->cluster_size);
+    for (auto& cta : ctas) cta.warps.resize((state->threads_per_block + kWarpSize - 1) / kWarpSize);
     const size_t page = size_t(sysconf(_SC_PAGESIZE));
     const size_t per_fiber = kStackBytes + page;  // + a guard page below each stack
     stacks_bytes = per_fiber * n;
@@ -352,6 +365,8 @@ Worker& worker() {
   }
   return *tls_worker;
 }
+
+Cta& current_cta(Worker& w) { return w.ctas[w.current->cta]; }
 
 #if !defined(__x86_64__)
 void ucontext_entry(unsigned hi, unsigned lo) {
@@ -445,36 +460,49 @@ std::string describe(const uint3& v) {
   return os.str();
 }
 
-// Why no fiber of the block can run: the first waiting point and who never reached it.
+// Why no fiber of the cluster can run: the first waiting point and who never reached it.
 std::string describe_deadlock(const Worker& w) {
   std::ostringstream os;
-  os << "simt: deadlock in block " << describe(w.block_idx) << ": ";
-  unsigned at_barrier = 0, at_collective = 0, exited = 0;
-  for (const auto& f : w.fibers) {
-    at_barrier += f.status == Status::kAtBarrier;
-    at_collective += f.status == Status::kAtCollective;
-    exited += f.status == Status::kExited;
+  const unsigned n = w.launch->threads_per_block;
+  for (unsigned rank = 0; rank < w.ctas.size(); ++rank) {
+    const Cta& cta = w.ctas[rank];
+    unsigned at_barrier = 0, at_cluster_barrier = 0, at_collective = 0, exited = 0;
+    for (unsigned i = rank * n; i < (rank + 1) * n; ++i) {
+      const Fiber& f = w.fibers[i];
+      at_barrier += f.status == Status::kAtBarrier;
+      at_cluster_barrier += f.status == Status::kAtClusterBarrier;
+      at_collective += f.status == Status::kAtCollective;
+      exited += f.status == Status::kExited;
+    }
+    if (at_barrier) {
+      os << "simt: deadlock in block " << describe(cta.block_idx) << ": " << at_barrier
+         << " thread(s) wait at __syncthreads, which " << (n - at_barrier) << " never reach (" << exited
+         << " exited, " << at_collective << " wait at a warp collective, " << at_cluster_barrier
+         << " at a cluster barrier)";
+      return os.str();
+    }
+    for (size_t warp = 0; warp < cta.warps.size(); ++warp) {
+      const auto& r = cta.warps[warp];
+      if (r.arrived == 0) continue;
+      os << "simt: deadlock in block " << describe(cta.block_idx) << ": warp " << warp << ": " << r.arrived
+         << " lane(s) wait at " << r.kind << ", which the other lanes never reach";
+      return os.str();
+    }
   }
-  if (at_barrier) {
-    os << at_barrier << " thread(s) wait at __syncthreads, which " << (w.fibers.size() - at_barrier)
-       << " never reach (" << exited << " exited, " << at_collective << " wait at a warp collective)";
-  }
-  for (size_t warp = 0; warp < w.warps.size(); ++warp) {
-    const auto& r = w.warps[warp];
-    if (r.arrived == 0) continue;
-    os << (at_barrier ? "; " : "") << "warp " << warp << ": " << r.arrived << " lane(s) wait at " << r.kind
-       << ", which the other lanes never reach";
-    break;
-  }
+  unsigned exited = 0;
+  for (const auto& f : w.fibers) exited += f.status == Status::kExited;
+  os << "simt: deadlock in the cluster of block " << describe(w.ctas[0].block_idx) << ": " << w.cluster_arrived
+     << " thread(s) wait at a cluster barrier, which " << (w.fibers.size() - w.cluster_arrived)
+     << " never reach (" << exited << " exited)";
   return os.str();
 }
 
-void check_guards(const Worker& w) {
-  for (const auto& allocation : w.shared) {
+void check_guards(const Cta& cta) {
+  for (const auto& allocation : cta.shared) {
     for (size_t i = 0; i < kGuardBytes; ++i) {
       if (allocation.data.get()[allocation.bytes + i] != kGuardByte) {
         std::ostringstream os;
-        os << "simt: block " << describe(w.block_idx) << " wrote past the end of "
+        os << "simt: block " << describe(cta.block_idx) << " wrote past the end of "
            << (allocation.site ? "a static shared array" : "dynamic shared memory") << " of " << allocation.bytes
            << " bytes (at byte " << allocation.bytes + i << ")";
         throw Error(os.str());
@@ -483,11 +511,31 @@ void check_guards(const Worker& w) {
   }
 }
 
-unsigned char* allocate_shared(Worker& w, const void* site, size_t bytes) {
-  w.shared_bytes += bytes;
-  if (w.shared_bytes > w.launch->options.shared_memory_limit) {
+// A block of a cluster has exited while others run: its shared memory is gone, and a read of it by another
+// block (a missing cluster barrier before the exit) must not find the data. Under AddressSanitizer any access
+// is reported; otherwise reads find 0xFF bytes (NaN) and the output shows it.
+void retire_shared(Cta& cta) {
+  for (auto& allocation : cta.shared) {
+    std::memset(allocation.data.get(), kUninitializedShared, allocation.bytes);
+#if SIMT_ASAN
+    ASAN_POISON_MEMORY_REGION(allocation.data.get(), allocation.bytes);
+#endif
+  }
+}
+
+void release_shared(Cta& cta) {
+#if SIMT_ASAN
+  for (auto& allocation : cta.shared) ASAN_UNPOISON_MEMORY_REGION(allocation.data.get(), allocation.bytes);
+#endif
+  cta.shared.clear();
+  cta.shared_bytes = 0;
+}
+
+unsigned char* allocate_shared(const Worker& w, Cta& cta, const void* site, size_t bytes) {
+  cta.shared_bytes += bytes;
+  if (cta.shared_bytes > w.launch->options.shared_memory_limit) {
     std::ostringstream os;
-    os << "simt: block uses " << w.shared_bytes << " bytes of shared memory, over the limit of "
+    os << "simt: block uses " << cta.shared_bytes << " bytes of shared memory, over the limit of "
        << w.launch->options.shared_memory_limit;
     throw Error(os.str());
   }
@@ -499,25 +547,33 @@ unsigned char* allocate_shared(Worker& w, const void* site, size_t bytes) {
                               bytes};
   std::memset(allocation.data.get(), kUninitializedShared, bytes);
   std::memset(allocation.data.get() + bytes, kGuardByte, kGuardBytes);
-  w.shared.push_back(std::move(allocation));
-  return w.shared.back().data.get();
+  cta.shared.push_back(std::move(allocation));
+  return cta.shared.back().data.get();
 }
 
-void run_block(Worker& w, const uint3& block_idx, uint64_t block_seed) {
+// Runs the cluster whose first block is `origin` (a launch without clusters: the block `origin`).
+void run_cluster(Worker& w, const uint3& origin, uint64_t cluster_seed) {
   const LaunchState& launch = *w.launch;
-  w.block_idx = block_idx;
-  w.barrier_arrived = 0;
-  for (auto& r : w.warps) r = Rendezvous{};
-  w.shared.clear();
-  w.shared_bytes = 0;
-  allocate_shared(w, nullptr, launch.dynamic_bytes);
   const unsigned n = launch.threads_per_block;
-  for (unsigned i = 0; i < n; ++i) {
+  w.cluster_arrived = 0;
+  for (unsigned rank = 0; rank < w.ctas.size(); ++rank) {
+    Cta& cta = w.ctas[rank];
+    const dim3& c = launch.cluster;
+    cta.block_idx = {origin.x + rank % c.x, origin.y + (rank / c.x) % c.y, origin.z + rank / (c.x * c.y)};
+    cta.barrier_arrived = 0;
+    cta.exited = 0;
+    for (auto& r : cta.warps) r = Rendezvous{};
+    release_shared(cta);
+    allocate_shared(w, cta, nullptr, launch.dynamic_bytes);
+  }
+  for (unsigned i = 0; i < w.fibers.size(); ++i) {
     Fiber& f = w.fibers[i];
-    f.linear = i;
-    f.thread_idx = {i % launch.block.x, (i / launch.block.x) % launch.block.y, i / (launch.block.x * launch.block.y)};
-    f.lane = i % kWarpSize;
-    f.warp = i / kWarpSize;
+    const unsigned t = i % n;
+    f.cta = i / n;
+    f.linear = t;
+    f.thread_idx = {t % launch.block.x, (t / launch.block.x) % launch.block.y, t / (launch.block.x * launch.block.y)};
+    f.lane = t % kWarpSize;
+    f.warp = t / kWarpSize;
     f.status = Status::kRunnable;
     f.waiting_at = nullptr;
     f.error = nullptr;
@@ -525,7 +581,8 @@ void run_block(Worker& w, const uint3& block_idx, uint64_t block_seed) {
     f.committed_groups.clear();
     prepare_fiber_stack(w, f);
   }
-  std::vector<unsigned> order(n);
+  const unsigned fiber_count = unsigned(w.fibers.size());
+  std::vector<unsigned> order(fiber_count);
   std::iota(order.begin(), order.end(), 0u);
   if (launch.options.order == FiberOrder::kReverse) std::reverse(order.begin(), order.end());
   const bool shuffled = launch.options.order == FiberOrder::kShuffle;
@@ -534,15 +591,23 @@ void run_block(Worker& w, const uint3& block_idx, uint64_t block_seed) {
   // step, and a warp that overwrites shared memory another warp has yet to read (a missing barrier between
   // a multiply and the refill of its stage) would go unseen whenever both issue as many mma as each other.
   const bool warps_run_ahead = launch.options.order == FiberOrder::kReverse;
-  std::mt19937_64 rng(block_seed);
+  std::mt19937_64 rng(cluster_seed);
+  unsigned ctas_running = unsigned(w.ctas.size());
   auto run = [&](Fiber& f) {
     resume(w, f);
     if (f.error) {
       try {
         std::rethrow_exception(f.error);
       } catch (const std::exception& e) {
-        throw Error(std::string(e.what()) + " [block " + describe(block_idx) + ", thread " +
+        throw Error(std::string(e.what()) + " [block " + describe(w.ctas[f.cta].block_idx) + ", thread " +
                     describe(f.thread_idx) + "]");
+      }
+    }
+    if (f.status == Status::kExited) {
+      Cta& cta = w.ctas[f.cta];
+      if (++cta.exited == n) {
+        check_guards(cta);
+        if (--ctas_running > 0) retire_shared(cta);
       }
     }
   };
@@ -560,9 +625,10 @@ void run_block(Worker& w, const uint3& block_idx, uint64_t block_seed) {
         // at a barrier or has exited (a barrier's release is left to the next round, as in other orders).
         auto past_collective = [](const Fiber& g) {
           return g.status == Status::kRunnable && g.waiting_at != nullptr &&
-                 std::strcmp(g.waiting_at, "__syncthreads") != 0;
+                 std::strcmp(g.waiting_at, "__syncthreads") != 0 && std::strcmp(g.waiting_at, "barrier.cluster") != 0;
         };
-        const unsigned warp_first = f.warp * kWarpSize, warp_end = std::min(warp_first + kWarpSize, n);
+        const unsigned warp_first = f.cta * n + f.warp * kWarpSize, warp_end = std::min(warp_first + kWarpSize,
+                                                                                        (f.cta + 1) * n);
         for (bool progressed = warps_run_ahead && past_collective(f); progressed;) {
           progressed = false;
           for (unsigned lane = warp_end; lane-- > warp_first;) {
@@ -578,7 +644,6 @@ void run_block(Worker& w, const uint3& block_idx, uint64_t block_seed) {
     if (all_exited) break;
     if (!ran) throw Error(describe_deadlock(w));
   }
-  check_guards(w);
 }
 
 int default_host_threads() {
@@ -594,17 +659,29 @@ int default_host_threads() {
 uint64_t launch_count() { return launches.load(); }
 
 void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& kernel,
-            const LaunchOptions& options) {
+            const LaunchOptions& options, dim3 cluster) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
-  const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
+  const uint64_t cluster_size = uint64_t(cluster.x) * cluster.y * cluster.z;
   if (threads == 0 || threads > 1024) throw Error("simt: a block must have 1 to 1024 threads");
   if (grid.y > 65535 || grid.z > 65535) throw Error("simt: grid.y and grid.z must be at most 65535");
+  if (cluster_size == 0 || cluster_size > kMaxClusterSize) {
+    throw Error("simt: a cluster must have 1 to 8 blocks (the portable limit), got " + describe({cluster.x, cluster.y,
+                                                                                               cluster.z}));
+  }
+  if (grid.x % cluster.x || grid.y % cluster.y || grid.z % cluster.z) {
+    throw Error("simt: the grid " + describe({grid.x, grid.y, grid.z}) + " is not a whole number of clusters " +
+                describe({cluster.x, cluster.y, cluster.z}));
+  }
   if (tls_worker != nullptr) throw Error("simt: launch from inside a kernel");
   launches.fetch_add(1);
+  const dim3 clusters{grid.x / cluster.x, grid.y / cluster.y, grid.z / cluster.z};
+  const uint64_t blocks = uint64_t(clusters.x) * clusters.y * clusters.z;  // from here on: clusters
   if (blocks == 0) return;
   LaunchState state;
   state.grid = grid;
   state.block = block;
+  state.cluster = cluster;
+  state.cluster_size = unsigned(cluster_size);
   state.dynamic_bytes = dynamic_shared_bytes;
   state.threads_per_block = unsigned(threads);
   state.kernel = &kernel;
@@ -631,13 +708,13 @@ void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::funct
       tls_worker = &w;
       for (uint64_t position; !failed.load() && (position = next.fetch_add(1)) < blocks;) {
         const uint64_t linear = block_order[position];
-        const uint3 block_idx{unsigned(linear % grid.x), unsigned((linear / grid.x) % grid.y),
-                              unsigned(linear / (uint64_t(grid.x) * grid.y))};
+        const uint3 origin{unsigned(linear % clusters.x) * cluster.x, unsigned((linear / clusters.x) % clusters.y) * cluster.y,
+                           unsigned(linear / (uint64_t(clusters.x) * clusters.y)) * cluster.z};
         try {
-          run_block(w, block_idx, options.seed * 0x9E3779B97F4A7C15ull + linear);
+          run_cluster(w, origin, options.seed * 0x9E3779B97F4A7C15ull + linear);
         } catch (...) {
           std::lock_guard<std::mutex> lock(error_mutex);
-          if (position < error_position) {  // report the first failing block in launch order
+          if (position < error_position) {  // report the first failing cluster in launch order
             error_position = position;
             error = std::current_exception();
           }
@@ -723,24 +800,37 @@ void run_checked(const std::function<void(const LaunchOptions&)>& launch_once, c
 namespace detail {
 
 const uint3& thread_idx() { return worker().current->thread_idx; }
-const uint3& block_idx() { return worker().block_idx; }
+const uint3& block_idx() {
+  Worker& w = worker();
+  return current_cta(w).block_idx;
+}
 const dim3& block_dim() { return worker().launch->block; }
 const dim3& grid_dim() { return worker().launch->grid; }
 
-void* dynamic_shared() { return worker().shared.front().data.get(); }
+void* dynamic_shared() {
+  Worker& w = worker();
+  return current_cta(w).shared.front().data.get();
+}
+
+namespace {
+unsigned char* static_shared_of(const Worker& w, Cta& cta, const void* site, size_t bytes) {
+  for (const auto& allocation : cta.shared) {
+    if (allocation.site == site) return allocation.data.get();
+  }
+  return allocate_shared(w, cta, site, bytes);
+}
+}  // namespace
 
 void* block_static_shared(const void* site, size_t bytes, size_t alignment) {
   Worker& w = worker();
-  for (const auto& allocation : w.shared) {
-    if (allocation.site == site) return allocation.data.get();
-  }
   if (alignment > 16) throw Error("simt: static shared arrays are aligned to at most 16 bytes");
-  return allocate_shared(w, site, bytes);
+  return static_shared_of(w, current_cta(w), site, bytes);
 }
 
 void check_shared(const void* address, size_t bytes, const char* what) {
   const auto* p = static_cast<const unsigned char*>(address);
-  for (const auto& allocation : worker().shared) {
+  Worker& w = worker();
+  for (const auto& allocation : current_cta(w).shared) {
     const unsigned char* begin = allocation.data.get();
     if (p >= begin && p + bytes <= begin + allocation.bytes) return;
   }
@@ -752,13 +842,53 @@ void check_shared(const void* address, size_t bytes, const char* what) {
 void barrier() {
   Worker& w = worker();
   Fiber& f = *w.current;
+  Cta& cta = current_cta(w);
   f.status = Status::kAtBarrier;
   f.waiting_at = "__syncthreads";
-  if (++w.barrier_arrived == w.launch->threads_per_block) {
-    w.barrier_arrived = 0;
+  const unsigned n = w.launch->threads_per_block;
+  if (++cta.barrier_arrived == n) {
+    cta.barrier_arrived = 0;
+    for (unsigned i = f.cta * n; i < (f.cta + 1) * n; ++i) w.fibers[i].status = Status::kRunnable;
+  }
+  yield(w, f);
+}
+
+unsigned cluster_rank() { return worker().current->cta; }
+unsigned cluster_size() { return worker().launch->cluster_size; }
+
+void cluster_barrier() {
+  Worker& w = worker();
+  Fiber& f = *w.current;
+  f.status = Status::kAtClusterBarrier;
+  f.waiting_at = "barrier.cluster";
+  if (++w.cluster_arrived == w.fibers.size()) {
+    w.cluster_arrived = 0;
     for (auto& other : w.fibers) other.status = Status::kRunnable;
   }
   yield(w, f);
+}
+
+void* map_shared_rank(const void* address, unsigned rank) {
+  Worker& w = worker();
+  if (rank >= w.ctas.size()) {
+    std::ostringstream os;
+    os << "mapa: rank " << rank << " is not a block of the cluster (" << w.ctas.size() << " blocks)";
+    throw Error(os.str());
+  }
+  const auto* p = static_cast<const unsigned char*>(address);
+  for (const auto& allocation : current_cta(w).shared) {
+    const unsigned char* begin = allocation.data.get();
+    if (p < begin || p >= begin + allocation.bytes) continue;
+    Cta& target = w.ctas[rank];
+    // The same allocation in the target block: its dynamic shared memory, or the static array of this site
+    // (allocated there now if its threads have not reached its declaration yet; on the GPU it exists already).
+    unsigned char* base = allocation.site ? static_shared_of(w, target, allocation.site, allocation.bytes)
+                                          : target.shared.front().data.get();
+    return base + (p - begin);
+  }
+  std::ostringstream os;
+  os << "mapa: address " << address << " is not inside the block's shared memory";
+  throw Error(os.str());
 }
 
 void require_full_mask(unsigned mask, const char* what) {
@@ -774,7 +904,7 @@ void warp_collective(const char* kind, const void* in, size_t in_bytes, void* ou
   if (w.launch->threads_per_block % kWarpSize != 0) {
     throw Error(std::string(kind) + ": warp collectives need a block size that is a multiple of 32");
   }
-  Rendezvous& r = w.warps[f.warp];
+  Rendezvous& r = current_cta(w).warps[f.warp];
   if (r.arrived == 0) {
     r.kind = kind;
     r.first_lane = f.lane;
@@ -791,7 +921,8 @@ void warp_collective(const char* kind, const void* in, size_t in_bytes, void* ou
   if (++r.arrived == kWarpSize) {
     r.compute(r.in, r.out);
     r.arrived = 0;
-    for (unsigned lane = 0; lane < kWarpSize; ++lane) w.fibers[f.warp * kWarpSize + lane].status = Status::kRunnable;
+    const unsigned first = f.cta * w.launch->threads_per_block + f.warp * kWarpSize;
+    for (unsigned lane = 0; lane < kWarpSize; ++lane) w.fibers[first + lane].status = Status::kRunnable;
   }
   yield(w, f);
   if (out_bytes) std::memcpy(out, r.out[f.lane], out_bytes);

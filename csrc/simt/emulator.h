@@ -106,9 +106,12 @@ LaunchOptions& default_launch_options();
 // Launches since the process started (a forward must be exactly one).
 uint64_t launch_count();
 
-// Runs `kernel` (a call of the kernel function with its arguments) over the grid.
+// Runs `kernel` (a call of the kernel function with its arguments) over the grid, in thread-block clusters of
+// `cluster` blocks (the grid a whole number of them; at most 8 blocks a cluster). A cluster's blocks run at
+// once, their threads fibers of one host thread, so that each can wait for the others at cluster_sync and
+// read and write their shared memory.
 void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& kernel,
-            const LaunchOptions& options = default_launch_options());
+            const LaunchOptions& options = default_launch_options(), dim3 cluster = dim3{1, 1, 1});
 
 // One way to schedule a launch: the fiber (and block) order, its seed for kShuffle, and when copies land.
 // Named "forward", "reverse" or "shuffle:SEED", with "@issue" appended when copies land at issue
@@ -149,6 +152,10 @@ void* dynamic_shared();
 void* block_static_shared(const void* site, size_t bytes, size_t alignment);
 void check_shared(const void* address, size_t bytes, const char* what);
 void barrier();
+unsigned cluster_rank();
+unsigned cluster_size();
+void cluster_barrier();
+void* map_shared_rank(const void* address, unsigned rank);
 
 // A warp collective: each lane deposits up to 64 bytes, the last lane to arrive runs `compute` over all
 // 32 lanes' inputs, and every lane gets its output (up to 64 bytes). All lanes must call the same `kind`.
@@ -216,6 +223,20 @@ template <class T>
 T* dynamic_shared() {
   return static_cast<T*>(detail::dynamic_shared());
 }
+
+// Thread-block clusters (sm_90), as simt.h's GPU versions: the block's rank in its cluster (%cluster_ctarank,
+// the block's position in the cluster with x fastest), the cluster's block count (%cluster_nctarank), the
+// address in block `rank`'s shared memory of what `p` addresses in this block's (mapa: distributed shared
+// memory, read and written through the pointer), and barrier.cluster.arrive.release + wait.acquire over every
+// thread of the cluster. A block's shared memory is gone once it exits: no other block may touch it after
+// (a cluster_sync before the exit ensures it).
+inline unsigned cluster_rank() { return detail::cluster_rank(); }
+inline unsigned cluster_size() { return detail::cluster_size(); }
+template <class T>
+T* map_shared_rank(T* p, unsigned rank) {
+  return static_cast<T*>(detail::map_shared_rank(p, rank));
+}
+inline void cluster_sync() { detail::cluster_barrier(); }
 
 inline float negative_infinity() { return -HUGE_VALF; }
 inline u32x4 load_128(const void* p) {

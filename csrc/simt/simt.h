@@ -40,6 +40,24 @@
     kernel<<<grid, block, shared_bytes, context>>>(__VA_ARGS__);     \
     SIMT_CUDA_CHECK(cudaGetLastError());                             \
   } while (0)
+// The same in thread-block clusters of `cluster` blocks (sm_90; the grid a whole number of clusters).
+#define SIMT_LAUNCH_CLUSTER(kernel, grid, cluster, block, shared_bytes, context, ...)          \
+  do {                                                                                      \
+    const ::dim3 simt_cluster = (cluster);                                                  \
+    cudaLaunchAttribute simt_attribute{};                                                   \
+    simt_attribute.id = cudaLaunchAttributeClusterDimension;                                \
+    simt_attribute.val.clusterDim.x = simt_cluster.x;                                       \
+    simt_attribute.val.clusterDim.y = simt_cluster.y;                                       \
+    simt_attribute.val.clusterDim.z = simt_cluster.z;                                       \
+    cudaLaunchConfig_t simt_config{};                                                       \
+    simt_config.gridDim = (grid);                                                           \
+    simt_config.blockDim = (block);                                                         \
+    simt_config.dynamicSmemBytes = (shared_bytes);                                          \
+    simt_config.stream = (context);                                                         \
+    simt_config.attrs = &simt_attribute;                                                    \
+    simt_config.numAttrs = 1;                                                               \
+    SIMT_CUDA_CHECK(cudaLaunchKernelEx(&simt_config, kernel, __VA_ARGS__));                 \
+  } while (0)
 #endif
 
 #define SIMT_NS gpu
@@ -124,6 +142,49 @@ SIMT_DEVICE uint32_t round_tf32_operand_bits(uint32_t bits) {
   return fabsf(__uint_as_float(bits)) < __int_as_float(0x7f800000) ? bits + 0x1000u : bits;
 }
 SIMT_DEVICE float round_tf32_operand(float x) { return __uint_as_float(round_tf32_operand_bits(__float_as_uint(x))); }
+
+// Thread-block clusters (sm_90): the block's rank in its cluster, the cluster's block count, the generic
+// address in block `rank`'s shared memory of what `p` addresses in this block's (mapa: distributed shared
+// memory, read and written through the pointer), and a barrier over every thread of the cluster that also
+// orders their memory accesses (release, acquire). A block's shared memory is gone once it exits: no other
+// block may touch it after (a cluster_sync before the exit ensures it). Built for an earlier architecture,
+// every launch is a cluster of one block.
+SIMT_DEVICE unsigned cluster_rank() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  unsigned rank;
+  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+#else
+  return 0;
+#endif
+}
+SIMT_DEVICE unsigned cluster_size() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  unsigned size;
+  asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(size));
+  return size;
+#else
+  return 1;
+#endif
+}
+template <class T>
+SIMT_DEVICE T* map_shared_rank(T* p, unsigned rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint64_t mapped;
+  asm("mapa.u64 %0, %1, %2;" : "=l"(mapped) : "l"(reinterpret_cast<uint64_t>(p)), "r"(rank));
+  return reinterpret_cast<T*>(mapped);
+#else
+  if (rank != 0) __trap();
+  return p;
+#endif
+}
+SIMT_DEVICE void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __syncthreads();
+#endif
+}
 
 SIMT_DEVICE float negative_infinity() { return __int_as_float(int(0xff800000u)); }
 // x, in a register of its own: nvcc cannot see that two such copies are equal, so it keeps them in two
@@ -276,6 +337,8 @@ inline void allow_shared_memory(Kernel, size_t) {}  // the emulator's limit is L
 
 #define SIMT_LAUNCH(kernel, grid, block, shared_bytes, context, ...) \
   ::simt::launch(grid, block, shared_bytes, [&] { kernel(__VA_ARGS__); }, context)
+#define SIMT_LAUNCH_CLUSTER(kernel, grid, cluster, block, shared_bytes, context, ...) \
+  ::simt::launch(grid, block, shared_bytes, [&] { kernel(__VA_ARGS__); }, context, cluster)
 #define SIMT_NS emu
 #define SIMT_GLOBAL
 #define SIMT_DEVICE inline

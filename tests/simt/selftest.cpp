@@ -4,6 +4,8 @@
 //                              shuffled fiber orders, expose)
 //   selftest global_overrun    a planted off-by-one in global memory: AddressSanitizer must abort
 //   selftest shared_overrun    the same in dynamic shared memory
+//   selftest cluster_exit      a block reads another's shared memory after that block exited (no cluster
+//                              barrier before the exit): AddressSanitizer must abort
 // Prints one line per check; exit code 0 when all pass.
 #include <cmath>
 #include <cstdio>
@@ -172,6 +174,16 @@ void partial_collective_kernel() {
   if (threadIdx.x < 16) (void)__shfl_xor_sync(0xffffffffu, 1, 1);
 }
 void misaligned_kernel(float* p) { simt::store_128(p + 1, simt::u32x4{}); }
+// Block 1 of a cluster of 2 skips the cluster barrier block 0 waits at.
+void cluster_early_exit_kernel() {
+  if (simt::cluster_rank() == 1) return;
+  simt::cluster_sync();
+}
+void map_rank_kernel(unsigned rank) {
+  float* slots = simt::dynamic_shared<float>();
+  (void)simt::map_shared_rank(slots, rank);
+}
+void map_global_kernel(float* global) { (void)simt::map_shared_rank(global, 0); }
 
 // Refills its own shared slot with cp.async while a neighbour may still read it: the barrier that should
 // separate the neighbour's read from the refill (`with_barrier`) is missing. Every read precedes every wait,
@@ -223,8 +235,69 @@ void test_error_reports() {
 }
 
 using simt::CopyLanding;
+using simt::dim3;
 using simt::FiberOrder;
 using simt::Schedule;
+
+// Clusters: the exchange through distributed shared memory in every order and in 1-D and 2-D clusters, each
+// of its two cluster barriers left out in turn (caught by the racecheck), and the emulator's error reports.
+void test_clusters() {
+  constexpr int n = 64;  // ClusterExchange::kThreads
+    for (const auto& shape : std::vector<std::pair<dim3, dim3>>{{{4, 2}, {2, 2}}, {{8, 1}, {4, 1}}, {{3, 1}, {1, 1}}}) {
+    const dim3 grid = shape.first, cluster = shape.second;
+    const int blocks = int(grid.x * grid.y), size = int(cluster.x * cluster.y);
+    std::vector<float> in(size_t(blocks) * n), out(4 * in.size(), NAN);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = float(i % 1000) * 0.5f - 7.0f;
+    const std::vector<simt::OutputSpan> outputs{{out.data(), out.size() * sizeof(float)}};
+    auto run = [&](int flags) {
+      return [&, flags](const LaunchOptions& o) {
+        fi::cluster_exchange(in.data(), out.data(), grid.x, grid.y, cluster.x, cluster.y, flags, o);
+      };
+    };
+    const std::string name = "a " + std::to_string(cluster.x) + "x" + std::to_string(cluster.y) + " cluster";
+    simt::run_in_orders(run(fused_inception::ClusterExchangeBarriers::kBoth), outputs,
+                        {FiberOrder::kForward, FiberOrder::kReverse, FiberOrder::kShuffle});
+    bool ok = true;
+    for (int by = 0; by < int(grid.y); ++by) {
+      for (int bx = 0; bx < int(grid.x); ++bx) {
+        // rank: the block's position in its cluster, x fastest; the blocks of the previous and next rank
+        const int rx = bx % int(cluster.x), ry = by % int(cluster.y), rank = rx + ry * int(cluster.x);
+        auto block_of = [&](int r) {
+          return (by - ry + r / int(cluster.x)) * int(grid.x) + bx - rx + r % int(cluster.x);
+        };
+        const int block = by * int(grid.x) + bx, previous = block_of((rank + size - 1) % size),
+                  next = block_of((rank + 1) % size);
+        for (int t = 0; t < n; ++t) {
+          const size_t i = size_t(block) * n + t, row = in.size();
+          ok = ok && out[i] == 2.0f * in[size_t(previous) * n + t] && out[row + i] == in[size_t(next) * n + (t + 1) % n] &&
+               out[2 * row + i] == float(rank) && out[3 * row + i] == float(size);
+        }
+      }
+    }
+    check(ok, name + ": remote stores and loads through mapa, ranks and size, identical in three orders");
+    if (size == 1) continue;
+    expect_error([&] { simt::run_in_orders(run(fused_inception::ClusterExchangeBarriers::kLast), outputs,
+                                           {FiberOrder::kForward, FiberOrder::kReverse}); },
+                 "differs between fiber orders", name + ": loads before the barrier after remote stores are caught");
+#if !defined(__SANITIZE_ADDRESS__)  // under AddressSanitizer the read aborts the program: mode cluster_exit
+    expect_error([&] { simt::run_in_orders(run(fused_inception::ClusterExchangeBarriers::kFirst), outputs,
+                                           {FiberOrder::kForward, FiberOrder::kReverse}); },
+                 "differs between fiber orders",
+                 name + ": a block exiting while another still reads its shared memory is caught");
+#endif
+  }
+  expect_error([] { simt::launch(3, 32, 0, [] {}, LaunchOptions{}, dim3(2)); },
+               "the grid (3,1,1) is not a whole number of clusters (2,1,1)", "a grid of partial clusters is refused");
+  expect_error([] { simt::launch(16, 32, 0, [] {}, LaunchOptions{}, dim3(16)); }, "a cluster must have 1 to 8 blocks",
+               "a cluster over the portable size is refused");
+  expect_error([] { simt::launch(2, 64, 0, [] { emu_only::cluster_early_exit_kernel(); }, LaunchOptions{}, dim3(2)); },
+               "wait at a cluster barrier, which 64 never reach", "a cluster barrier one block never reaches is reported");
+  expect_error([] { simt::launch(2, 32, 16, [] { emu_only::map_rank_kernel(2); }, LaunchOptions{}, dim3(2)); },
+               "mapa: rank 2 is not a block of the cluster (2 blocks)", "mapa to a rank outside the cluster is reported");
+  std::vector<float> global(4);
+  expect_error([&] { simt::launch(1, 32, 16, [&] { emu_only::map_global_kernel(global.data()); }); },
+               "mapa: address", "mapa of an address outside shared memory is reported");
+}
 
 void test_copy_landing() {
   constexpr int n = 64;
@@ -330,6 +403,7 @@ int main(int argc, char** argv) {
     test_gemm();
     test_error_reports();
     test_racecheck();
+    test_clusters();
   } else if (mode == "global_overrun" || mode == "shared_overrun") {
     std::vector<float> out(64);
     try {
@@ -339,6 +413,13 @@ int main(int argc, char** argv) {
       return 3;
     }
     std::printf("overrun not detected\n");
+    return 0;
+  } else if (mode == "cluster_exit") {
+    // Without the last barrier, some block reads the next one's shared memory after it exited.
+    std::vector<float> in(8 * 64, 1.0f), out(4 * in.size());
+    fi::cluster_exchange(in.data(), out.data(), 8, 1, 4, 1, fused_inception::ClusterExchangeBarriers::kFirst,
+                         LaunchOptions{});
+    std::printf("read after exit not detected\n");
     return 0;
   } else {
     std::printf("unknown mode %s\n", mode.c_str());

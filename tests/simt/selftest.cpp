@@ -184,6 +184,19 @@ void map_rank_kernel(unsigned rank) {
   (void)simt::map_shared_rank(slots, rank);
 }
 void map_global_kernel(float* global) { (void)simt::map_shared_rank(global, 0); }
+// Block 1 of a cluster of 2 waits at the cluster barrier while block 0 passes a __syncthreads of its own, then
+// stores into block 1's shared memory: block 0's barrier must not release block 1 early.
+void cluster_and_block_barriers_kernel(float* out) {
+  float* slots = simt::dynamic_shared<float>();
+  const int t = threadIdx.x, n = int(blockDim.x);
+  if (simt::cluster_rank() == 0) {
+    slots[t] = float(t);
+    __syncthreads();
+    simt::map_shared_rank(slots, 1)[t] = slots[(t + 1) % n];
+  }
+  simt::cluster_sync();
+  if (simt::cluster_rank() == 1) out[t] = slots[t];
+}
 
 // Refills its own shared slot with cp.async while a neighbour may still read it: the barrier that should
 // separate the neighbour's read from the refill (`with_barrier`) is missing. Every read precedes every wait,
@@ -294,6 +307,16 @@ void test_clusters() {
                "wait at a cluster barrier, which 64 never reach", "a cluster barrier one block never reaches is reported");
   expect_error([] { simt::launch(2, 32, 16, [] { emu_only::map_rank_kernel(2); }, LaunchOptions{}, dim3(2)); },
                "mapa: rank 2 is not a block of the cluster (2 blocks)", "mapa to a rank outside the cluster is reported");
+  std::vector<float> barrier_out(64, NAN);
+  simt::run_in_orders(
+      [&](const LaunchOptions& o) {
+        simt::launch(2, 64, 64 * sizeof(float), [&] { emu_only::cluster_and_block_barriers_kernel(barrier_out.data()); },
+                     o, dim3(2));
+      },
+      {{barrier_out.data(), barrier_out.size() * sizeof(float)}}, {FiberOrder::kForward, FiberOrder::kReverse});
+  bool barrier_ok = true;
+  for (int t = 0; t < 64; ++t) barrier_ok = barrier_ok && barrier_out[t] == float((t + 1) % 64);
+  check(barrier_ok, "a block's __syncthreads does not release another block of its cluster");
   std::vector<float> global(4);
   expect_error([&] { simt::launch(1, 32, 16, [&] { emu_only::map_global_kernel(global.data()); }); },
                "mapa: address", "mapa of an address outside shared memory is reported");

@@ -256,6 +256,8 @@ struct Fiber {
   ucontext_t context;
 #endif
   void* asan_fake_stack = nullptr;
+  bool cluster_arrival_pending = false;  // arrived at the cluster barrier, not yet waited
+  uint64_t arrival_phase = 0;            // the cluster barrier's phase it arrived in
   std::vector<PendingCopy> open_group;
   std::deque<std::vector<PendingCopy>> committed_groups;
   std::exception_ptr error;
@@ -323,7 +325,8 @@ struct Worker {
   size_t stacks_bytes = 0;
   Fiber* current = nullptr;
   std::vector<Cta> ctas;  // by rank in the cluster
-  unsigned cluster_arrived = 0;
+  unsigned cluster_arrived = 0;  // threads arrived in the cluster barrier's current phase
+  uint64_t cluster_phase = 0;    // completed phases
 #if defined(__x86_64__)
   void* scheduler_sp = nullptr;
 #else
@@ -556,6 +559,7 @@ void run_cluster(Worker& w, const uint3& origin, uint64_t cluster_seed) {
   const LaunchState& launch = *w.launch;
   const unsigned n = launch.threads_per_block;
   w.cluster_arrived = 0;
+  w.cluster_phase = 0;
   for (unsigned rank = 0; rank < w.ctas.size(); ++rank) {
     Cta& cta = w.ctas[rank];
     const dim3& c = launch.cluster;
@@ -577,6 +581,8 @@ void run_cluster(Worker& w, const uint3& origin, uint64_t cluster_seed) {
     f.status = Status::kRunnable;
     f.waiting_at = nullptr;
     f.error = nullptr;
+    f.cluster_arrival_pending = false;
+    f.arrival_phase = 0;
     f.open_group.clear();
     f.committed_groups.clear();
     prepare_fiber_stack(w, f);
@@ -856,15 +862,32 @@ void barrier() {
 unsigned cluster_rank() { return worker().current->cta; }
 unsigned cluster_size() { return worker().launch->cluster_size; }
 
-void cluster_barrier() {
+// barrier.cluster.arrive: counts the thread in the current phase; the phase completes when every thread of
+// the cluster has arrived, and releases the threads waiting in it.
+void cluster_arrive() {
   Worker& w = worker();
   Fiber& f = *w.current;
-  f.status = Status::kAtClusterBarrier;
-  f.waiting_at = "barrier.cluster";
+  if (f.cluster_arrival_pending) throw Error("barrier.cluster.arrive: a second arrive before the wait of the first");
+  f.cluster_arrival_pending = true;
+  f.arrival_phase = w.cluster_phase;
   if (++w.cluster_arrived == w.fibers.size()) {
     w.cluster_arrived = 0;
-    for (auto& other : w.fibers) other.status = Status::kRunnable;
+    ++w.cluster_phase;
+    for (auto& other : w.fibers) {
+      if (other.status == Status::kAtClusterBarrier) other.status = Status::kRunnable;
+    }
   }
+}
+
+// barrier.cluster.wait: returns once the phase of the thread's arrival has completed.
+void cluster_wait() {
+  Worker& w = worker();
+  Fiber& f = *w.current;
+  if (!f.cluster_arrival_pending) throw Error("barrier.cluster.wait: no arrive before it");
+  f.cluster_arrival_pending = false;
+  if (w.cluster_phase > f.arrival_phase) return;
+  f.status = Status::kAtClusterBarrier;
+  f.waiting_at = "barrier.cluster";
   yield(w, f);
 }
 

@@ -154,7 +154,8 @@ void check_shared(const void* address, size_t bytes, const char* what);
 void barrier();
 unsigned cluster_rank();
 unsigned cluster_size();
-void cluster_barrier();
+void cluster_arrive();
+void cluster_wait();
 void* map_shared_rank(const void* address, unsigned rank);
 
 // A warp collective: each lane deposits up to 64 bytes, the last lane to arrive runs `compute` over all
@@ -227,16 +228,25 @@ T* dynamic_shared() {
 // Thread-block clusters (sm_90), as simt.h's GPU versions: the block's rank in its cluster (%cluster_ctarank,
 // the block's position in the cluster with x fastest), the cluster's block count (%cluster_nctarank), the
 // address in block `rank`'s shared memory of what `p` addresses in this block's (mapa: distributed shared
-// memory, read and written through the pointer), and barrier.cluster.arrive.release + wait.acquire over every
-// thread of the cluster. A block's shared memory is gone once it exits: no other block may touch it after
-// (a cluster_sync before the exit ensures it).
+// memory, read and written through the pointer), and the cluster barrier over every thread of the cluster:
+// cluster_arrive (barrier.cluster.arrive.release; _relaxed: no ordering of this thread's accesses, the
+// emulator runs both alike) and cluster_wait (barrier.cluster.wait.acquire) split it, cluster_sync is both.
+// A block's shared memory exists only while it runs: no other block may touch it before a cluster barrier
+// that block arrived at (it may not have started) or after it exits (a cluster barrier before the exit).
+// The emulator catches the second (retire_shared), not the first.
 inline unsigned cluster_rank() { return detail::cluster_rank(); }
 inline unsigned cluster_size() { return detail::cluster_size(); }
 template <class T>
 T* map_shared_rank(T* p, unsigned rank) {
   return static_cast<T*>(detail::map_shared_rank(p, rank));
 }
-inline void cluster_sync() { detail::cluster_barrier(); }
+inline void cluster_arrive() { detail::cluster_arrive(); }
+inline void cluster_arrive_relaxed() { detail::cluster_arrive(); }
+inline void cluster_wait() { detail::cluster_wait(); }
+inline void cluster_sync() {
+  detail::cluster_arrive();
+  detail::cluster_wait();
+}
 
 inline float negative_infinity() { return -HUGE_VALF; }
 inline u32x4 load_128(const void* p) {

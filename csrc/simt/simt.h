@@ -145,10 +145,12 @@ SIMT_DEVICE float round_tf32_operand(float x) { return __uint_as_float(round_tf3
 
 // Thread-block clusters (sm_90): the block's rank in its cluster, the cluster's block count, the generic
 // address in block `rank`'s shared memory of what `p` addresses in this block's (mapa: distributed shared
-// memory, read and written through the pointer), and a barrier over every thread of the cluster that also
-// orders their memory accesses (release, acquire). A block's shared memory is gone once it exits: no other
-// block may touch it after (a cluster_sync before the exit ensures it). Built for an earlier architecture,
-// every launch is a cluster of one block.
+// memory, read and written through the pointer), and the cluster barrier over every thread of the cluster,
+// which also orders their memory accesses: cluster_arrive (release; _relaxed: no ordering) and cluster_wait
+// (acquire) split it, cluster_sync is both. All threads of a warp call them together (.aligned). A block's
+// shared memory exists only while it runs: no other block may touch it before a cluster barrier that block
+// arrived at (it may not have started) or after it exits (a cluster barrier before the exit). Built for an
+// earlier architecture, every launch is a cluster of one block.
 SIMT_DEVICE unsigned cluster_rank() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   unsigned rank;
@@ -178,12 +180,26 @@ SIMT_DEVICE T* map_shared_rank(T* p, unsigned rank) {
   return p;
 #endif
 }
-SIMT_DEVICE void cluster_sync() {
+SIMT_DEVICE void cluster_arrive() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+#endif
+}
+SIMT_DEVICE void cluster_arrive_relaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#endif
+}
+SIMT_DEVICE void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
 #else
   __syncthreads();
 #endif
+}
+SIMT_DEVICE void cluster_sync() {
+  cluster_arrive();
+  cluster_wait();
 }
 
 SIMT_DEVICE float negative_infinity() { return __int_as_float(int(0xff800000u)); }

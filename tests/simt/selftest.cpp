@@ -227,6 +227,24 @@ void middle_kernel(float* out, bool with_barrier) {
   if (with_barrier) __syncthreads();
   out[t] = t % 3 == 1 ? slots[t - 1] + slots[t + 1] : 0.0f;
 }
+// The cluster barrier split: each block stores its slot, arrives, then waits and reads the next block's slot;
+// the last cluster_sync keeps every block alive until the others have read it.
+void split_cluster_barrier_kernel(float* out) {
+  float* slots = simt::dynamic_shared<float>();
+  const int t = threadIdx.x;
+  const unsigned rank = simt::cluster_rank(), next = (rank + 1) % simt::cluster_size();
+  slots[t] = float(100 * rank + t);
+  simt::cluster_arrive();
+  const float local = slots[t] * 2.0f;  // work between the arrive and the wait
+  simt::cluster_wait();
+  out[rank * blockDim.x + t] = simt::map_shared_rank(slots, next)[t] + local;
+  simt::cluster_sync();
+}
+void double_arrive_kernel() {
+  simt::cluster_arrive();
+  simt::cluster_arrive();
+}
+void wait_without_arrive_kernel() { simt::cluster_wait(); }
 }  // namespace emu_only
 
 void test_error_reports() {
@@ -317,6 +335,25 @@ void test_clusters() {
   bool barrier_ok = true;
   for (int t = 0; t < 64; ++t) barrier_ok = barrier_ok && barrier_out[t] == float((t + 1) % 64);
   check(barrier_ok, "a block's __syncthreads does not release another block of its cluster");
+  std::vector<float> split_out(3 * 32, NAN);
+  simt::run_in_orders(
+      [&](const LaunchOptions& o) {
+        simt::launch(3, 32, 32 * sizeof(float), [&] { emu_only::split_cluster_barrier_kernel(split_out.data()); }, o,
+                     dim3(3));
+      },
+      {{split_out.data(), split_out.size() * sizeof(float)}},
+      {FiberOrder::kForward, FiberOrder::kReverse, FiberOrder::kShuffle});
+  bool split_ok = true;
+  for (int rank = 0; rank < 3; ++rank) {
+    for (int t = 0; t < 32; ++t) {
+      split_ok = split_ok && split_out[rank * 32 + t] == float(100 * ((rank + 1) % 3) + t) + 2.0f * float(100 * rank + t);
+    }
+  }
+  check(split_ok, "a cluster barrier split into arrive and wait orders the stores before the arrive");
+  expect_error([] { simt::launch(2, 32, 0, [] { emu_only::double_arrive_kernel(); }, LaunchOptions{}, dim3(2)); },
+               "a second arrive before the wait", "two cluster arrives without a wait are reported");
+  expect_error([] { simt::launch(2, 32, 0, [] { emu_only::wait_without_arrive_kernel(); }, LaunchOptions{}, dim3(2)); },
+               "no arrive before it", "a cluster wait without an arrive is reported");
   std::vector<float> global(4);
   expect_error([&] { simt::launch(1, 32, 16, [&] { emu_only::map_global_kernel(global.data()); }); },
                "mapa: address", "mapa of an address outside shared memory is reported");

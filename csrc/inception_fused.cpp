@@ -218,7 +218,8 @@ at::Tensor inception_forward_kernel(const at::Tensor& x, const InceptionWeights&
   p.shape = s;
   for (int d = 0; d < 4; ++d) p.x_stride[d] = x.stride(d);
   std::string why_not;
-  if (!plan_fused_launch(p, int(x.element_size()), launcher.sm_count, launcher.shared_memory_limit, &why_not)) {
+  if (!plan_fused_launch(p, int(x.element_size()), launcher.sm_count, launcher.shared_memory_limit,
+                         launcher.has_clusters, &why_not)) {
     return inception_forward_unfused(x, w);  // a correct general path for what the kernel skips
   }
   const auto out = at::empty({x.size(0), s.out_channels(), x.size(2), x.size(3)},
@@ -231,13 +232,13 @@ at::Tensor inception_forward_kernel(const at::Tensor& x, const InceptionWeights&
   return out;
 }
 
-// The CPU "device": an H100's multiprocessor count and shared memory, so that plans match the GPU's.
+// The CPU "device": an H100's multiprocessor count, shared memory and clusters, so that plans match the GPU's.
 constexpr int kEmulatedSmCount = 132;
 constexpr size_t kEmulatedSharedMemory = 227 * 1024;
 
 at::Tensor inception_forward_cpu(const at::Tensor& x, FUSED_INCEPTION_WEIGHT_PARAMS) {
   static const FusedLauncher emulated{
-      kEmulatedSmCount, kEmulatedSharedMemory, [](MathMode mode, const InceptionParams& p, const at::Tensor& out) {
+      kEmulatedSmCount, kEmulatedSharedMemory, true, [](MathMode mode, const InceptionParams& p, const at::Tensor& out) {
         simt::run_checked([&](const simt::LaunchOptions& options) { emu::inception::forward(mode, p, options); },
                           {{out.data_ptr(), size_t(out.nbytes())}});
       }};
@@ -279,7 +280,8 @@ std::vector<int64_t> fused_params_layout() {
           int64_t(offsetof(InceptionParams, tiles_h)),
           int64_t(offsetof(InceptionParams, tiles_w)), int64_t(offsetof(InceptionParams, x_vectorized)),
           int64_t(offsetof(InceptionParams, reduced_elements)), int64_t(offsetof(InceptionParams, channel_chunk)),
-          int64_t(offsetof(InceptionParams, num_tasks)), int64_t(offsetof(InceptionParams, band_tiles))};
+          int64_t(offsetof(InceptionParams, num_tasks)), int64_t(offsetof(InceptionParams, band_tiles)),
+          int64_t(offsetof(InceptionParams, cluster_ctas))};
 }
 
 InceptionShape shape_from_list(const std::vector<int64_t>& v) {
@@ -289,12 +291,12 @@ InceptionShape shape_from_list(const std::vector<int64_t>& v) {
 }
 
 // [supported, channel_chunk, num_tasks, tiles_h, tiles_w, reduced_elements, shared_bytes, x_vectorized,
-// band_tiles] for
+// band_tiles, cluster_ctas] for
 // a contiguous input in the given layout and weight rows of `weight_row_stride` elements (0: their length K),
-// all at 16-byte aligned addresses.
+// all at 16-byte aligned addresses, on a device with thread-block clusters or without.
 std::vector<int64_t> fused_plan(const std::vector<int64_t>& shape, int64_t batch, int64_t height, int64_t width,
                                 int64_t element_bytes, bool channels_last, int64_t sm_count,
-                                int64_t shared_memory_limit, int64_t weight_row_stride) {
+                                int64_t shared_memory_limit, int64_t weight_row_stride, bool clusters) {
   InceptionParams p{};
   p.shape = shape_from_list(shape);
   p.batch = batch, p.height = height, p.width = width;
@@ -308,9 +310,10 @@ std::vector<int64_t> fused_plan(const std::vector<int64_t>& shape, int64_t batch
     p.weights[index].weight = aligned;
     p.weights[index].row_stride = weight_row_stride ? weight_row_stride : weight_row_length(p.shape, index);
   }
-  const bool ok = plan_fused_launch(p, int(element_bytes), int(sm_count), size_t(shared_memory_limit), nullptr);
+  const bool ok = plan_fused_launch(p, int(element_bytes), int(sm_count), size_t(shared_memory_limit), clusters,
+                                    nullptr);
   return {ok, p.channel_chunk, p.num_tasks, p.tiles_h, p.tiles_w, p.reduced_elements,
-          int64_t(fused_shared_bytes(p.shape, int(element_bytes))), p.x_vectorized, p.band_tiles};
+          int64_t(fused_shared_bytes(p.shape, int(element_bytes))), p.x_vectorized, p.band_tiles, p.cluster_ctas};
 }
 
 MathMode parse_mode(const std::string& mode) {
@@ -358,7 +361,7 @@ TORCH_LIBRARY_FRAGMENT(fused_inception, m) {
   m.def("_set_routing(bool enabled) -> bool", &set_routing_op);
   m.def("_fused_params_layout() -> int[]", &fused_params_layout);
   m.def("_fused_plan(int[] shape, int batch, int height, int width, int element_bytes, bool channels_last, "
-        "int sm_count, int shared_memory_limit, int weight_row_stride=0) -> int[]",
+        "int sm_count, int shared_memory_limit, int weight_row_stride=0, bool clusters=False) -> int[]",
         &fused_plan);
   m.def("_simt_launch_params(Tensor params, str mode) -> ()", &simt_launch_params);
 }

@@ -22,6 +22,7 @@ void set_backend_for(c10::DeviceType device_type, Backend backend);
 struct FusedLauncher {
   int sm_count;
   size_t shared_memory_limit;
+  bool has_clusters;  // thread-block clusters (compute capability 9.0; the emulator)
   std::function<void(MathMode, const InceptionParams&, const at::Tensor& out)> launch;
 };
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .kernel.launch import (HALO_STAGE_ROWS, OUT_STAGE_ROWS, STAGE_COLS, STAGE_ROWS, THREADS, TILE, BlockShape,
                             UnsupportedCase, count_tasks, cta_of, halo_pixels, k_chunk, plan_band_tiles,
-                            plan_channel_chunk, shared_bytes)
+                            plan_channel_chunk, plan_cluster_ctas, reduction_slice, shared_bytes)
 from .configs import BLOCKS_BY_NAME, GOOGLENET_BLOCKS, InceptionConfig
 
 # FusedPlan's warp tiling (csrc/kernels/inception_params.h), beyond what launch.py mirrors.
@@ -32,6 +32,7 @@ OUT_PASS_N = WARPS_N * OUT_NI * 8      # N of one output pass: 128 channels
 HALO_ROWS = WARPS_M * HALO_MI * 16     # the warp grid's M of a reduction GEMM: 160 (rows past the halo skip)
 HALO_PASS_N = WARPS_N * HALO_NI * 8    # N of one reduction pass: 64 channels
 assert OUT_ROWS == TILE * TILE and HALO_ROWS == STAGE_ROWS and OUT_PASS_N == STAGE_COLS
+assert reduction_slice(1, 1) == HALO_NI * 8  # a cluster's slices come in whole warp columns of the reduction
 assert (OUT_STAGE_ROWS, HALO_STAGE_ROWS) == (OUT_ROWS + OUT_PASS_N, HALO_ROWS + HALO_PASS_N)
 WARPS = THREADS // 32
 MMA_FLOPS = 2 * 16 * 8 * 16  # one m16n8k16: the unit of tensor work below
@@ -85,28 +86,29 @@ LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "win
 #: max_channel_chunk=256 for one whose planner halved a chunk of 256 channels (before change 20), and
 #: k_chunk=32 for one whose K step was 32 elements in every dtype, its last step multiplied whole (before
 #: change 24), and clips_halo=False for one whose reduction computed its halo's rows down to the last in the
-#: image, every column (before change 30).
+#: image, every column (before change 30). shares_reduction_in_clusters=True: a build whose 3x3 tasks of a tile
+#: share one reduction in a thread-block cluster where the device has them (change 35; older builds lack it).
 #: `pass_instructions`, per loop kind: the instructions one pass of that GEMM issues outside its K loop on a full
 #: warp's path (sass_report.py's "pass path"), charged per pass against CALIBRATION_PASS_INSTRUCTIONS. Since
 #: change 24 a pass's last K step is peeled out of the loop, so it is among them (`peels_last_k_step`).
-_PASS_16 = {"1x1": 339, "pool": 462, "reduction": 365, "window": 354, "1x1 element": 540, "pool element": 764,
-            "reduction element": 646, "window staged": 381}
+_PASS_16 = {"1x1": 339, "pool": 462, "reduction": 359, "window": 356, "1x1 element": 540, "pool element": 764,
+            "reduction element": 646, "window staged": 382}
 MEASURED_SASS = {
-    "f16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 148, "window": 131,
-                                                  "1x1 element": 203, "pool element": 445, "reduction element": 455,
+    "f16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 148, "window": 133,
+                                                  "1x1 element": 203, "pool element": 445, "reduction element": 451,
                                                   "window staged": 176}, pass_instructions=_PASS_16,
-                peels_last_k_step=True),
-    "bf16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 148, "window": 131,
-                                                   "1x1 element": 203, "pool element": 445, "reduction element": 455,
+                peels_last_k_step=True, shares_reduction_in_clusters=True),
+    "bf16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 148, "window": 133,
+                                                   "1x1 element": 203, "pool element": 445, "reduction element": 451,
                                                    "window staged": 176}, pass_instructions=_PASS_16,
-                 peels_last_k_step=True),
-    "tf32": dict(registers=252, loop_instructions={"1x1": 178, "pool": 257, "reduction": 236, "window": 172,
+                 peels_last_k_step=True, shares_reduction_in_clusters=True),
+    "tf32": dict(registers=252, loop_instructions={"1x1": 178, "pool": 257, "reduction": 236, "window": 174,
                                                    "1x1 element": 220, "pool element": 366, "reduction element": 333,
                                                    "window staged": 192},
                  pass_instructions={"1x1": 402, "pool": 458, "reduction": 583, "window": 387, "1x1 element": 491,
-                                    "pool element": 619, "reduction element": 721, "window staged": 385},
-                 peels_last_k_step=True),
-    "f32": dict(registers=255, loop_instructions=None),
+                                    "pool element": 619, "reduction element": 729, "window staged": 385},
+                 peels_last_k_step=True, shares_reduction_in_clusters=True),
+    "f32": dict(registers=255, loop_instructions=None, shares_reduction_in_clusters=True),
 }
 
 
@@ -180,6 +182,12 @@ class Device:
     # straight-line code whose dynamic count depends on the bounds it checks.
     pass_overhead_instructions: float = 1750
     cta_overhead_instructions: float = 1100
+    # Thread-block clusters (sm_90): the 3x3 branch's tasks of a tile share its reduction (plan_cluster_ctas).
+    clusters: bool = True
+    # What a CTA that shares the reduction waits at its cluster barriers: the one before its first store into
+    # another CTA (mostly hidden: it arrives when it starts) and the one after the reduction, where it waits for
+    # the slowest slice. An estimate (a cluster barrier's round trip is a few hundred cycles), not yet measured.
+    cluster_barrier_cycles: float = 1000
 
     def tensor_ops_per_cycle(self, dtype: str) -> float:
         if dtype == "f32":
@@ -320,12 +328,14 @@ def tile_frames(height: int, width: int, transposes: bool = True) -> list:
 
 def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str = "nhwc",
           tile: TileFrame | None = None, interleaved: bool = True, k_step: int | None = None, k_granule: int | None = None,
-          clips_halo: bool = True) -> list:
+          clips_halo: bool = True, cluster_ctas: int = 1) -> list:
     """The tasks of a tile in launch order (task_of in inception_params.h) with the GEMMs each CTA runs, each
     GEMM's loop kind that of `layout` (LAYOUTS). `tile`: the tile's frame, whose GEMMs skip the m tiles
     outside the image; None: a tile inside the image (every m tile of the halo computed). `interleaved`: as
     Gemm.interleaved. `k_step`, `k_granule`: as Gemm's (k_step_and_granule; by default 16-bit's). `clips_halo`:
-    the reduction computes its halo clipped to the image (TileFrame.halo_rows)."""
+    the reduction computes its halo clipped to the image (TileFrame.halo_rows). `cluster_ctas` > 1: the 3x3
+    tasks share the reduction in a cluster (plan_cluster_ctas), task i computing slice i of its channels
+    (reduction_slice), none where that slice is empty."""
     kinds = LAYOUTS[layout]
     default_step, default_granule = k_step_and_granule("bf16", {})
     k_step, k_granule = k_step or default_step, k_granule or default_granule
@@ -340,13 +350,17 @@ def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str 
                               skips_idle_warps, kind=kinds[branch], interleaved=interleaved),)
             else:
                 kernel, reduced = (s.k3, s.ch3x3red) if branch == "3x3" else (s.k5, s.ch5x5red)
+                computed = reduced  # the reduced channels this CTA computes
+                if branch == "3x3" and cluster_ctas > 1:
+                    slice_ = reduction_slice(reduced, cluster_ctas)
+                    computed = max(0, min(slice_, reduced - begin // chunk * slice_))
                 halo_rows = tile.halo_rows(kernel, clips_halo) if tile else 16 * _ceil_div(halo_pixels(kernel), 16)
-                reduction = Gemm(halo_rows, HALO_ROWS, HALO_PASS_N, _ceil_div(reduced, HALO_PASS_N), s.in_channels,
-                                 k_step, k_granule, reduced, skips_idle_warps, kind=kinds["reduction"],
+                reduction = Gemm(halo_rows, HALO_ROWS, HALO_PASS_N, _ceil_div(computed, HALO_PASS_N), s.in_channels,
+                                 k_step, k_granule, computed, skips_idle_warps, kind=kinds["reduction"],
                                  interleaved=interleaved)
                 window = Gemm(out_rows, OUT_ROWS, OUT_PASS_N, output_passes, kernel * kernel * reduced, k_step,
                               k_granule, count, skips_idle_warps, kind=kinds["window"], interleaved=interleaved)
-                gemms = (reduction, window)
+                gemms = (reduction, window) if computed else (window,)
             result.append(Task(branch, begin, count, gemms))
     assert len(result) == count_tasks(s, chunk)
     return result
@@ -403,6 +417,7 @@ class Case:
     route: str  # what the op runs for such an input (routing on): "kernel", "kernel_on_channels_last_copy", "unfused"
     copy_us: float = 0.0  # a routed call's copies (x and the output on the NCHW route; OIHW k x k weights), in model_us
     weights_copied: bool = False  # the k x k weights read through channels_last copies (change 29)
+    cluster_ctas: int = 1  # CTAs a thread-block cluster (the 3x3 tasks share the reduction); 1: none
     assumptions: dict = field(default_factory=dict)
 
 
@@ -482,11 +497,16 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     skips = dtype != "f32" and measured.get("skips_idle_warps", True)
     interleaved = measured.get("interleaves_m_tiles", True)
     k_step, k_granule = k_step_and_granule(dtype, measured)
+    cluster_ctas = plan_cluster_ctas(s, chunk, device.clusters and measured.get("shares_reduction_in_clusters", False))
     tasks_of = {frame: tasks(s, chunk, skips_idle_warps=skips, layout=kernel_layout, tile=frame, interleaved=interleaved,
-                             k_step=k_step, k_granule=k_granule, clips_halo=measured.get("clips_halo", True))
+                             k_step=k_step, k_granule=k_granule, clips_halo=measured.get("clips_halo", True),
+                             cluster_ctas=cluster_ctas)
                 for frame in set(frames)}
     task_list = tasks_of[frames[0]]
-    ctas = grid_x * len(task_list)
+    # The grid runs each tile's tasks in groups of cluster_ctas, the last group padded with CTAs that do
+    # nothing (fused_grid_ctas).
+    groups = _ceil_div(len(task_list), cluster_ctas)
+    ctas = grid_x * groups * cluster_ctas
     occupancy = ctas_per_sm(measured["registers"], smem, device)
     slots = device.sms * occupancy
 
@@ -524,13 +544,18 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
         busiest = sum(ratio(g.kind) * g.busiest_warp_tensor_ops for g in task.gemms) + overhead
         every_warp = sum(ratio(g.kind) * g.issued_tensor_ops for g in task.gemms) + WARPS * overhead
         latency = busiest * device.warp_cycles_per_issue
+        if cluster_ctas > 1 and task.branch == "3x3":
+            latency += device.cluster_barrier_cycles
         throughput = occupancy * every_warp / device.schedulers_per_sm
         tensor = occupancy * task.flops / MMA_FLOPS / rate
         return max(latency, throughput), tensor
 
-    per_cta = {frame: [cta_cycles(t) for t in frame_tasks] for frame, frame_tasks in tasks_of.items()}
-    in_grid_order = [per_cta[frames[tile % tiles]][task] for tile, task in
-                     (cta_of(cta, grid_x, len(task_list), band_tiles) for cta in range(grid_x * len(task_list)))]
+    per_cta = {frame: [cta_cycles(t) for t in frame_tasks] + [(0.0, 0.0)] * (groups * cluster_ctas - len(frame_tasks))
+               for frame, frame_tasks in tasks_of.items()}  # a padding CTA: negligible
+    in_grid_order = []
+    for cta in range(ctas):
+        tile, group = cta_of(cta // cluster_ctas, grid_x, groups, band_tiles)
+        in_grid_order.append(per_cta[frames[tile % tiles]][group * cluster_ctas + cta % cluster_ctas])
     compute_s = _makespan([max(issue, tensor) for issue, tensor in in_grid_order], slots) / device.clock_hz
     # The same schedule with only one of the two limits, to say which one binds.
     issue_s = _makespan([i for i, _ in in_grid_order], slots) / device.clock_hz
@@ -564,7 +589,7 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
                 registers=measured["registers"], instructions_per_tensor_op=ratios,
                 issue_us=issue_s * 1e6, tensor_us=tensor_s * 1e6, dram_us=dram_s * 1e6, model_us=model_s * 1e6,
                 bound=bound, floor_us=floor_s * 1e6,
-                route=the_route, copy_us=copy_s * 1e6, weights_copied=weights_copied,
+                route=the_route, copy_us=copy_s * 1e6, weights_copied=weights_copied, cluster_ctas=cluster_ctas,
                 assumptions=dict(sms=device.sms, l2_bytes=device.l2_bytes, clock_hz=device.clock_hz,
                                  dram_bytes_per_s=device.dram_bytes_per_s,
                                  tensor_ops_per_sm_cycle=rate, schedulers_per_sm=device.schedulers_per_sm,
@@ -585,7 +610,7 @@ def sass_from_report(report: dict) -> dict:
         previous = result.get(dtype, dict(registers=0, instructions_per_tensor_op=None))
         ratio = max(ratios + [previous["instructions_per_tensor_op"] or 0], default=0) or None
         result[dtype] = dict(registers=max(kernel["registers"], previous["registers"]),
-                             instructions_per_tensor_op=ratio)
+                             instructions_per_tensor_op=ratio, shares_reduction_in_clusters=True)
     missing = set(DTYPES) - set(result)
     if missing:
         raise ValueError(f"the SASS report lacks the inception_kernel instantiations for {sorted(missing)}")
@@ -634,7 +659,8 @@ def _blocks(args) -> list:
 COLUMNS = (  # (header, width, format of a Case)
     ("block", 6, lambda c: c.block), ("batch", 5, lambda c: str(c.batch)), ("dtype", 5, lambda c: c.dtype),
     ("layout", 9, lambda c: c.layout),
-    ("grid", 9, lambda c: f"{c.grid[0]}x{c.grid[1]}"), ("CTAs", 6, lambda c: str(c.ctas)),
+    ("grid", 9, lambda c: f"{c.grid[0]}x{c.grid[1]}"), ("clu", 3, lambda c: str(c.cluster_ctas)),
+    ("CTAs", 6, lambda c: str(c.ctas)),
     ("/SM", 3, lambda c: str(c.ctas_per_sm)), ("waves", 5, lambda c: str(c.waves)),
     ("tasks", 11, lambda c: f"{c.tasks}x{c.channel_chunk}ch"), ("work", 5, lambda c: f"{c.work_multiplier:.2f}"),
     ("maxK", 5, lambda c: str(c.longest_cta_ksteps)), ("smemKB", 6, lambda c: f"{c.shared_bytes / 1024:.1f}"),
@@ -657,7 +683,9 @@ def format_table(cases: list) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fused_inception plan", description=__doc__.split("\n\n")[0],
                                      epilog="Columns: grid = tiles x tasks; /SM = CTAs per SM; work = executed "
-                                            "tensor FLOPs / ideal; maxK = the longest CTA's K steps; x rd = times "
+                                            "tensor FLOPs / ideal; clu = CTAs a thread-block cluster (the 3x3 "
+                                            "tasks share the reduction; 1: none); maxK = the longest CTA's K "
+                                            "steps; x rd = times "
                                             "x is read from DRAM; issue, tensor, dram, model, floor in us. "
                                             "Assumptions: docs/performance.md.")
     parser.add_argument("--block", help="GoogLeNet blocks, comma-separated (default: all nine)")
@@ -672,6 +700,9 @@ def main(argv=None) -> int:
                              "channels_last x, the block not converted), comma-separated (default nhwc)")
     parser.add_argument("--sms", type=int, default=Device.sms, help="multiprocessors (default 132, an H100 SXM)")
     parser.add_argument("--l2-mb", type=float, default=Device.l2_bytes / 1e6, help="L2 size in MB (default 50)")
+    parser.add_argument("--clusters", action=argparse.BooleanOptionalAction, default=True,
+                        help="the device launches thread-block clusters (sm_90, the default); --no-clusters: "
+                             "as on an earlier GPU, or through CuPy")
     parser.add_argument("--sass-report", help="registers and instructions per tensor op from this "
                                               "`scripts/sass_report.py --json` output instead of today's numbers")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
@@ -680,7 +711,7 @@ def main(argv=None) -> int:
         parser.error("--sms must be positive")
     if len(args.kernel_sizes) != 2 or any(k not in (3, 5) for k in args.kernel_sizes):
         parser.error("--kernel-sizes takes two of 3 and 5")
-    device = replace(Device(), sms=args.sms, l2_bytes=args.l2_mb * 1e6)
+    device = replace(Device(), sms=args.sms, l2_bytes=args.l2_mb * 1e6, clusters=args.clusters)
     sass = None
     if args.sass_report:
         with open(args.sass_report) as f:

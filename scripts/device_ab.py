@@ -123,6 +123,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                         help="a built checkout to time (repeat; the first is the baseline)")
+    parser.add_argument("--env-variant", action="append", default=[], metavar="NAME=VARIANT:VAR=VALUE",
+                        help="a variant's checkout timed again with one environment variable set (repeat), e.g. "
+                             "noclusters=base:FUSED_INCEPTION_TEST_CLUSTERS=0 (launches without clusters)")
     parser.add_argument("--out", help="JSON file for every number")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--blocks", default=",".join(BLOCKS))
@@ -138,19 +141,29 @@ def main(argv=None) -> int:
         return child(args)
     if not args.variant:
         parser.error("give at least one --variant NAME=PATH")
-    variants = []
+    variants, variant_env = [], {}
     for spec in args.variant:
         name, sep, path = spec.partition("=")
         if not sep or not name or not os.path.isdir(path):
             parser.error(f"--variant must be NAME=PATH of a folder, got {spec!r}")
         variants.append((name, os.path.abspath(path)))
+    for spec in args.env_variant:
+        name, _, rest = spec.partition("=")
+        base, _, setting = rest.partition(":")
+        var, sep, value = setting.partition("=")
+        paths = dict(variants)
+        if not name or base not in paths or not var or not sep:
+            parser.error(f"--env-variant must be NAME=VARIANT:VAR=VALUE of a --variant, got {spec!r}")
+        variants.append((name, paths[base]))
+        variant_env[name] = {var: value}
     results, failed = {}, []
     for index, (name, path) in enumerate(variants):
         command = [sys.executable, os.path.abspath(__file__), "--child", name, "--device", args.device,
                    "--blocks", args.blocks, "--batches", args.batches, "--calls", str(args.calls),
                    "--repeats", str(args.repeats), "--threshold-blocks", args.threshold_blocks,
                    "--threshold-batches", args.threshold_batches if index == 0 else ""]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [path, os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [path, os.environ.get("PYTHONPATH")])),
+                   **variant_env.get(name, {}))
         # From outside every checkout, so that PYTHONPATH alone decides which fused_inception is imported.
         done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=os.path.dirname(path))
         lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -160,7 +173,7 @@ def main(argv=None) -> int:
             print(f"variant {name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}", file=sys.stderr)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"variants": dict(variants), "results": results}, f, indent=1)
+            json.dump({"variants": dict(variants), "environment": variant_env, "results": results}, f, indent=1)
     base_name = variants[0][0]
     times = {name: {row["case"]: row["us"] for row in rows if "case" in row} for name, rows in results.items()}
     names = [name for name, _ in variants]

@@ -10,7 +10,9 @@
 # Default variants: base= (the kernel as committed), k32=-DFUSED_INCEPTION_K_CHUNK_16BIT=32 (16-bit K steps of
 # 32 elements, as before change 24: its A/B) and ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2 (the output
 # GEMMs load two k16 slices' fragments before their multiplies; docs/performance.md, change 23) and
-# bar2=-DFUSED_INCEPTION_BARRIERS_PER_STEP=2 (two CTA barriers a K step, as before change 28: its A/B).
+# bar2=-DFUSED_INCEPTION_BARRIERS_PER_STEP=2 (two CTA barriers a K step, as before change 28: its A/B). With a
+# base variant, base is also timed with FUSED_INCEPTION_TEST_CLUSTERS=0 as "noclusters" (launches without
+# thread-block clusters, each 3x3 task computing the whole reduction: change 35's A/B, no build of its own).
 # The flags reach nvcc only: a variant's GPU kernel changes, its emulated CPU kernel (the .cpp files) does not;
 # tests/test_simt.py checks each variant's source under the emulator instead (KERNEL_VARIANTS).
 # $OUT receives ab.json (every number), ab.log (the builds' and the driver's output); the table is printed last.
@@ -56,6 +58,9 @@ for index in "${!pids[@]}"; do
   tail -n 3 "$root/${variants[$index]%%=*}/build.log" >> "$log"
 done
 [ "$status" = 0 ] || { tail -n 30 "$log"; exit 1; }
+for spec in "${variants[@]}"; do
+  [ "${spec%%=*}" = base ] && args+=(--env-variant "noclusters=base:FUSED_INCEPTION_TEST_CLUSTERS=0")
+done
 # shellcheck disable=SC2086  # AB_ARGS is a list of options
 "$python" "$repo/scripts/device_ab.py" "${args[@]}" --out "$OUT/ab.json" ${AB_ARGS:-} 2>&1 | tee -a "$log"
 exit "${PIPESTATUS[0]}"

@@ -153,7 +153,7 @@ MUTANTS = [
     Mutant("missing barrier between the pool's max (or TF32's rounding) and the multiply",
            "        __syncthreads();  // the stages are complete before any warp multiplies them\n", ""),
     Mutant("missing barrier between the reduction and the windows",
-           "  __syncthreads();  // the reduction is complete before any window reads it\n", ""),
+           "  __syncthreads();  // the reduction (this CTA's slice of it) is complete before any window reads it\n", ""),
     Mutant("cp.async wait too weak: the chunk being multiplied may still be in flight",
            "simt::cp_async_wait<0>();  // this thread's copies", "simt::cp_async_wait<1>();  // this thread's copies"),
     # the pool (PoolStream, both halo loaders)
@@ -290,6 +290,26 @@ MUTANTS = [
     Mutant("staged windows: a thread's second tile column reads its first's window",
            "    columns_bytes = kPxStep * row_stride * int(sizeof(T));\n",
            "    columns_bytes = 0;\n"),
+    # thread-block clusters share the 3x3 branch's reduction (change 35)
+    Mutant("shared reduction: no slice copied into the other CTAs of the cluster",
+           "for (int j = lane; j < copies; j += simt::kWarpSize) {",
+           "for (int j = lane; j < 0; j += simt::kWarpSize) {"),
+    Mutant("shared reduction: a slice's weight rows from reduced channel 0",
+           "const WeightRows<T> reduction_rows = weight_rows(reduce, slice_begin);",
+           "const WeightRows<T> reduction_rows = weight_rows(reduce, 0);"),
+    Mutant("shared reduction: a slice's biases from reduced channel 0",
+           "ReductionStore<M> reduction(reduced + slice_begin, bias(reduce, slice_begin),",
+           "ReductionStore<M> reduction(reduced + slice_begin, bias(reduce, 0),"),
+    Mutant("shared reduction: every CTA computes the first slice",
+           "slice_begin = int(rank) * slice < channels ? int(rank) * slice : channels;",
+           "slice_begin = 0;"),
+    Mutant("shared reduction: the copy's target rank not wrapped (the last CTAs copy to themselves)",
+           ": rank + 1 + unsigned(peer) - cluster_ctas;", ": rank;"),
+    Mutant("shared reduction: a CTA barrier, not the cluster's, after the copies",
+           "    simt::cluster_sync();\n  }", "    __syncthreads();\n  }"),
+    Mutant("cluster groups: a tile's last, partial group of tasks dropped",
+           "const int64_t groups = (int64_t(p.num_tasks) + cluster_ctas - 1) / cluster_ctas;",
+           "const int64_t groups = int64_t(p.num_tasks) / cluster_ctas;"),
 ]
 
 KERNEL_UNITS = [f"csrc/kernels/inception_emu_{m}.cpp" for m in ("f16", "bf16", "tf32", "f32")]

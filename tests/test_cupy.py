@@ -124,9 +124,15 @@ def test_plan_matches_cpp(element_bytes, channels_last):
                 continue
             got = [1, int(params["channel_chunk"]), int(params["num_tasks"]), int(params["tiles_h"]),
                    int(params["tiles_w"]), int(params["reduced_elements"]), smem, int(params["x_vectorized"]),
-                   int(params["band_tiles"])]
-            assert got == expected, (shape, batch, side)
+                   int(params["band_tiles"]), int(params["cluster_ctas"])]
+            assert got == expected, (shape, batch, side)  # CuPy launches no clusters, as on a device without
             assert grid == (batch * got[3] * got[4] * got[2], 1)  # one dimension: (tile, task) in bands
+            # On a device with clusters (the op's rule, which fused_inception.plan models): the same plan but
+            # for the cluster size.
+            with_clusters = torch.ops.fused_inception._fused_plan(
+                list(shape), batch, side, side + 1, element_bytes, channels_last, 132, 227 * 1024, 8 * 1024, True)
+            assert with_clusters[:9] == expected[:9]
+            assert with_clusters[9] == launch.plan_cluster_ctas(s, got[1], True), (shape, batch, side)
 
 
 def test_block_shape_names_the_bad_weight():

@@ -309,13 +309,15 @@ def test_ab_driver_times_each_variant_and_checks_its_numerics_on_the_cpu(tmp_pat
     # variants): here one "variant", this checkout, on the CPU's unfused path, one block, one batch.
     out = tmp_path / "ab.json"
     result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "device_ab.py"), "--device", "cpu",
-                             "--variant", f"here={REPO}", "--variant", f"again={REPO}", "--blocks", "5b",
+                             "--variant", f"here={REPO}", "--variant", f"again={REPO}",
+                             "--env-variant", "noclusters=here:FUSED_INCEPTION_TEST_CLUSTERS=0", "--blocks", "5b",
                              "--batches", "1", "--threshold-blocks", "5b", "--threshold-batches", "1",
                              "--calls", "1", "--repeats", "1", "--out", str(out)],
                             capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())
-    for name in ("here", "again"):
+    assert data["environment"] == {"noclusters": {"FUSED_INCEPTION_TEST_CLUSTERS": "0"}}
+    for name in ("here", "again", "noclusters"):
         cases = [row for row in data["results"][name] if "case" in row]
         assert [row["case"] for row in cases] == ["5b-b1-bf16-channels_last"]
         assert cases[0]["us"] > 0 and cases[0]["numerics_ok"]
@@ -326,3 +328,6 @@ def test_ab_driver_times_each_variant_and_checks_its_numerics_on_the_cpu(tmp_pat
     bad = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "device_ab.py"), "--variant", "nopath"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "NAME=PATH" in bad.stderr
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "device_ab.py"), "--variant", f"here={REPO}",
+                          "--env-variant", "x=missing:A=1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "NAME=VARIANT:VAR=VALUE" in bad.stderr

@@ -120,6 +120,35 @@ def test_split_tasks_and_refilled_stages(mode, memory_format, device, fused):
         check_fused(block, x, mode)
 
 
+#: Tests only: "0" plans every fused launch without thread-block clusters (csrc/kernels/inception_plan.cpp).
+CLUSTERS_ENV = "FUSED_INCEPTION_TEST_CLUSTERS"
+
+
+@pytest.mark.parametrize("mode", ["bf16", "tf32"])
+def test_clusters_share_the_reduction_bit_for_bit(mode, device, fused, monkeypatch):
+    # The 3x3 branch's 130 channels in three tasks of 64 (64 + 64 + 2) form clusters of 3 CTAs, each computing a
+    # slice of the 33 reduced channels (16 + 16 + 1: the last slice's vector runs into the row's padding) and
+    # copying it into the other two. Every reduced value is the same GEMM either way, so the output must equal
+    # that of a launch without clusters (each 3x3 task computing the whole reduction) bit for bit.
+    if device == "cuda" and torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("thread-block clusters need compute capability 9.0")
+    dtype, tf32 = MODES[mode]
+    block = make_block((40, 8, 33, 130, 8, 16, 8), device=device, dtype=dtype, seed=5).to(
+        memory_format=torch.channels_last)
+    x = make_input(2, 40, 9, 10, device, dtype, torch.channels_last, seed=6)
+    shape = [*block.block_args, *block.kernel_sizes]
+    with channel_chunk(64):
+        plan = torch.ops.fused_inception._fused_plan(shape, 2, 9, 10, x.element_size(), True, 132, 227 * 1024, 0,
+                                                     True)
+        assert (plan[1], plan[2], plan[9]) == (64, 6, 3)  # 3 + 1 + 1 + 1 tasks a tile, in clusters of 3
+        check_fused(block, x, mode)
+        with allow_tf32(tf32), torch.no_grad():
+            with_clusters = fused_inception.inception(x, *op_params(block))
+            monkeypatch.setenv(CLUSTERS_ENV, "0")
+            without = fused_inception.inception(x, *op_params(block))
+    assert torch.equal(with_clusters, without)
+
+
 @pytest.mark.parametrize("chunk", [1, 4, 130], ids=lambda c: f"chunk{c}")
 def test_channel_chunks(chunk, device, fused):
     # One channel per task, an uneven split, and one task per branch with two N passes of 128 channels.

@@ -28,7 +28,9 @@ def test_json_has_the_keys_per_block_batch_and_dtype(capsys):
         (b, d, n) for b in ("3a", "5b") for d in ("bf16", "tf32") for n in (1, 256)]
     for case in cases:
         assert JSON_KEYS <= set(case)
-        assert case["ctas"] == case["grid"][0] * case["grid"][1]
+        # every tile's tasks in groups of a cluster's CTAs, the last group padded to a whole cluster
+        clusters = -(-case["grid"][1] // case["cluster_ctas"])
+        assert case["ctas"] == case["grid"][0] * clusters * case["cluster_ctas"]
 
 
 def test_layouts(capsys):
@@ -110,8 +112,9 @@ def test_block_5b_at_batch_1_by_hand():
     # One tile: 1 CTA per task, so the chunk steps down from 384 (the widest branch in whole passes of 128)
     # while tasks < 2 * 132 SMs, down to one output pass, 128: 3x3: 3 tasks, 5x5: 1, 1x1: 3, pool: 1 of 128
     # channels = 8 CTAs.
-    case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16")
-    assert (case.grid, case.ctas, case.channel_chunk, case.waves) == ((1, 8), 8, 128, 1)
+    # First on a device without thread-block clusters (each 3x3 task computes the whole reduction).
+    case = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16", plan.Device(clusters=False))
+    assert (case.grid, case.ctas, case.channel_chunk, case.waves, case.cluster_ctas) == ((1, 8), 8, 128, 1, 1)
     assert case.tasks_per_branch == {"3x3": 3, "5x5": 1, "1x1": 3, "pool": 1}
     # A 3x3 task: the reduction over its 10x10 halo clipped to the image, the 7x7 pixels (-> 4 tiles of 16
     # rows), N = 192 in 3 passes of 64, K = 832 in 13 steps of 64; then the 3x3 GEMM: M = 64 (7 rows of the
@@ -135,6 +138,19 @@ def test_block_5b_at_batch_1_by_hand():
     weights = 832 * 752 + 192 * 384 * 9 + 48 * 128 * 25 + (384 + 192 + 384 + 48 + 128 + 128)
     assert case.x_reads == 1
     assert case.dram_bytes == case.min_dram_bytes == (49 * (832 + 1024) + weights) * 2
+    # With clusters (an H100, the default): the 3x3 branch's 3 tasks form a cluster and each computes a third
+    # of its reduction, 64 of the 192 channels (reduction_slice), in one pass of 13 K steps; the other 5 tasks
+    # fill a second cluster and one CTA of a third, whose 2 other CTAs do nothing: 9 CTAs.
+    clustered = plan.plan_case(BLOCKS_BY_NAME["5b"], 1, "bf16")
+    assert (clustered.cluster_ctas, clustered.ctas, clustered.grid) == (3, 9, (1, 8))
+    three_sharing = 2 * 64 * 64 * 832 + 2 * 64 * 128 * 1728
+    assert clustered.executed_flops == 3 * three_sharing + five + 4 * one
+    assert clustered.longest_cta_ksteps == 13 + 27
+    assert clustered.work_multiplier < 1.35 and clustered.model_us < case.model_us
+    # Slices in whole 16-channel warp columns, the last CTAs' shorter or empty: 4d's 144 channels in 3, 48
+    # each; 33 in 3 (16, 16, 1); 5 in 3 (16: all in the first).
+    assert [launch.reduction_slice(c, n) for c, n in ((192, 3), (144, 3), (160, 3), (33, 3), (5, 3))] == \
+        [64, 48, 64, 16, 16]
 
 
 def test_edge_tiles_in_their_frames():
@@ -173,7 +189,8 @@ def test_one_task_per_branch_where_the_grid_is_full():
     config = BLOCKS_BY_NAME["4d"]
     full = plan.plan_case(config, 256, "bf16")
     assert (full.channel_chunk, full.tasks) == (384, 4)
-    capped = plan.plan_case(config, 256, "bf16", sass=dict(plan.MEASURED_SASS, bf16=dict(
+    # (on a device without clusters: with them, the two 3x3 tasks of 256 channels would share their reduction)
+    capped = plan.plan_case(config, 256, "bf16", plan.Device(clusters=False), sass=dict(plan.MEASURED_SASS, bf16=dict(
         plan.MEASURED_SASS["bf16"], max_channel_chunk=256)))
     assert (capped.channel_chunk, capped.tasks) == (256, 5)
     assert full.work_multiplier < capped.work_multiplier and full.model_us < capped.model_us
@@ -352,7 +369,7 @@ def test_plan_runs_without_torch():
     assert result.returncode == 0, result.stderr
     out, module_line = result.stdout.rsplit("MODULE ", 1)
     assert module_line.strip() == os.path.join(REPO, "fused_inception", "plan.py")
-    assert json.loads(out)[0]["ctas"] == 8
+    assert json.loads(out)[0]["ctas"] == 9  # 5b at batch 1: 8 tasks in clusters of 3
 
 
 def test_idle_warps_skip_in_the_tensor_core_modes_only():

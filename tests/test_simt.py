@@ -318,9 +318,11 @@ def test_fused_kernel_passes_under_asan(tmp_path, variant):
     binary = build_asan_program("fused_selftest", tmp_path, KERNEL_VARIANTS[variant])
     result = run_selftest(binary, "")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 failure(s)" in result.stdout and result.stdout.count("ok  ") == 21
-    assert result.stdout.count("(16-byte copies of x)") == 7  # both ways of reading x ran
+    assert "0 failure(s)" in result.stdout and result.stdout.count("ok  ") == 23
+    assert result.stdout.count("(16-byte copies of x)") == 8  # both ways of reading x ran
     assert result.stdout.count("OIHW weights") == 1  # staged windows on transposed tiles
     assert result.stdout.count(" 1x24x") == 2  # the reduction that fills the reduction space
-    assert result.stdout.count(" chunk 3:") == 8 and result.stdout.count(" chunk 4") == 9  # several tasks a branch
+    assert result.stdout.count(" chunk 3 ") == 8 and result.stdout.count(" chunk 4") == 9  # several tasks a branch
+    # the 3x3 branch's tasks sharing one reduction in clusters, and each recomputing it
+    assert result.stdout.count(" clusters of 3") == 11 and result.stdout.count(" chunk 4 (16-byte copies of x):") == 4
     assert "AddressSanitizer" not in result.stderr

@@ -20,6 +20,7 @@ namespace {
 struct DeviceLimits {
   int sm_count = 0;
   size_t shared_memory = 0;
+  bool clusters = false;  // launches thread-block clusters (compute capability 9.0)
   FusedKernelSupport fused_kernel;
 };
 
@@ -38,6 +39,9 @@ DeviceLimits limits_of(int device) {
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   limits.fused_kernel = fused_kernel_support(major, minor, FUSED_INCEPTION_CUDA_ARCH_LIST);
+  int cluster_launch = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&cluster_launch, cudaDevAttrClusterLaunch, device));
+  limits.clusters = cluster_launch != 0;
   return cache.emplace(device, limits).first->second;
 }
 
@@ -52,7 +56,8 @@ at::Tensor inception_forward_cuda(const at::Tensor& x, FUSED_INCEPTION_WEIGHT_PA
     return inception_forward_unfused(x, FUSED_INCEPTION_WEIGHTS_STRUCT);
   }
   const FusedLauncher launcher{
-      limits.sm_count, limits.shared_memory, [](MathMode mode, const InceptionParams& p, const at::Tensor& out) {
+      limits.sm_count, limits.shared_memory, limits.clusters,
+      [](MathMode mode, const InceptionParams& p, const at::Tensor& out) {
         gpu::inception::forward(mode, p, c10::cuda::getCurrentCUDAStream(out.get_device()).stream());
       }};
   return inception_forward_dispatch(x, FUSED_INCEPTION_WEIGHTS_STRUCT, launcher);

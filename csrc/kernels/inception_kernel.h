@@ -1021,7 +1021,7 @@ struct ReductionStore {
   static constexpr int kLaneRows = 2 * Plan::kHaloMI;
   static constexpr uint32_t kNoRow = 0xffu;  // a lane row past the box
   static_assert(Plan::kMaxHaloPixels <= int(kNoRow), "a halo row fits in 8 bits");
-  T* reduced;
+  T* reduced;  // channel 0 of the channels this CTA computes (a slice where a cluster shares the reduction)
   const T* bias;
   int channels, row_stride;
   uint32_t halo_rows[(kLaneRows + 3) / 4];  // byte index % 4 of word index / 4: lane row index's halo row
@@ -1067,6 +1067,32 @@ struct ReductionStore {
   }
 };
 
+// Where a cluster shares the reduction: copies this CTA's slice (channels [begin, begin + count) of the halo
+// rows of the box, which its GEMM stored) into the same places of every other CTA of the cluster, in 16-byte
+// vectors through distributed shared memory. Warp w takes the box's pixels w, w + 8, ..., its lanes the
+// (peer, vector) pairs of a pixel. A slice starts at a multiple of 16 channels, whole vectors; only the last
+// slice's last vector may run past the channels, into the row's padding. Outside the K loops, so that the
+// GEMM's registers are as without clusters (stores to the peers in its epilogue spilled in its K loop).
+template <class T>
+SIMT_DEVICE void share_slice(T* reduced, const PixelBox& halo, const PixelBox& box, int row_stride, int begin,
+                             int count, unsigned cluster_ctas, unsigned rank) {
+  constexpr int kWarps = Plan::kThreads / simt::kWarpSize;
+  const int vectors = (count + kVectorElements<T> - 1) / kVectorElements<T>;
+  const int copies = vectors * int(cluster_ctas - 1);  // a pixel's, over the other CTAs
+  const int lane = int(threadIdx.x) % simt::kWarpSize;
+  for (int m = int(threadIdx.x) / simt::kWarpSize; m < box.pixels; m += kWarps) {
+    const int y = box.y0 + m / box.width, x = box.x0 + m % box.width;
+    T* const row = reduced + ((y - halo.y0) * halo.width + (x - halo.x0)) * row_stride + begin;
+    for (int j = lane; j < copies; j += simt::kWarpSize) {
+      const int peer = j / vectors, v = j - peer * vectors;
+      const unsigned target = rank + 1 + unsigned(peer) < cluster_ctas ? rank + 1 + unsigned(peer)
+                                                                       : rank + 1 + unsigned(peer) - cluster_ctas;
+      T* const source = row + v * kVectorElements<T>;
+      simt::store_128(simt::map_shared_rank(source, target), simt::load_128(source));
+    }
+  }
+}
+
 // Zeroes the rows of the halo buffer whose pixels lie outside the image (the zero padding the k x k
 // convolution reads; the reduction GEMM computes the others), whole rows in 16-byte vectors: warp w takes
 // halo pixels w, w + 8, ..., its lanes a row's vectors. Once a CTA, before the reduction (its rows are
@@ -1103,8 +1129,16 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   T* reduced = base + kStageElements;
 
   const int64_t tiles = int64_t(p.tiles_h) * p.tiles_w;
-  const GridCta cta = cta_of(blockIdx.x, p.batch * tiles, p.num_tasks, p.band_tiles);
-  const Task task = task_of(p.shape, p.channel_chunk, cta.task_index);
+  // The grid runs groups of cluster_ctas consecutive tasks of one tile (cta_of over the groups; 1: a task a
+  // group), a CTA's place in its group its rank in the cluster. CTAs of the last group past the tasks have
+  // nothing to do (no cluster barrier waits for them: plan_cluster_ctas).
+  SIMT_ASSUME(p.cluster_ctas >= 1);
+  const unsigned cluster_ctas = unsigned(p.cluster_ctas), rank = blockIdx.x % cluster_ctas;
+  const int64_t groups = (int64_t(p.num_tasks) + cluster_ctas - 1) / cluster_ctas;
+  const GridCta cta = cta_of(blockIdx.x / cluster_ctas, p.batch * tiles, groups, p.band_tiles);
+  const int64_t task_index = cta.task_index * cluster_ctas + rank;
+  if (task_index >= p.num_tasks) return;
+  const Task task = task_of(p.shape, p.channel_chunk, task_index);
   const int64_t image = cta.tile_index / tiles;
   const TileFrame tile = tile_frame(p, int(cta.tile_index % tiles));
   const Frame& frame = tile.frame;
@@ -1167,7 +1201,20 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const int box_x1 = int(halo_box.x0 + halo_width < frame.width() ? halo_box.x0 + halo_width : frame.width());
   const PixelBox reduction_box{box_y0, box_x0, box_x1 - box_x0, (box_y1 - box_y0) * (box_x1 - box_x0)};
   const int halo_m_tiles = (reduction_box.pixels + 15) / 16;
-  const ReductionStore<M> reduction(reduced, bias(reduce, 0), halo_box, reduction_box, channels, row_stride);
+  // Where the cluster holds the 3x3 branch's every task of this tile (plan_cluster_ctas), each CTA computes
+  // one slice of the reduction's channels and stores it into every CTA's halo rows: the reduction is computed
+  // once a tile, not once a task. A build for an architecture without clusters sees a cluster of one
+  // (cluster_size) and computes it whole, as does every CTA of a launch without clusters.
+  const bool shared_reduction = three && cluster_ctas > 1 && simt::cluster_size() == cluster_ctas;
+  if (shared_reduction) simt::cluster_arrive_relaxed();  // this CTA has started: others may store into it
+  int slice_begin = 0, slice_count = channels;  // the reduced channels this CTA computes
+  if (shared_reduction) {
+    const int slice = int(reduction_slice(channels, cluster_ctas));
+    slice_begin = int(rank) * slice < channels ? int(rank) * slice : channels;
+    slice_count = channels - slice_begin < slice ? channels - slice_begin : slice;
+  }
+  const ReductionStore<M> reduction(reduced + slice_begin, bias(reduce, slice_begin), halo_box, reduction_box,
+                                    slice_count, row_stride);
   zero_outside_image(reduced, frame, halo_box, row_stride);
   // The k x k GEMM reads A in place where K runs over (tap, channel) in whole 16-byte groups (DirectWindows);
   // its table is filled here, ordered before its reads by the barrier that follows the reduction.
@@ -1178,18 +1225,24 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   if (direct_windows) {
     DirectWindows<T>::fill_table(window_table, zeros, kernel, channels, halo_width, row_stride, frame.transposed);
   }
+  const WeightRows<T> reduction_rows = weight_rows(reduce, slice_begin);
   if (p.x_vectorized) {
-    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, weight_rows(reduce, 0), channels,
-                                                  halo_m_tiles,
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, reduction_rows, slice_count, halo_m_tiles,
                                                   PixelStream<T, Plan::kStageRows>(frame, image, reduction_box, kStride),
                                                   reduction);
   } else {
-    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, weight_rows(reduce, 0), channels,
-                                                  halo_m_tiles,
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, reduction_rows, slice_count, halo_m_tiles,
                                                   ElementLoader<T, Plan::kStageRows>(frame, image, reduction_box),
                                                   reduction);
   }
-  __syncthreads();  // the reduction is complete before any window reads it
+  __syncthreads();  // the reduction (this CTA's slice of it) is complete before any window reads it
+  if (shared_reduction) {
+    simt::cluster_wait();  // every CTA of the cluster has started: its shared memory may be written
+    share_slice(reduced, halo_box, reduction_box, row_stride, slice_begin, slice_count, cluster_ctas, rank);
+    // Every slice in every CTA before any window reads it. After this no CTA touches another's shared
+    // memory, so none needs to wait for the others before it exits.
+    simt::cluster_sync();
+  }
 
   const int64_t out0 = (three ? s.out_offset_branch2() : s.out_offset_branch3()) + task.channel_begin;
   const WeightRows<T> conv_rows = weight_rows(conv, task.channel_begin);

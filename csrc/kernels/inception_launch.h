@@ -12,12 +12,17 @@ void FUSED_INCEPTION_FORWARD(const InceptionParams& params, simt::LaunchContext 
   constexpr MathMode kMode = MathMode::FUSED_INCEPTION_MODE;
   const size_t shared_bytes =
       fused_shared_bytes(params.shape, int(sizeof(typename Math<kMode>::Element)));
-  // Every (tile, task), in bands (cta_of): fits grid.x, plan_fused_launch checked it.
-  const int64_t blocks = params.batch * int64_t(params.tiles_h) * params.tiles_w * params.num_tasks;
+  // Every (tile, task), in bands (cta_of), in clusters where planned: fits grid.x, plan_fused_launch checked it.
+  const int64_t blocks = fused_grid_ctas(params);
   if (blocks <= 0) return;  // nothing to compute: no launch
   simt::allow_shared_memory(inception_kernel<kMode>, shared_bytes);
   const simt::dim3 grid{static_cast<unsigned>(blocks), 1u};
-  SIMT_LAUNCH(inception_kernel<kMode>, grid, FusedPlan::kThreads, shared_bytes, context, params);
+  if (params.cluster_ctas > 1) {
+    SIMT_LAUNCH_CLUSTER(inception_kernel<kMode>, grid, simt::dim3(unsigned(params.cluster_ctas)), FusedPlan::kThreads,
+                        shared_bytes, context, params);
+  } else {
+    SIMT_LAUNCH(inception_kernel<kMode>, grid, FusedPlan::kThreads, shared_bytes, context, params);
+  }
 }
 
 }  // namespace inception

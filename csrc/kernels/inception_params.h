@@ -165,6 +165,24 @@ FUSED_INCEPTION_HOST_DEVICE constexpr int64_t window_groups(int64_t kernel, int6
   return (k + chunk - 1) / chunk * chunk / (16 / element_bytes);
 }
 
+// Thread-block clusters (sm_90) share the 3x3 branch's reduction: where a tile's 3x3 output channels take
+// 2 to 8 tasks, the launch runs clusters of that many CTAs, which the grid fills with consecutive tasks of one
+// tile (the 3x3 ones first, task_of), and each 3x3 CTA computes one slice of the reduced channels for all of
+// them. Clusters group the other tasks too (each computes on its own) and pad the last group with CTAs that
+// do nothing. 1: no clusters (a device without them, or 3x3 channels in one task or over 8).
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t plan_cluster_ctas(const InceptionShape& s, int64_t chunk,
+                                                                bool device_has_clusters) {
+  const int64_t tasks = (s.ch3x3 + chunk - 1) / chunk;
+  return device_has_clusters && tasks >= 2 && tasks <= 8 ? tasks : 1;
+}
+// The reduced channels each CTA of such a cluster computes: an equal share, in whole 16-channel warp columns of
+// the reduction GEMM (kHaloNI tiles of 8); the last CTAs may have fewer, or none.
+FUSED_INCEPTION_HOST_DEVICE constexpr int64_t reduction_slice(int64_t channels, int64_t ctas) {
+  constexpr int64_t kWarpColumns = FusedPlan::kHaloNI * 8;
+  const int64_t share = (channels + ctas - 1) / ctas;
+  return (share + kWarpColumns - 1) / kWarpColumns * kWarpColumns;
+}
+
 // The block's six convolutions, in schema order; InceptionParams::weights is indexed by these.
 enum WeightIndex : int { kW1 = 0, kW3r = 1, kW3 = 2, kW5r = 3, kW5 = 4, kWp = 5, kNumWeights = 6 };
 
@@ -204,6 +222,7 @@ struct InceptionParams {
   int32_t channel_chunk;     // output channels per task (task_of)
   int32_t num_tasks;         // tasks per tile
   int32_t band_tiles;        // tiles per band of the grid (the last band may have fewer): cta_of
+  int32_t cluster_ctas;      // CTAs a thread-block cluster, 1: no clusters (plan_cluster_ctas)
 };
 
 }  // namespace fused_inception

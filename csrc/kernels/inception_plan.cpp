@@ -26,6 +26,17 @@ int64_t test_channel_chunk() {
   return chunk;
 }
 
+// Tests only: FUSED_INCEPTION_TEST_CLUSTERS=0 plans launches without clusters on any device (the same case
+// computed both ways must give the same bits).
+bool test_clusters_disabled() {
+  const char* env = std::getenv("FUSED_INCEPTION_TEST_CLUSTERS");
+  if (env == nullptr || *env == '\0') return false;
+  if (std::string(env) != "0" && std::string(env) != "1") {
+    throw std::invalid_argument(std::string("FUSED_INCEPTION_TEST_CLUSTERS must be 0 or 1, got ") + env);
+  }
+  return std::string(env) == "0";
+}
+
 }  // namespace
 
 int64_t plan_channel_chunk(const InceptionShape& s, int64_t ctas_per_task, int sm_count) {
@@ -63,8 +74,13 @@ size_t fused_shared_bytes(const InceptionShape& s, int element_bytes) {
          size_t(groups) * sizeof(int32_t);
 }
 
+int64_t fused_grid_ctas(const InceptionParams& p) {
+  const int64_t clusters = (int64_t(p.num_tasks) + p.cluster_ctas - 1) / p.cluster_ctas;
+  return p.batch * int64_t(p.tiles_h) * p.tiles_w * clusters * p.cluster_ctas;
+}
+
 bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size_t shared_memory_limit,
-                       std::string* why_not) {
+                       bool device_has_clusters, std::string* why_not) {
   auto refuse = [&](const std::string& reason) {
     if (why_not) *why_not = reason;
     return false;
@@ -95,7 +111,8 @@ bool plan_fused_launch(InceptionParams& p, int element_bytes, int sm_count, size
   if (chunk > std::numeric_limits<int32_t>::max()) return refuse("too many output channels for one launch");
   p.channel_chunk = int32_t(chunk);
   p.num_tasks = int32_t(count_tasks(s, chunk));
-  if (ctas_per_task * p.num_tasks > std::numeric_limits<int32_t>::max()) {
+  p.cluster_ctas = int32_t(plan_cluster_ctas(s, chunk, device_has_clusters && !test_clusters_disabled()));
+  if (fused_grid_ctas(p) > std::numeric_limits<int32_t>::max()) {
     return refuse("more than 2^31 - 1 CTAs (image tiles x tasks)");  // the grid is one-dimensional
   }
   p.band_tiles = int32_t(plan_band_tiles(ctas_per_task, s.in_channels, element_bytes));

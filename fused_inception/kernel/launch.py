@@ -42,7 +42,7 @@ PARAMS_DTYPE = np.dtype([
     ("x_stride", "<i8", (4,)), ("out_stride", "<i8", (4,)),
     ("shape", "<i8", (len(SHAPE_FIELDS),)),
     ("tiles_h", "<i4"), ("tiles_w", "<i4"), ("x_vectorized", "<i4"), ("reduced_elements", "<i4"),
-    ("channel_chunk", "<i4"), ("num_tasks", "<i4"), ("band_tiles", "<i4"),
+    ("channel_chunk", "<i4"), ("num_tasks", "<i4"), ("band_tiles", "<i4"), ("cluster_ctas", "<i4"),
 ], align=True)
 
 
@@ -111,6 +111,18 @@ def plan_channel_chunk(s: BlockShape, ctas_per_task, sm_count):
     while count_tasks(s, chunk) > MAX_TASKS:
         chunk *= 2
     return chunk
+
+
+def plan_cluster_ctas(s: BlockShape, chunk, device_has_clusters):
+    """CTAs a thread-block cluster (plan_cluster_ctas in inception_params.h): the 3x3 branch's tasks of a tile,
+    2 to 8 of them, share its reduction; 1: no clusters."""
+    tasks = -(-s.ch3x3 // chunk)
+    return tasks if device_has_clusters and 2 <= tasks <= 8 else 1
+
+
+def reduction_slice(channels, ctas):
+    """Reduced channels each CTA of a cluster computes: an equal share in whole 16-channel warp columns."""
+    return _round_up(-(-channels // ctas), 16)
 
 
 def reduced_row_stride(channels, element_bytes):
@@ -186,6 +198,7 @@ def build_params(s: BlockShape, *, x_ptr, out_ptr, weights, batch, height, width
     if ctas_per_task * int(params["num_tasks"]) > 2**31 - 1:
         raise UnsupportedCase("more than 2^31 - 1 CTAs (image tiles x tasks)")  # the grid is one-dimensional
     params["band_tiles"] = plan_band_tiles(ctas_per_task, s.in_channels, element_bytes)
+    params["cluster_ctas"] = 1  # CuPy launches no thread-block clusters: each 3x3 task computes the reduction
     return params, (ctas_per_task * int(params["num_tasks"]), 1), smem
 
 

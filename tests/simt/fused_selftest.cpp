@@ -197,6 +197,7 @@ struct Case {
   int64_t chunk;        // output channels per task (0: the planner's choice)
   unsigned seed;
   bool oihw_weights = false;  // NHWC x with the k x k weights as PyTorch makes them (a model not converted)
+  bool clusters = true;       // a device with thread-block clusters (the 3x3 branch's tasks share its reduction)
 };
 
 std::vector<simt::Schedule> racecheck_schedules() {
@@ -255,7 +256,7 @@ void run_case(MathMode mode, const Case& c) {
   const std::string chunk = c.chunk ? std::to_string(c.chunk) : "";
   setenv("FUSED_INCEPTION_TEST_CHANNEL_CHUNK", chunk.c_str(), 1);
   std::string why;
-  const bool planned = fused_inception::plan_fused_launch(p, int(sizeof(T)), 132, 227 * 1024, &why);
+  const bool planned = fused_inception::plan_fused_launch(p, int(sizeof(T)), 132, 227 * 1024, c.clusters, &why);
   unsetenv("FUSED_INCEPTION_TEST_CHANNEL_CHUNK");
   // Bands of 3 tiles (the planner makes one band of these few tiles): the grid's band order with a shorter
   // last band (8 tiles: 3 + 3 + 2; 4 tiles: 3 + 1).
@@ -264,7 +265,8 @@ void run_case(MathMode mode, const Case& c) {
   std::string name = std::string(c.mode_name) + (c.channels_last ? " NHWC " : " NCHW ") + std::to_string(n) + "x" +
                      std::to_string(cin) + "x" + std::to_string(h) + "x" + std::to_string(w) + " chunk " +
                      std::to_string(p.channel_chunk) + (p.x_vectorized ? " (16-byte copies of x)" : "") +
-                     (c.oihw_weights ? " OIHW weights" : "");
+                     (c.oihw_weights ? " OIHW weights" : "") +
+                     (p.cluster_ctas > 1 ? " clusters of " + std::to_string(p.cluster_ctas) : "");
   if (!planned || (c.chunk && p.channel_chunk != c.chunk)) {
     std::printf("FAIL %s: not planned as asked (%s)\n", name.c_str(), why.c_str());
     ++failures;
@@ -344,13 +346,18 @@ int main() {
   for (const char* mode : {"fp16", "bf16", "tf32", "fp32"}) {
     for (bool channels_last : {false, true}) {
       cases.push_back(Case{mode, odd, 2, 9, 11, channels_last, false, 3, seed++});
-      cases.push_back(Case{mode, deep, 1, 10, 13, channels_last, true, 4, seed++});
+      // (on a device without clusters: each 3x3 task recomputes the reduction)
+      cases.push_back(Case{mode, deep, 1, 10, 13, channels_last, true, 4, seed++, false, false});
     }
   }
   cases.push_back(Case{"fp32", wide, 1, 10, 7, false, false, 0, seed++});
   cases.push_back(Case{"bf16", wide, 1, 7, 10, true, true, 0, seed++});
   cases.push_back(Case{"bf16", wide5, 1, 9, 10, true, true, 0, seed++});
   cases.push_back(Case{"fp32", wide5, 1, 10, 9, false, false, 0, seed++});
+  // The 3x3 branch in three tasks of 64 channels (64 + 64 + 2): clusters of 3 CTAs share its 33-channel
+  // reduction, slices of 16 + 16 + 1 channels, each stored into all three (distributed shared memory).
+  cases.push_back(Case{"bf16", wide, 1, 10, 9, true, true, 64, seed++});
+  cases.push_back(Case{"tf32", wide, 2, 9, 10, false, false, 64, seed++});
   // x in 16-byte copies with OIHW k x k weights: the staged windows (WindowLoader, channels outer) on the
   // transposed tiles that only vectorised x gets (the 13-wide image's right-edge tiles).
   cases.push_back(Case{"bf16", deep, 1, 10, 13, true, true, 4, seed++, true});

@@ -1202,8 +1202,8 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const PixelBox reduction_box{box_y0, box_x0, box_x1 - box_x0, (box_y1 - box_y0) * (box_x1 - box_x0)};
   const int halo_m_tiles = (reduction_box.pixels + 15) / 16;
   // Where the cluster holds the 3x3 branch's every task of this tile (plan_cluster_ctas), each CTA computes
-  // one slice of the reduction's channels and stores it into every CTA's halo rows: the reduction is computed
-  // once a tile, not once a task. A build for an architecture without clusters sees a cluster of one
+  // one slice of the reduction's channels into its halo rows and then copies it into the others'
+  // (share_slice): the reduction is computed once a tile, not once a task. A build for an architecture without clusters sees a cluster of one
   // (cluster_size) and computes it whole, as does every CTA of a launch without clusters.
   const bool shared_reduction = three && cluster_ctas > 1 && simt::cluster_size() == cluster_ctas;
   if (shared_reduction) simt::cluster_arrive_relaxed();  // this CTA has started: others may store into it

@@ -331,6 +331,8 @@ void simt_launch_params(const at::Tensor& params, const std::string& mode) {
               "fused_inception::_simt_launch_params: params must be ", sizeof(InceptionParams), " CPU bytes");
   InceptionParams p;
   std::memcpy(&p, params.data_ptr(), sizeof(p));
+  TORCH_CHECK(p.cluster_ctas >= 1 && p.cluster_ctas <= 8, "fused_inception::_simt_launch_params: cluster_ctas must ",
+              "be 1 to 8, got ", p.cluster_ctas);
   const MathMode math = parse_mode(mode);
   const size_t element = math == MathMode::kF16 || math == MathMode::kBF16 ? 2 : 4;
   int64_t extent = 1;  // elements the output spans through its strides

@@ -1205,7 +1205,8 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   // one slice of the reduction's channels into its halo rows and then copies it into the others'
   // (share_slice): the reduction is computed once a tile, not once a task. A build for an architecture without clusters sees a cluster of one
   // (cluster_size) and computes it whole, as does every CTA of a launch without clusters.
-  const bool shared_reduction = three && cluster_ctas > 1 && simt::cluster_size() == cluster_ctas;
+  const bool shared_reduction = three && cluster_ctas > 1 && simt::cluster_size() == cluster_ctas &&
+                                (s.ch3x3 + p.channel_chunk - 1) / p.channel_chunk == cluster_ctas;
   if (shared_reduction) simt::cluster_arrive_relaxed();  // this CTA has started: others may store into it
   int slice_begin = 0, slice_count = channels;  // the reduced channels this CTA computes
   if (shared_reduction) {

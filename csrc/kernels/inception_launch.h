@@ -17,7 +17,9 @@ void FUSED_INCEPTION_FORWARD(const InceptionParams& params, simt::LaunchContext 
   if (blocks <= 0) return;  // nothing to compute: no launch
   simt::allow_shared_memory(inception_kernel<kMode>, shared_bytes);
   const simt::dim3 grid{static_cast<unsigned>(blocks), 1u};
-  if (params.cluster_ctas > 1) {
+  // Planned clusters run as such where the kernel's image has real cluster primitives; elsewhere its CTAs
+  // see clusters of one and recompute the reduction, so a plain launch of the same grid is right.
+  if (params.cluster_ctas > 1 && simt::compiled_for_clusters(inception_kernel<kMode>)) {
     SIMT_LAUNCH_CLUSTER(inception_kernel<kMode>, grid, simt::dim3(unsigned(params.cluster_ctas)), FusedPlan::kThreads,
                         shared_bytes, context, params);
   } else {

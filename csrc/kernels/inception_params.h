@@ -148,8 +148,9 @@ FUSED_INCEPTION_HOST_DEVICE constexpr int64_t plan_band_tiles(int64_t tiles, int
 // The recomputed reduction in shared memory: one row of `reduced_row_stride` elements per halo pixel. A row is
 // the channels rounded up to whole 16-byte vectors, plus one vector where that count is even: an odd number of
 // vectors puts the 8 consecutive pixels of an ldmatrix (the k x k GEMM reads its A fragments straight from
-// these rows) in 8 distinct 16-byte bank groups. The padding past the channels may hold anything (only the
-// odd channel of a pair store lands there): every reader stays below `channels` (window table, WindowLoader).
+// these rows) in 8 distinct 16-byte bank groups. The padding past the channels may hold anything (the odd
+// channel of a pair store lands there, and the last vector of a slice share_slice copies): every reader stays
+// below `channels` (window table, WindowLoader).
 FUSED_INCEPTION_HOST_DEVICE constexpr int64_t reduced_row_stride(int64_t channels, int element_bytes) {
   const int64_t vector = 16 / element_bytes, vectors = (channels + vector - 1) / vector;
   return (vectors % 2 == 0 ? vectors + 1 : vectors) * vector;

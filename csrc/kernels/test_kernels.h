@@ -183,7 +183,8 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(GemmTile::kThreads, 1)
 // ---- thread-block clusters: distributed shared memory -----------------------------------------------------
 
 // Launched in clusters with ClusterExchange::kThreads threads a block. Each block stores its slice of `in` in
-// its own shared memory and, through mapa, twice over in the next block's (by rank, wrapping), then reads
+// its own shared memory and, through mapa, twice over in the next block's (by rank, wrapping; only once every
+// block has arrived at a first cluster barrier: on the GPU a block not yet started has no shared memory), then reads
 // what the previous block stored in its own and what the next block holds in its. `out` has four rows of
 // the grid's blocks x threads: the previous block's values doubled (a remote store), the next block's value of
 // the next thread (a remote load), the block's rank and the cluster's size. The flags leave out either
@@ -203,7 +204,9 @@ SIMT_GLOBAL void cluster_exchange_kernel(const float* in, float* out, int flags)
   const int64_t blocks = int64_t(gridDim.x) * gridDim.y * gridDim.z;
   const int64_t block = (int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
   const int64_t i = block * n + t, row = blocks * n;
+  simt::cluster_arrive_relaxed();
   mine[t] = in[i];
+  simt::cluster_wait();  // every block of the cluster has started
   simt::map_shared_rank(inbox, next)[t] = 2.0f * in[i];
   if (flags & ClusterExchangeBarriers::kFirst) simt::cluster_sync();
   out[i] = inbox[t];

@@ -99,6 +99,24 @@ inline void allow_shared_memory(Kernel kernel, size_t bytes) {
     current = bytes;
   }
 }
+
+// Whether `kernel`'s image for the current device was compiled for sm_90 or later, so that its cluster
+// primitives are real: an image JIT-compiled from compute_80 PTX sees clusters of one block (cluster_size()
+// is 1), and a cluster launch would only constrain where its CTAs run. Read once per kernel and device.
+template <class Kernel>
+inline bool compiled_for_clusters(Kernel kernel) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, bool> known;  // (kernel, device) -> compiled for clusters
+  int device = 0;
+  SIMT_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device);
+  const auto found = known.find(key);
+  if (found != known.end()) return found->second;
+  cudaFuncAttributes attributes{};
+  SIMT_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  return known[key] = attributes.ptxVersion >= 90;
+}
 #endif
 
 // Dynamic shared memory of the launch, 16-byte aligned.
@@ -349,6 +367,10 @@ namespace simt {
 using LaunchContext = const LaunchOptions&;  // what a launcher receives: the emulator's launch options
 template <class Kernel>
 inline void allow_shared_memory(Kernel, size_t) {}  // the emulator's limit is LaunchOptions::shared_memory_limit
+template <class Kernel>
+inline bool compiled_for_clusters(Kernel) {
+  return true;  // the emulator runs every kernel's cluster primitives
+}
 }  // namespace simt
 
 #define SIMT_LAUNCH(kernel, grid, block, shared_bytes, context, ...) \

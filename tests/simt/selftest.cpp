@@ -185,14 +185,19 @@ void map_rank_kernel(unsigned rank) {
 }
 void map_global_kernel(float* global) { (void)simt::map_shared_rank(global, 0); }
 // Block 1 of a cluster of 2 waits at the cluster barrier while block 0 passes a __syncthreads of its own, then
-// stores into block 1's shared memory: block 0's barrier must not release block 1 early.
+// stores into block 1's shared memory (both arrived at a first cluster barrier: block 1 has started): block
+// 0's barrier must not release block 1 early.
 void cluster_and_block_barriers_kernel(float* out) {
   float* slots = simt::dynamic_shared<float>();
   const int t = threadIdx.x, n = int(blockDim.x);
+  simt::cluster_arrive_relaxed();
   if (simt::cluster_rank() == 0) {
     slots[t] = float(t);
     __syncthreads();
+    simt::cluster_wait();
     simt::map_shared_rank(slots, 1)[t] = slots[(t + 1) % n];
+  } else {
+    simt::cluster_wait();
   }
   simt::cluster_sync();
   if (simt::cluster_rank() == 1) out[t] = slots[t];
@@ -274,7 +279,7 @@ using simt::Schedule;
 // of its two cluster barriers left out in turn (caught by the racecheck), and the emulator's error reports.
 void test_clusters() {
   constexpr int n = 64;  // ClusterExchange::kThreads
-    for (const auto& shape : std::vector<std::pair<dim3, dim3>>{{{4, 2}, {2, 2}}, {{8, 1}, {4, 1}}, {{3, 1}, {1, 1}}}) {
+  for (const auto& shape : std::vector<std::pair<dim3, dim3>>{{{4, 2}, {2, 2}}, {{8, 1}, {4, 1}}, {{3, 1}, {1, 1}}}) {
     const dim3 grid = shape.first, cluster = shape.second;
     const int blocks = int(grid.x * grid.y), size = int(cluster.x * cluster.y);
     std::vector<float> in(size_t(blocks) * n), out(4 * in.size(), NAN);

@@ -305,6 +305,11 @@ MUTANTS = [
            "slice_begin = 0;"),
     Mutant("shared reduction: the copy's target rank not wrapped (the last CTAs copy to themselves)",
            ": rank + 1 + unsigned(peer) - cluster_ctas;", ": rank;"),
+    Mutant("shared reduction: the copies before the start-up barrier's wait (a CTA not yet started written)",
+           "    simt::cluster_wait();  // every CTA of the cluster has started: its shared memory may be written\n"
+           "    share_slice(reduced, halo_box, reduction_box, row_stride, slice_begin, slice_count, cluster_ctas, rank);\n",
+           "    share_slice(reduced, halo_box, reduction_box, row_stride, slice_begin, slice_count, cluster_ctas, rank);\n"
+           "    simt::cluster_wait();\n"),
     Mutant("shared reduction: a CTA barrier, not the cluster's, after the copies",
            "    simt::cluster_sync();\n  }", "    __syncthreads();\n  }"),
     Mutant("cluster groups: a tile's last, partial group of tasks dropped",

@@ -257,6 +257,7 @@ struct Fiber {
 #endif
   void* asan_fake_stack = nullptr;
   bool cluster_arrival_pending = false;  // arrived at the cluster barrier, not yet waited
+  bool past_cluster_barrier = false;     // a cluster barrier's wait has returned: every block has started
   uint64_t arrival_phase = 0;            // the cluster barrier's phase it arrived in
   std::vector<PendingCopy> open_group;
   std::deque<std::vector<PendingCopy>> committed_groups;
@@ -582,6 +583,7 @@ void run_cluster(Worker& w, const uint3& origin, uint64_t cluster_seed) {
     f.waiting_at = nullptr;
     f.error = nullptr;
     f.cluster_arrival_pending = false;
+    f.past_cluster_barrier = false;
     f.arrival_phase = 0;
     f.open_group.clear();
     f.committed_groups.clear();
@@ -885,6 +887,7 @@ void cluster_wait() {
   Fiber& f = *w.current;
   if (!f.cluster_arrival_pending) throw Error("barrier.cluster.wait: no arrive before it");
   f.cluster_arrival_pending = false;
+  f.past_cluster_barrier = true;  // (once it returns: every thread of the cluster has arrived)
   if (w.cluster_phase > f.arrival_phase) return;
   f.status = Status::kAtClusterBarrier;
   f.waiting_at = "barrier.cluster";
@@ -902,6 +905,15 @@ void* map_shared_rank(const void* address, unsigned rank) {
   for (const auto& allocation : current_cta(w).shared) {
     const unsigned char* begin = allocation.data.get();
     if (p < begin || p >= begin + allocation.bytes) continue;
+    // On the GPU a block's shared memory exists once it runs, which only a cluster barrier every block has
+    // arrived at tells: the emulator requires one before another block's memory is mapped (every block's
+    // exists from the start here, so an access before would otherwise pass).
+    if (rank != w.current->cta && !w.current->past_cluster_barrier) {
+      std::ostringstream os;
+      os << "mapa: block rank " << rank << "'s shared memory mapped before this thread passed a cluster barrier: "
+         << "on the GPU that block may not have started";
+      throw Error(os.str());
+    }
     Cta& target = w.ctas[rank];
     // The same allocation in the target block: its dynamic shared memory, or the static array of this site
     // (allocated there now if its threads have not reached its declaration yet; on the GPU it exists already).

@@ -233,7 +233,8 @@ T* dynamic_shared() {
 // emulator runs both alike) and cluster_wait (barrier.cluster.wait.acquire) split it, cluster_sync is both.
 // A block's shared memory exists only while it runs: no other block may touch it before a cluster barrier
 // that block arrived at (it may not have started) or after it exits (a cluster barrier before the exit).
-// The emulator catches the second (retire_shared), not the first.
+// The emulator reports the first at the mapping (a thread must have passed a cluster barrier to map another
+// block's memory) and catches the second through the output (retire_shared).
 inline unsigned cluster_rank() { return detail::cluster_rank(); }
 inline unsigned cluster_size() { return detail::cluster_size(); }
 template <class T>

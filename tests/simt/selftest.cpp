@@ -184,6 +184,12 @@ void map_rank_kernel(unsigned rank) {
   (void)simt::map_shared_rank(slots, rank);
 }
 void map_global_kernel(float* global) { (void)simt::map_shared_rank(global, 0); }
+// Stores into the other block of its cluster before any cluster barrier: that block may not have started.
+void store_before_start_kernel() {
+  float* slots = simt::dynamic_shared<float>();
+  simt::map_shared_rank(slots, 1 - simt::cluster_rank())[threadIdx.x] = 1.0f;
+  simt::cluster_sync();
+}
 // Block 1 of a cluster of 2 waits at the cluster barrier while block 0 passes a __syncthreads of its own, then
 // stores into block 1's shared memory (both arrived at a first cluster barrier: block 1 has started): block
 // 0's barrier must not release block 1 early.
@@ -359,6 +365,9 @@ void test_clusters() {
                "a second arrive before the wait", "two cluster arrives without a wait are reported");
   expect_error([] { simt::launch(2, 32, 0, [] { emu_only::wait_without_arrive_kernel(); }, LaunchOptions{}, dim3(2)); },
                "no arrive before it", "a cluster wait without an arrive is reported");
+  expect_error([] { simt::launch(2, 32, 128, [] { emu_only::store_before_start_kernel(); }, LaunchOptions{}, dim3(2)); },
+               "mapped before this thread passed a cluster barrier",
+               "a store into another block before a cluster barrier (it may not have started) is reported");
   std::vector<float> global(4);
   expect_error([&] { simt::launch(1, 32, 16, [&] { emu_only::map_global_kernel(global.data()); }); },
                "mapa: address", "mapa of an address outside shared memory is reported");

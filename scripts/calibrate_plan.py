@@ -5,8 +5,9 @@ The device check writes results.json with one labelled launch per profiled case 
 and its gpu__time_duration. The loops' cost comes from the build that ran: plan.MEASURED_SASS (this checkout)
 unless --build names a JSON file holding one MEASURED_SASS entry (registers, loop_instructions and, for
 older builds, skips_idle_warps: false, skips_edge_tiles: false, interleaves_m_tiles: false, max_channel_chunk:
-256, k_chunk: 32, clips_halo: false; plan.MEASURED_SASS says which; pass_instructions and
-peels_last_k_step, where given, are charged against plan.CALIBRATION_PASS_INSTRUCTIONS). The fit minimises the squared log error, over a
+256, k_chunk: 32, clips_halo: false; for builds since change 35, shares_reduction_in_clusters: true, without
+which a build is modeled recomputing the 3x3 reduction in every task; plan.MEASURED_SASS says which;
+pass_instructions and peels_last_k_step, where given, are charged against plan.CALIBRATION_PASS_INSTRUCTIONS). The fit minimises the squared log error, over a
 coarse grid and then a finer one around its best point (seconds on a CPU).
 
 Usage: python scripts/calibrate_plan.py --results benchmarks/results/<run>/results.json [--build build.json]

@@ -1,5 +1,6 @@
-// The SIMT emulator's runtime: fibers, the block scheduler, barriers, warp collectives and their
-// semantics (shuffles, votes, mma, ldmatrix), cp.async groups, and launches over host threads.
+// The SIMT emulator's runtime: fibers, the block (cluster) scheduler, barriers (the cluster's too), warp
+// collectives and their semantics (shuffles, votes, mma, ldmatrix), distributed shared memory, cp.async
+// groups, and launches over host threads.
 #include <sys/mman.h>
 #include <unistd.h>
 

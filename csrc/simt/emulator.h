@@ -1,7 +1,8 @@
 // The SIMT emulator: runs kernel source written against simt.h on the CPU, for tests.
 //
-// A launch runs its blocks on a few host threads; the threads of a block are fibers that switch only at
-// barriers and warp collectives, in an order the launch chooses (forward, reverse, seeded shuffle). Between
+// A launch runs its blocks on a few host threads; the threads of a block (of all blocks of a thread-block
+// cluster, which run together) are fibers that switch only at barriers and warp collectives, in an order the
+// launch chooses (forward, reverse, seeded shuffle). Between
 // two such points a fiber runs alone, so a missing barrier shows up as output that depends on the order:
 // run a launch in two orders and compare the bits (run_in_orders). Shared memory is a heap allocation per
 // block, filled with 0xFF bytes (NaN in every float format) at block start; AddressSanitizer builds catch

@@ -145,6 +145,8 @@ def test_clusters_share_the_reduction_bit_for_bit(mode, device, fused, monkeypat
         with allow_tf32(tf32), torch.no_grad():
             with_clusters = fused_inception.inception(x, *op_params(block))
             monkeypatch.setenv(CLUSTERS_ENV, "0")
+            assert torch.ops.fused_inception._fused_plan(shape, 2, 9, 10, x.element_size(), True, 132, 227 * 1024,
+                                                         0, True)[9] == 1  # the switch took: no clusters
             without = fused_inception.inception(x, *op_params(block))
     assert torch.equal(with_clusters, without)
 

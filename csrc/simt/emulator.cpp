@@ -484,15 +484,15 @@ std::string describe_deadlock(const Worker& w) {
          << " thread(s) wait at __syncthreads, which " << (n - at_barrier) << " never reach (" << exited
          << " exited, " << at_collective << " wait at a warp collective, " << at_cluster_barrier
          << " at a cluster barrier)";
-      return os.str();
     }
     for (size_t warp = 0; warp < cta.warps.size(); ++warp) {
       const auto& r = cta.warps[warp];
       if (r.arrived == 0) continue;
-      os << "simt: deadlock in block " << describe(cta.block_idx) << ": warp " << warp << ": " << r.arrived
-         << " lane(s) wait at " << r.kind << ", which the other lanes never reach";
-      return os.str();
+      os << (at_barrier ? "; " : "simt: deadlock in block " + describe(cta.block_idx) + ": ") << "warp " << warp
+         << ": " << r.arrived << " lane(s) wait at " << r.kind << ", which the other lanes never reach";
+      break;
     }
+    if (!os.str().empty()) return os.str();
   }
   unsigned exited = 0;
   for (const auto& f : w.fibers) exited += f.status == Status::kExited;

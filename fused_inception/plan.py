@@ -90,24 +90,27 @@ LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "win
 #: share one reduction in a thread-block cluster where the device has them (change 35; older builds lack it).
 #: `pass_instructions`, per loop kind: the instructions one pass of that GEMM issues outside its K loop on a full
 #: warp's path (sass_report.py's "pass path"), charged per pass against CALIBRATION_PASS_INSTRUCTIONS. Since
-#: change 24 a pass's last K step is peeled out of the loop, so it is among them (`peels_last_k_step`).
-_PASS_16 = {"1x1": 339, "pool": 462, "reduction": 359, "window": 356, "1x1 element": 540, "pool element": 764,
+#: change 24 a pass's last K step is peeled out of the loop, so it is among them (`peels_last_k_step`); where a
+#: loop kind's pass path holds more steps than that one, `peeled_k_steps` says how many (change 36: the NCHW
+#: 1x1's step that issues the last chunk, with its channel tests, is peeled too).
+_PASS_16 = {"1x1": 339, "pool": 462, "reduction": 359, "window": 356, "1x1 element": 765, "pool element": 764,
             "reduction element": 646, "window staged": 382}
+_PEELED_ELEMENT_1X1 = {"1x1 element": 2}
 MEASURED_SASS = {
     "f16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 148, "window": 133,
-                                                  "1x1 element": 203, "pool element": 445, "reduction element": 451,
+                                                  "1x1 element": 168, "pool element": 445, "reduction element": 451,
                                                   "window staged": 176}, pass_instructions=_PASS_16,
-                peels_last_k_step=True, shares_reduction_in_clusters=True),
+                peels_last_k_step=True, peeled_k_steps=_PEELED_ELEMENT_1X1, shares_reduction_in_clusters=True),
     "bf16": dict(registers=128, loop_instructions={"1x1": 107, "pool": 187, "reduction": 148, "window": 133,
-                                                   "1x1 element": 203, "pool element": 445, "reduction element": 451,
+                                                   "1x1 element": 168, "pool element": 445, "reduction element": 451,
                                                    "window staged": 176}, pass_instructions=_PASS_16,
-                 peels_last_k_step=True, shares_reduction_in_clusters=True),
+                 peels_last_k_step=True, peeled_k_steps=_PEELED_ELEMENT_1X1, shares_reduction_in_clusters=True),
     "tf32": dict(registers=252, loop_instructions={"1x1": 178, "pool": 257, "reduction": 236, "window": 174,
-                                                   "1x1 element": 220, "pool element": 366, "reduction element": 333,
+                                                   "1x1 element": 206, "pool element": 366, "reduction element": 333,
                                                    "window staged": 192},
-                 pass_instructions={"1x1": 402, "pool": 458, "reduction": 583, "window": 387, "1x1 element": 491,
+                 pass_instructions={"1x1": 402, "pool": 458, "reduction": 583, "window": 387, "1x1 element": 704,
                                     "pool element": 619, "reduction element": 729, "window staged": 385},
-                 peels_last_k_step=True, shares_reduction_in_clusters=True),
+                 peels_last_k_step=True, peeled_k_steps=_PEELED_ELEMENT_1X1, shares_reduction_in_clusters=True),
     "f32": dict(registers=255, loop_instructions=None, shares_reduction_in_clusters=True),
 }
 
@@ -130,13 +133,16 @@ CALIBRATION_PASS_INSTRUCTIONS = {
 
 def pass_instruction_deltas(measured: dict, dtype: str) -> dict:
     """Per loop kind, what a pass of `measured`'s build issues outside its loop beyond the calibration build's
-    (CALIBRATION_PASS_INSTRUCTIONS), its peeled last K step taken off (one trip of its loop, which the loop
-    term charges); empty (nothing charged) for a build that does not record its passes."""
+    (CALIBRATION_PASS_INSTRUCTIONS), its peeled K steps taken off (one trip of its loop each, which the loop
+    term charges: the last, and `peeled_k_steps` more where given); empty (nothing charged) for a build that
+    does not record its passes."""
     counts, reference = measured.get("pass_instructions"), CALIBRATION_PASS_INSTRUCTIONS.get(dtype)
     if not counts or not reference:
         return {}
-    peeled = measured["loop_instructions"] if measured.get("peels_last_k_step") else {}
-    return {kind: counts[kind] - peeled.get(kind, 0) - reference[kind] for kind in counts if kind in reference}
+    loops = measured["loop_instructions"] if measured.get("peels_last_k_step") else {}
+    steps = measured.get("peeled_k_steps", {})
+    return {kind: counts[kind] - steps.get(kind, 1) * loops.get(kind, 0) - reference[kind]
+            for kind in counts if kind in reference}
 
 
 def instructions_per_tensor_op(measured: dict, dtype: str) -> dict | None:

@@ -267,11 +267,14 @@ def test_passes_are_charged_what_they_issue_beyond_the_calibration_build():
     as_calibrated = dict(build, pass_instructions=dict(plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"]),
                          peels_last_k_step=False)
     # A build that peels its last K step out of the loop counts that step in its pass path too; the loop term
-    # charges it already, so one loop trip is taken off.
-    peeled = dict(build, pass_instructions={kind: count + build["loop_instructions"][kind] for kind, count in
-                                            plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"].items()})
+    # charges it already, so one loop trip is taken off (two for the NCHW 1x1, whose step that issues the last
+    # chunk is peeled too: change 36).
+    steps = build.get("peeled_k_steps", {})
+    peeled = dict(build, pass_instructions={kind: count + steps.get(kind, 1) * build["loop_instructions"][kind]
+                                            for kind, count in plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"].items()})
     assert build["peels_last_k_step"] and plan.pass_instruction_deltas(peeled, "bf16") == dict.fromkeys(
         build["loop_instructions"], 0)
+    assert steps == {"1x1 element": 2}
 
     def modeled(entry, batch=256):
         return plan.plan_case(config, batch, "bf16", sass=dict(plan.MEASURED_SASS, bf16=entry)).model_us

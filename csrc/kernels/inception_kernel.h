@@ -467,6 +467,13 @@ struct FinishesA {
 template <class LoadA>
 struct StagesRawA;
 
+// A loader whose loads for the next chunk are kept in registers across a multiply (fetch() with the copies,
+// commit(stage) after the multiply): ElementLoader where its share is small (specialised next to it).
+template <class LoadA>
+struct DefersStores {
+  static constexpr bool value = false;
+};
+
 // Where multiply() finds a K chunk's A: in the stage, for every loader that stages it (an overload below
 // serves the one that does not).
 template <class LoadA, class T>
@@ -507,10 +514,17 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     float acc[MI][NI][4];
     WeightStream<typename M::Element, kN> stage_weights(w, count, n0, M::kStride);
     LoadA pass_load_a = load_a;
-    // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group.
-    auto issue = [&](int chunk, int stage) {
+    // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group. A
+    // loader that defers its stores only loads here; step() stores them after its multiply.
+    constexpr bool kDefersA = DefersStores<LoadA>::value;
+    // `whole`: the chunk lies within K (a constant at every call), so the loader tests no channel.
+    auto issue = [&](int chunk, int stage, bool whole) {
       stage_weights(b_stage(stage), M::kStride);
-      pass_load_a(a_stage(stage), int64_t(chunk) * kChunk);
+      if constexpr (kDefersA) {
+        whole ? pass_load_a.template fetch<true>() : pass_load_a.template fetch<false>();
+      } else {
+        pass_load_a(a_stage(stage), int64_t(chunk) * kChunk);
+      }
       simt::cp_async_commit();
     };
     // One barrier a K step (two where a landed stage is completed first). Each step waits for its own
@@ -520,14 +534,14 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     // `last`, a constant at both calls below: the last chunk multiplies only its k slices within K, and
     // issues nothing.
     constexpr bool kOneBarrier = Plan::kBarriersPerStep == 1;
-    auto step = [&](int chunk, bool last) {
+    auto step = [&](int chunk, bool last, bool next_whole) {
       const int stage = int(chunk & 1);
       if constexpr (kOneBarrier) {
         simt::cp_async_wait<0>();  // this thread's copies of the chunk (the only group in flight)
         __syncthreads();
-        if (!last) issue(chunk + 1, stage ^ 1);
+        if (!last) issue(chunk + 1, stage ^ 1, next_whole);
       } else {  // the build variant: the buffer was released by the barrier ending the last step
-        if (!last) issue(chunk + 1, stage ^ 1);
+        if (!last) issue(chunk + 1, stage ^ 1, next_whole);
         last ? simt::cp_async_wait<0>() : simt::cp_async_wait<1>();
         __syncthreads();
       }
@@ -548,14 +562,25 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
       } else {
         M::template multiply<MI, NI, false>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles, lane, kChunk);
       }
+      // The next chunk's A, loaded before the multiply, into the buffer the barrier above released.
+      if constexpr (kDefersA) {
+        if (!last) pass_load_a.commit(a_stage(stage ^ 1));
+      }
       if constexpr (!kOneBarrier) __syncthreads();  // the variant: this buffer is refilled two steps on
     };
-    issue(0, 0);
+    issue(0, 0, false);
+    if constexpr (kDefersA) pass_load_a.commit(a_stage(0));
     // After the first chunk's copies are issued: a use of a bias waits for its load. (ptxas may still move one
     // copy after the first use, so that copy waits a load's latency, as the epilogue's bias adds did before.)
     start_at_biases(acc, first_column, store);
-    for (int chunk = 0; chunk + 1 < chunks; ++chunk) step(chunk, false);
-    step(chunks - 1, true);
+    if constexpr (kDefersA) {
+      // The step that issues the last chunk is peeled too: the loop's loads test no channel.
+      for (int chunk = 0; chunk + 2 < chunks; ++chunk) step(chunk, false, true);
+      if (chunks >= 2) step(chunks - 2, false, false);
+    } else {
+      for (int chunk = 0; chunk + 1 < chunks; ++chunk) step(chunk, false, false);
+    }
+    step(chunks - 1, true, false);
     store_accumulators(acc, first_column, whole_warp, tile_m0, lane, store);
     // The next pass fills buffer 0 first: with an odd number of chunks a warp may still be multiplying it.
     // (After the last pass the caller synchronises where it reads what the store wrote.)
@@ -644,6 +669,13 @@ struct ElementLoader {
       pixels_inside |= uint32_t(inside) << i;
       pixel_offset[i] = inside ? frame.x_offset(y, xx) : 0;
     }
+    if constexpr (kDefersStores) {
+      SIMT_UNROLL
+      for (int j = 0; j < kChannels; ++j) {
+        SIMT_UNROLL
+        for (int i = 0; i < kPixels; ++i) held[j][i] = simt::from_float<T>(0.0f);
+      }
+    }
   }
 
   // Row lane + 32 i lies in the stage: known at compile time but for a partial last step of rows.
@@ -651,30 +683,77 @@ struct ElementLoader {
     return (i + 1) * simt::kWarpSize <= kStageRows || int(threadIdx.x) % simt::kWarpSize + i * simt::kWarpSize < kStageRows;
   }
 
-  // The next chunk (its K offset k0 is implied by the calls so far). (At 16 bits ptxas issues all of its
-  // loads first, 8 channels x 5 pixels in the reduction, and spills some of them inside the K loop: fewer
-  // instructions a step than a loop over channel groups, or a __syncwarp between two, measured; change 24.)
+  // Element (channel j, pixel i) of the next chunk: zero outside the image and past the channels.
+  SIMT_DEVICE T element(int j, int i) const {
+    const bool inside = channels_left > j * kChannelStep && ((pixels_inside >> i) & 1u);
+    return inside ? x[j * kChannelStep * channel_stride + pixel_offset[i]] : simt::from_float<T>(0.0f);
+  }
+  SIMT_DEVICE T& at(T* stage, int j, int i) const {
+    return stage[stage_offset + i * simt::kWarpSize * kStride + j * kChannelStep];
+  }
+  SIMT_DEVICE void advance() {
+    x += kKChunk<T> * channel_stride;
+    channels_left -= kKChunk<T>;
+  }
+
+  // The next chunk (its K offset k0 is implied by the calls so far), loaded and stored. (At 16 bits ptxas
+  // issues all of its loads first, 8 channels x 5 pixels in the reduction, and spills some of them inside the
+  // K loop: fewer instructions a step than a loop over channel groups, or a __syncwarp between two, measured;
+  // change 24.)
   SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
     SIMT_UNROLL
     for (int j = 0; j < kChannels; ++j) {
-      const bool channel_inside = channels_left > j * kChannelStep;
-      const T* plane = x + j * kChannelStep * channel_stride;
       SIMT_UNROLL
       for (int i = 0; i < kPixels; ++i) {
         if (!in_stage(i)) break;
-        const bool inside = channel_inside && ((pixels_inside >> i) & 1u);
-        stage[stage_offset + i * simt::kWarpSize * kStride + j * kChannelStep] =
-            inside ? plane[pixel_offset[i]] : simt::from_float<T>(0.0f);
+        at(stage, j, i) = element(j, i);
       }
     }
-    x += kKChunk<T> * channel_stride;
-    channels_left -= kKChunk<T>;
+    advance();
+  }
+
+  // Or loaded now and stored after the multiply (run_gemm: DefersStores), so that the loads' latency passes
+  // during the multiply: stored at once, every K step waited a global load's latency before its multiply.
+  // Only where a thread's share is small: the reduction's 40 16-bit elements would spill in its K loop.
+  static constexpr bool kDefersStores = kPixels * kChannels <= 16;
+  T held[kDefersStores ? kChannels : 1][kDefersStores ? kPixels : 1];
+  // kWhole: every channel of the chunk exists, and a pixel outside keeps the zero it holds from the start
+  // (held is zeroed on construction, and no load writes it): only in-image pixels are loaded, no select.
+  template <bool kWhole>
+  SIMT_DEVICE void fetch() {
+    static_assert(kDefersStores, "only a small share is held in registers");
+    SIMT_UNROLL
+    for (int j = 0; j < kChannels; ++j) {
+      SIMT_UNROLL
+      for (int i = 0; i < kPixels; ++i) {
+        if (!in_stage(i)) continue;
+        if (!kWhole) {
+          held[j][i] = element(j, i);
+        } else if ((pixels_inside >> i) & 1u) {
+          held[j][i] = x[j * kChannelStep * channel_stride + pixel_offset[i]];
+        }
+      }
+    }
+    advance();
+  }
+  SIMT_DEVICE void commit(T* stage) const {
+    SIMT_UNROLL
+    for (int j = 0; j < kChannels; ++j) {
+      SIMT_UNROLL
+      for (int i = 0; i < kPixels; ++i) {
+        if (in_stage(i)) at(stage, j, i) = held[j][i];
+      }
+    }
   }
 };
 
 template <class T, int kStageRows, int kStride>
 struct StagesRawA<ElementLoader<T, kStageRows, kStride>> {
   static constexpr bool value = true;
+};
+template <class T, int kStageRows, int kStride>
+struct DefersStores<ElementLoader<T, kStageRows, kStride>> {
+  static constexpr bool value = ElementLoader<T, kStageRows, kStride>::kDefersStores;
 };
 
 // Plain x when its channels are contiguous and 16-byte aligned: cp.async copies of 16 bytes, zero-filled

@@ -88,6 +88,8 @@ LAYOUTS = {"nhwc": {"1x1": "1x1", "pool": "pool", "reduction": "reduction", "win
 #: change 24), and clips_halo=False for one whose reduction computed its halo's rows down to the last in the
 #: image, every column (before change 30). shares_reduction_in_clusters=True: a build whose 3x3 tasks of a tile
 #: share one reduction in a thread-block cluster where the device has them (change 35; older builds lack it).
+#: transposes_output_tiles=True: a build whose output GEMMs compute C^T, a tile's frame rows 8 pixels at a time
+#: (change 37, TileFrame.output_rows; older builds lack it).
 #: `pass_instructions`, per loop kind: the instructions one pass of that GEMM issues outside its K loop on a full
 #: warp's path (sass_report.py's "pass path"), charged per pass against CALIBRATION_PASS_INSTRUCTIONS. Since
 #: change 24 a pass's last K step is peeled out of the loop, so it is among them (`peels_last_k_step`); where a
@@ -211,7 +213,7 @@ class Device:
 class Gemm:
     """One run_gemm call of a CTA: `passes` passes of N = pass_n channels, each over K in steps of k_step."""
 
-    rows: int         # M the tensor cores compute (the pixels rounded up to 16-row tiles)
+    rows: int         # M the tensor cores compute (the pixels rounded up to 16-row tiles, or 8: by_tile_row)
     issued_rows: int  # M of the warp grid: its warps run the whole loop even where their tiles are skipped
     pass_n: int
     passes: int
@@ -303,8 +305,12 @@ class TileFrame:
     x0: int
     width: int
 
-    def output_rows(self) -> int:
-        """M the output GEMMs compute: their m tiles (two frame rows each) that hold pixels of the image."""
+    def output_rows(self, by_tile_row: bool = False) -> int:
+        """M the output GEMMs compute: their m tiles (two frame rows each) that hold pixels of the image; with
+        `by_tile_row` (change 37: the tensor cores compute C^T, multiply_transposed) their frame rows in the
+        image, but for the first m tile of each warp row, computed whole (a tile of 1 or 3 rows computes 2 or 4)."""
+        if by_tile_row:
+            return TILE * (self.rows if self.rows >= 2 * WARPS_M else 2 * _ceil_div(self.rows, 2))
         return 16 * _ceil_div(self.rows, 2)
 
     def halo_rows(self, kernel: int, clipped: bool = True) -> int:
@@ -334,14 +340,15 @@ def tile_frames(height: int, width: int, transposes: bool = True) -> list:
 
 def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str = "nhwc",
           tile: TileFrame | None = None, interleaved: bool = True, k_step: int | None = None, k_granule: int | None = None,
-          clips_halo: bool = True, cluster_ctas: int = 1) -> list:
+          clips_halo: bool = True, cluster_ctas: int = 1, output_by_tile_row: bool = False) -> list:
     """The tasks of a tile in launch order (task_of in inception_params.h) with the GEMMs each CTA runs, each
     GEMM's loop kind that of `layout` (LAYOUTS). `tile`: the tile's frame, whose GEMMs skip the m tiles
     outside the image; None: a tile inside the image (every m tile of the halo computed). `interleaved`: as
     Gemm.interleaved. `k_step`, `k_granule`: as Gemm's (k_step_and_granule; by default 16-bit's). `clips_halo`:
     the reduction computes its halo clipped to the image (TileFrame.halo_rows). `cluster_ctas` > 1: the 3x3
     tasks share the reduction in a cluster (plan_cluster_ctas), task i computing slice i of its channels
-    (reduction_slice), none where that slice is empty."""
+    (reduction_slice), none where that slice is empty. `output_by_tile_row`: the output GEMMs compute C^T
+    (TileFrame.output_rows)."""
     kinds = LAYOUTS[layout]
     default_step, default_granule = k_step_and_granule("bf16", {})
     k_step, k_granule = k_step or default_step, k_granule or default_granule
@@ -350,7 +357,7 @@ def tasks(s: BlockShape, chunk: int, skips_idle_warps: bool = True, layout: str 
         for begin in range(0, channels, chunk):
             count = min(chunk, channels - begin)
             output_passes = _ceil_div(count, OUT_PASS_N)
-            out_rows = tile.output_rows() if tile else OUT_ROWS
+            out_rows = tile.output_rows(output_by_tile_row) if tile else OUT_ROWS
             if branch in ("1x1", "pool"):
                 gemms = (Gemm(out_rows, OUT_ROWS, OUT_PASS_N, output_passes, s.in_channels, k_step, k_granule, count,
                               skips_idle_warps, kind=kinds[branch], interleaved=interleaved),)
@@ -506,7 +513,8 @@ def plan_case(config: InceptionConfig, batch: int, dtype: str, device: Device = 
     cluster_ctas = plan_cluster_ctas(s, chunk, device.clusters and measured.get("shares_reduction_in_clusters", False))
     tasks_of = {frame: tasks(s, chunk, skips_idle_warps=skips, layout=kernel_layout, tile=frame, interleaved=interleaved,
                              k_step=k_step, k_granule=k_granule, clips_halo=measured.get("clips_halo", True),
-                             cluster_ctas=cluster_ctas)
+                             cluster_ctas=cluster_ctas,
+                             output_by_tile_row=dtype != "f32" and measured.get("transposes_output_tiles", False))
                 for frame in set(frames)}
     task_list = tasks_of[frames[0]]
     # The grid runs each tile's tasks in groups of cluster_ctas, the last group padded with CTAs that do

@@ -10,7 +10,9 @@
 # Default variants: base= (the kernel as committed), k32=-DFUSED_INCEPTION_K_CHUNK_16BIT=32 (16-bit K steps of
 # 32 elements, as before change 24: its A/B) and ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2 (the output
 # GEMMs load two k16 slices' fragments before their multiplies; docs/performance.md, change 23) and
-# bar2=-DFUSED_INCEPTION_BARRIERS_PER_STEP=2 (two CTA barriers a K step, as before change 28: its A/B). With a
+# bar2=-DFUSED_INCEPTION_BARRIERS_PER_STEP=2 (two CTA barriers a K step, as before change 28: its A/B) and
+# rows8=-DFUSED_INCEPTION_OUTPUT_PIXELS_AS_N=1 (the output GEMMs compute C^T, 8-pixel tile rows: 7x7 images
+# compute 56 rows, not 64; change 37, whose gain the model, latency-bound, does not see). With a
 # base variant, base is also timed with FUSED_INCEPTION_TEST_CLUSTERS=0 as "noclusters" (launches without
 # thread-block clusters, each 3x3 task computing the whole reduction: change 35's A/B, no build of its own).
 # The flags reach nvcc only: a variant's GPU kernel changes, its emulated CPU kernel (the .cpp files) does not;
@@ -29,7 +31,8 @@ export FUSED_INCEPTION_CUDA=${FUSED_INCEPTION_CUDA:-1} PIP_NO_INDEX=1 PYTHONUNBU
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && variants=("base=" "k32=-DFUSED_INCEPTION_K_CHUNK_16BIT=32"
                                       "ahead2=-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2"
-                                      "bar2=-DFUSED_INCEPTION_BARRIERS_PER_STEP=2")
+                                      "bar2=-DFUSED_INCEPTION_BARRIERS_PER_STEP=2"
+                                      "rows8=-DFUSED_INCEPTION_OUTPUT_PIXELS_AS_N=1")
 jobs_each=$(( $(nproc) / ${#variants[@]} ))
 (( jobs_each < 1 )) && jobs_each=1
 log=$OUT/ab.log

@@ -132,9 +132,9 @@ MUTANTS = [
            "const int n_tiles = ((count - n0 < kN ? count - n0 : kN) + 7) / 8;",
            "const int n_tiles = (count - n0 < kN ? count - n0 : kN) / 8;"),
     Mutant("idle-warp skip: a warp that holds only some of the pass's channels skips them (16-bit)",
-           "if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data\n"
+           "if ((kPixelsAsN ? 2 * tile_m0 : tile_m0) >= m_tiles || tile_n0 >= n_tiles) return;\n"
            "    // A: the row addresses come from `a` (StagedRows, WindowRows). B: lane l gives row l % 8 of matrix",
-           "if (tile_m0 >= m_tiles || tile_n0 + NI > n_tiles) return;  // warp-uniform: no tile of this warp has data\n"
+           "if ((kPixelsAsN ? 2 * tile_m0 : tile_m0) >= m_tiles || tile_n0 + NI > n_tiles) return;\n"
            "    // A: the row addresses come from `a` (StagedRows, WindowRows). B: lane l gives row l % 8 of matrix"),
     # the CTA index
     Mutant("grid bands: a shorter last band indexed as a full one",
@@ -237,8 +237,8 @@ MUTANTS = [
     Mutant("interleaved m tiles: staged A rows of a warp's next m tile taken adjacent",
            "return row0 + mi * (Plan::kWarpsM * 16 * kStride);", "return row0 + mi * (16 * kStride);"),
     Mutant("interleaved m tiles: the epilogue stores a warp's next m tile at the adjacent one",
-           "store.row(m_tile(tile_m0, mi) * 16 + g + 8 * row_half, 2 * mi + row_half);",
-           "store.row((tile_m0 + mi) * 16 + g + 8 * row_half, 2 * mi + row_half);"),
+           "store.row(m_tile(tile_m0, mi) * 16 + lane_row + 8 * row_half, 2 * mi + row_half);",
+           "store.row((tile_m0 + mi) * 16 + lane_row + 8 * row_half, 2 * mi + row_half);"),
     Mutant("interleaved m tiles: a warp skips the last m tile that holds data (16-bit)",
            "if (m_tile(tile_m0, mi) >= m_tiles) continue;  // warp-uniform: rows outside the image or the halo",
            "if (m_tile(tile_m0, mi) + 1 >= m_tiles) continue;  // warp-uniform: rows outside the image or the halo"),
@@ -260,7 +260,8 @@ MUTANTS = [
            "const int m = m_tile(tile_m0, index / 2) * 16 + g + 8 * (index % 2);",
            "const int m = (tile_m0 * Plan::kHaloMI + index / 2) * 16 + g + 8 * (index % 2);"),
     Mutant("tile frame: the output GEMMs skip the last m tile holding pixels of the image",
-           "const int out_m_tiles = (tile.rows + 1) / 2;", "const int out_m_tiles = tile.rows / 2;"),
+           "const int out_m_tiles = kOutPixelsAsN ? tile.rows : (tile.rows + 1) / 2;",
+           "const int out_m_tiles = kOutPixelsAsN ? tile.rows : tile.rows / 2;"),
     Mutant("clipped halo: the reduction skips the m tile holding its box's last pixels",
            "const int halo_m_tiles = (reduction_box.pixels + 15) / 16;",
            "const int halo_m_tiles = reduction_box.pixels / 16;"),

@@ -310,7 +310,8 @@ def test_asan_catches_a_read_of_an_exited_blocks_shared_memory(asan_selftest):
 # The kernel as built, and the variants scripts/device_ab.sh times on a GPU (their source must be right first).
 KERNEL_VARIANTS = {"as_built": (), "slices_loaded_ahead_2": ("-DFUSED_INCEPTION_SLICES_LOADED_AHEAD=2",),
                    "k_chunk_32_at_16_bits": ("-DFUSED_INCEPTION_K_CHUNK_16BIT=32",),
-                   "two_barriers_per_step": ("-DFUSED_INCEPTION_BARRIERS_PER_STEP=2",)}
+                   "two_barriers_per_step": ("-DFUSED_INCEPTION_BARRIERS_PER_STEP=2",),
+                   "output_pixels_as_n": ("-DFUSED_INCEPTION_OUTPUT_PIXELS_AS_N=1",)}
 
 
 @pytest.mark.parametrize("variant", list(KERNEL_VARIANTS))

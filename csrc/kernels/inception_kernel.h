@@ -93,6 +93,39 @@ struct OperandsAsStored {
   static SIMT_DEVICE simt::u32x4 round_operands(simt::u32x4 vector) { return vector; }
 };
 
+// The output GEMMs' tiles transposed (kPixelsAsN, a build variant: Plan::kOutputPixelsAsN): the tensor cores
+// compute C^T = W A^T, their M the GEMM's channels and their N its pixels, so that a pixel tile is one tile row
+// of 8 pixels, not an m16 tile's two. A 7-row tile (a 7x7 image) then computes 7 tile rows, not 8: 56 of its
+// 64 rows where it took all 64 (issue 12's work multiplier at batch 32 and 256: 5a and 5b, 1.31 -> 1.17). multiply() loads the same
+// fragments with the lanes' address roles swapped (transposed_lane: lane bits 3 and 4), so that each
+// ldmatrix_x4 hands over registers in the order the mma takes them, no move between: af[mi] = (rows 0-7 | 8-15)
+// x (k lo, k hi) of A's m tile mi, rows first, which is the B fragments of tile rows 2 m_tile(mi) and + 1;
+// bf[2cb], bf[2cb+1] = (W rows 16 cb.. 16 cb+7 | 16 cb+8..) x (k lo | k hi), the A fragment of channels 16 cb..
+// (TF32's k8 halves alike). Their product accumulates into acc[mi][2 cb + h]: lane (g, t) holds channels
+// 16 cb + g (registers 0, 1) and + 8 (2, 3), at pixel rows 16 m_tile + 8 h + 2t and + 1. `pixel_tiles`: the
+// tile rows to compute (warp-uniform tests: rows outside the image; from the second m tile on).
+SIMT_DEVICE int transposed_lane(int lane) { return (lane & 7) | ((lane & 8) << 1) | ((lane & 16) >> 1); }
+
+template <class M, int MI, int NI>
+SIMT_DEVICE void multiply_transposed(float (&acc)[MI][NI][4], const uint32_t (&af)[MI][4],
+                                     const uint32_t (&bf)[NI][2], int tile_m0, int pixel_tiles) {
+  SIMT_UNROLL
+  for (int mi = 0; mi < MI; ++mi) {
+    SIMT_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      // (The first m tile's two rows are computed together, as in C's layout: the caller's early exit tests
+      // it, and a test per row costs each k slice a predicated group, a WARPSYNC and a setp more.)
+      if (mi > 0 && 2 * m_tile(tile_m0, mi) + h >= pixel_tiles) continue;
+      const uint32_t pixels[2] = {af[mi][2 * h], af[mi][2 * h + 1]};
+      SIMT_UNROLL
+      for (int cb = 0; cb < NI / 2; ++cb) {
+        const uint32_t weights[4] = {bf[2 * cb][0], bf[2 * cb][1], bf[2 * cb + 1][0], bf[2 * cb + 1][1]};
+        M::mma(acc[mi][2 * cb + h], weights, pixels);
+      }
+    }
+  }
+}
+
 // 16-bit inputs: the staged rows (row-major A[m][k], W[n][k]) are read with ldmatrix, which hands each lane
 // the PTX ISA's m16n8k16 fragments directly: one instruction for a 16x16 A tile or two 8-channel B tiles,
 // where 32-bit loads took four (sass_report: the loops' LDS count). Rows are 16-byte aligned (kStride = 40
@@ -101,14 +134,23 @@ template <class T, bool kBf16>
 struct Math16 : OperandsAsStored {
   using Element = T;
   static constexpr int kStride = Plan::stage_stride(2);
+  static SIMT_DEVICE void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    if constexpr (kBf16) {
+      simt::mma_m16n8k16_bf16(c, a, b, c);
+    } else {
+      simt::mma_m16n8k16_f16(c, a, b, c);
+    }
+  }
 
   // kPartial: K ends `k_end` elements into this chunk (the last of a GEMM); the k16 slices past it hold zeros
   // and are skipped (warp-uniform), so a K that is not whole chunks costs no tensor work past its last slice.
-  template <int MI, int NI, bool kPartial, class ARows>
+  // kPixelsAsN: the tensor cores compute C^T (pixel_tiles_t's layout), and `m_tiles` counts 8-row tiles.
+  template <int MI, int NI, bool kPartial, bool kPixelsAsN, class ARows>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const ARows& a, const T* b, int tile_m0, int tile_n0,
                                    int m_tiles, int n_tiles, int lane, int k_end) {
     static_assert(NI % 2 == 0, "B tiles are loaded in pairs");
-    if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data
+    // warp-uniform: no tile of this warp has data
+    if ((kPixelsAsN ? 2 * tile_m0 : tile_m0) >= m_tiles || tile_n0 >= n_tiles) return;
     // A: the row addresses come from `a` (StagedRows, WindowRows). B: lane l gives row l % 8 of matrix
     // q = l / 8: (n tile ni, k 0-7), (ni, k 8-15), (ni + 1, k 0-7), (ni + 1, k 8-15).
     const int q = lane / 8, row8 = lane % 8;
@@ -145,17 +187,15 @@ struct Math16 : OperandsAsStored {
       SIMT_UNROLL
       for (int s = 0; s < kAhead; ++s) {
         if (kPartial && k0 + 16 * s >= k_end) break;
+        if constexpr (kPixelsAsN) {
+          multiply_transposed<Math16>(acc, af[s], bf[s], tile_m0, m_tiles);
+          continue;
+        }
         SIMT_UNROLL
         for (int mi = 0; mi < MI; ++mi) {
           if (m_tile(tile_m0, mi) >= m_tiles) continue;  // warp-uniform: rows outside the image or the halo
           SIMT_UNROLL
-          for (int ni = 0; ni < NI; ++ni) {
-            if constexpr (kBf16) {
-              simt::mma_m16n8k16_bf16(acc[mi][ni], af[s][mi], bf[s][ni], acc[mi][ni]);
-            } else {
-              simt::mma_m16n8k16_f16(acc[mi][ni], af[s][mi], bf[s][ni], acc[mi][ni]);
-            }
-          }
+          for (int ni = 0; ni < NI; ++ni) mma(acc[mi][ni], af[s][mi], bf[s][ni]);
         }
       }
     }
@@ -188,11 +228,16 @@ struct Math<MathMode::kTF32> {
     return v;
   }
 
-  template <int MI, int NI, bool kPartial, class ARows>
+  static SIMT_DEVICE void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    simt::mma_m16n8k8_tf32(c, a, b, c);
+  }
+
+  template <int MI, int NI, bool kPartial, bool kPixelsAsN, class ARows>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const ARows& a, const float* b, int tile_m0,
                                    int tile_n0, int m_tiles, int n_tiles, int lane, int k_end) {
     static_assert(NI % 2 == 0, "B tiles are loaded in pairs");
-    if (tile_m0 >= m_tiles || tile_n0 >= n_tiles) return;  // warp-uniform: no tile of this warp has data
+    // warp-uniform: no tile of this warp has data
+    if ((kPixelsAsN ? 2 * tile_m0 : tile_m0) >= m_tiles || tile_n0 >= n_tiles) return;
     // A: (rows 0-7 | 8-15) x (k 0-3 | 4-7), addresses from `a`. B: lane l gives row l % 8 of matrix q = l / 8:
     // (n tile ni, k 0-3), (ni, k 4-7), (ni + 1, k 0-3), (ni + 1, k 4-7).
     const int q = lane / 8, row8 = lane % 8;
@@ -213,10 +258,14 @@ struct Math<MathMode::kTF32> {
         bf[ni + 1][0] = pair[2];
         bf[ni + 1][1] = pair[3];
       }
+      if constexpr (kPixelsAsN) {
+        multiply_transposed<Math>(acc, af, bf, tile_m0, m_tiles);
+        continue;
+      }
       SIMT_UNROLL
       for (int mi = 0; mi < MI; ++mi) {
         if (m_tile(tile_m0, mi) >= m_tiles) continue;
-        for (int ni = 0; ni < NI; ++ni) simt::mma_m16n8k8_tf32(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
+        for (int ni = 0; ni < NI; ++ni) mma(acc[mi][ni], af[mi], bf[ni]);
       }
     }
   }
@@ -233,9 +282,10 @@ struct Math<MathMode::kF32> : OperandsAsStored {
 
   // (It multiplies a last, partial chunk whole: its elements past K are zeros, and a test per k would cost
   // this loop more than the zeros do.)
-  template <int MI, int NI, bool kPartial>
+  template <int MI, int NI, bool kPartial, bool kPixelsAsN>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const StagedRows<float>& staged, const float* b,
                                    int tile_m0, int tile_n0, int m_tiles, int /*n_tiles*/, int lane, int /*k_end*/) {
+    static_assert(!kPixelsAsN, "the exact path keeps C's layout");
     const float* a = staged.stage;
     // No early exit for idle warps here: it cost this FMA path 2.6 KB of spills (255 registers); the exact
     // mode is the reference path, not the fast one.
@@ -386,16 +436,72 @@ SIMT_DEVICE void start_at_biases(float (&acc)[MI][NI][4], int first, const Store
   }
 }
 
+// The same for transposed tiles (multiply_transposed): registers 0, 1 of tile (mi, 2 cb + h) start at channel
+// `first` + 16 cb's bias (`first`: the warp's first channel + g), 2 and 3 at + 8's.
+template <int MI, int NI, class Store>
+SIMT_DEVICE void start_at_biases_transposed(float (&acc)[MI][NI][4], int first, const Store& store) {
+  SIMT_UNROLL
+  for (int cb = 0; cb < NI / 2; ++cb) {
+    const float low = store.bias_at(first, 16 * cb), high = store.bias_at(first, 16 * cb + 8);
+    SIMT_UNROLL
+    for (int mi = 0; mi < MI; ++mi) {
+      SIMT_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        acc[mi][2 * cb + h][0] = simt::distinct_copy(low);
+        acc[mi][2 * cb + h][1] = simt::distinct_copy(low);
+        acc[mi][2 * cb + h][2] = simt::distinct_copy(high);
+        acc[mi][2 * cb + h][3] = simt::distinct_copy(high);
+      }
+    }
+  }
+}
+
+// Transposed tiles into the pairs the stores take: lane (g, t) holds channels c = 16 cb + g (+ 8) at pixel rows
+// 2t and 2t + 1 of a tile row, and a store wants two adjacent channels of one pixel. Lanes g and g ^ 1 (lane ^ 4)
+// swap one value each: the even one keeps pixel 2t (channels g, g + 1), the odd one pixel 2t + 1 (g - 1, g). The
+// result has the layout of C's tiles with the lane's rows at 2t + (g & 1) (+ 8) and its pairs at channel g & ~1
+// (+ 8 ni): pair (mi, ni = 2 cb + half) of row half h in registers 2h, 2h + 1.
+template <int MI, int NI>
+SIMT_DEVICE void pairs_from_transposed(float (&acc)[MI][NI][4], int lane) {
+  const bool odd = (lane / 4) & 1;
+  float pairs[MI][NI][4];
+  SIMT_UNROLL
+  for (int mi = 0; mi < MI; ++mi) {
+    SIMT_UNROLL
+    for (int cb = 0; cb < NI / 2; ++cb) {
+      SIMT_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        SIMT_UNROLL
+        for (int half = 0; half < 2; ++half) {
+          const float at_even = acc[mi][2 * cb + h][2 * half], at_odd = acc[mi][2 * cb + h][2 * half + 1];
+          const float other = __shfl_xor_sync(0xffffffffu, odd ? at_even : at_odd, 4);
+          pairs[mi][2 * cb + half][2 * h] = odd ? other : at_even;
+          pairs[mi][2 * cb + half][2 * h + 1] = odd ? at_odd : other;
+        }
+      }
+    }
+  }
+  SIMT_UNROLL
+  for (int mi = 0; mi < MI; ++mi) {
+    SIMT_UNROLL
+    for (int ni = 0; ni < NI; ++ni) {
+      SIMT_UNROLL
+      for (int r = 0; r < 4; ++r) acc[mi][ni][r] = pairs[mi][ni][r];
+    }
+  }
+}
+
 // Calls write(row, ni, first, second) for every pair of the pass, with its row (worked out once per row) and
-// its accumulators. (A function, not a generic lambda: NVRTC compiles those as host code.)
+// its accumulators; `lane_row`: the lane's first row in an m tile (g, or 2t + (g & 1) for transposed tiles).
+// (A function, not a generic lambda: NVRTC compiles those as host code.)
 template <int MI, int NI, class Store, class Write>
-SIMT_DEVICE void for_each_pair(const float (&acc)[MI][NI][4], int tile_m0, int g, const Store& store,
+SIMT_DEVICE void for_each_pair(const float (&acc)[MI][NI][4], int tile_m0, int lane_row, const Store& store,
                                const Write& write) {
   SIMT_UNROLL
   for (int mi = 0; mi < MI; ++mi) {
     SIMT_UNROLL
     for (int row_half = 0; row_half < 2; ++row_half) {
-      const typename Store::Row row = store.row(m_tile(tile_m0, mi) * 16 + g + 8 * row_half, 2 * mi + row_half);
+      const typename Store::Row row = store.row(m_tile(tile_m0, mi) * 16 + lane_row + 8 * row_half, 2 * mi + row_half);
       SIMT_UNROLL
       for (int ni = 0; ni < NI; ++ni) write(row, ni, acc[mi][ni][2 * row_half], acc[mi][ni][2 * row_half + 1]);
     }
@@ -404,13 +510,13 @@ SIMT_DEVICE void for_each_pair(const float (&acc)[MI][NI][4], int tile_m0, int g
 
 // The pass's pairs through the store, kWhole: every column of the warp's tiles is a channel.
 template <bool kWhole, int MI, int NI, class Store>
-SIMT_DEVICE void store_pairs(const float (&acc)[MI][NI][4], int first, int tile_m0, int g, const Store& store) {
+SIMT_DEVICE void store_pairs(const float (&acc)[MI][NI][4], int first, int tile_m0, int lane_row, const Store& store) {
   using Row = typename Store::Row;
   if constexpr (Store::kHasPairPath) {
     // Channels contiguous (a CTA-uniform test): the pair of column (tile_n0 + ni) * 8 + 2t lies ni * 8 elements
     // from the lane's first, a constant offset from its row's pointer.
     if (store.pairs) {
-      for_each_pair(acc, tile_m0, g, store, [&](const Row& row, int ni, float first_value, float second_value) {
+      for_each_pair(acc, tile_m0, lane_row, store, [&](const Row& row, int ni, float first_value, float second_value) {
         store.template write_pair<kWhole>(row, first, ni * 8, first_value, second_value);
       });
       return;
@@ -419,25 +525,30 @@ SIMT_DEVICE void store_pairs(const float (&acc)[MI][NI][4], int first, int tile_
   typename Store::Column columns[NI];
   SIMT_UNROLL
   for (int ni = 0; ni < NI; ++ni) columns[ni] = store.column(first + ni * 8);
-  for_each_pair(acc, tile_m0, g, store, [&](const Row& row, int ni, float first_value, float second_value) {
+  for_each_pair(acc, tile_m0, lane_row, store, [&](const Row& row, int ni, float first_value, float second_value) {
     store.template write<kWhole>(row, columns[ni], first_value, second_value);
   });
 }
 
-// `first`: the lane's first column (tile ni's pair is ni * 8 further); `whole_warp`: every column of the
-// warp's tiles is a channel.
-template <int MI, int NI, class Store>
-SIMT_DEVICE void store_accumulators(const float (&acc)[MI][NI][4], int first, bool whole_warp, int tile_m0,
+// `first`: the lane's first column (tile ni's pair is ni * 8 further; for transposed tiles the warp's first
+// channel + (g & ~1): pairs_from_transposed); `whole_warp`: every column of the warp's tiles is a channel.
+template <bool kPixelsAsN, int MI, int NI, class Store>
+SIMT_DEVICE void store_accumulators(float (&acc)[MI][NI][4], int first, bool whole_warp, int tile_m0,
                                     int lane, const Store& store) {
   static_assert(2 * MI == Store::kLaneRows, "the store's lane rows (row index 2 mi + half) are this GEMM's");
   const int g = lane / 4;
+  int lane_row = g;
+  if constexpr (kPixelsAsN) {
+    pairs_from_transposed(acc, lane);
+    lane_row = 2 * (lane % 4) + (g & 1);
+  }
   if constexpr (Store::kWholeWarpPath) {
     if (whole_warp) {
-      store_pairs<true>(acc, first, tile_m0, g, store);
+      store_pairs<true>(acc, first, tile_m0, lane_row, store);
       return;
     }
   }
-  store_pairs<false>(acc, first, tile_m0, g, store);
+  store_pairs<false>(acc, first, tile_m0, lane_row, store);
 }
 
 // This thread's warp, and its warp's first m tile (a kWarpsM x kWarpsN grid of warps; m_tile gives the others).
@@ -487,8 +598,9 @@ SIMT_DEVICE StagedRows<T> a_rows(const LoadA&, const T* stage, int64_t /*chunk*/
 // `stages`: kStages buffers of kRowsPerStage rows, each this GEMM's A rows followed by its B rows.
 // `store` receives every accumulator of a pass (store_accumulators). Loaders and stores are functors, not lambdas, so that they
 // inline and the accumulators stay in registers. Every thread of the CTA calls it with the same arguments
-// (it synchronises the CTA).
-template <MathMode kMode, int MI, int NI, class LoadA, class Store>
+// (it synchronises the CTA). kPixelsAsN: the tensor cores compute C^T (multiply_transposed), and `m_tiles`
+// counts the 8-row tiles to compute, not the 16-row ones.
+template <MathMode kMode, int MI, int NI, bool kPixelsAsN, class LoadA, class Store>
 SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRows<typename Math<kMode>::Element>& w,
                           int count, int m_tiles, const LoadA& load_a, const Store& store) {
   using M = Math<kMode>;
@@ -501,6 +613,8 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
   static_assert(Plan::kStages == 2, "the pipeline below alternates two stages");
   const int warp = warp_index(), lane = threadIdx.x % simt::kWarpSize;
   const int tile_m0 = warp_tile_m0(), tile_n0 = (warp % Plan::kWarpsN) * NI;
+  // The lane whose ldmatrix addresses this one computes (multiply_transposed: the registers' order).
+  const int address_lane = kPixelsAsN ? transposed_lane(lane) : lane;
   const int chunks = int((w.length + kChunk - 1) / kChunk);  // K fits int32: plan_fused_launch
   if (chunks == 0) return;  // no K: nothing to issue (a committed group would outlive the kernel)
   const int last_k_end = int(w.length) - (chunks - 1) * kChunk;  // K elements in the last chunk
@@ -509,7 +623,8 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     // multiply (a 64-channel task in a 128-wide pass: half the warps). Its tiles' accumulators stay zero,
     // and the stores drop columns past `count`.
     const int n_tiles = ((count - n0 < kN ? count - n0 : kN) + 7) / 8;
-    const int first_column = n0 + tile_n0 * 8 + 2 * (lane % 4);  // the lane's first, in the accumulators
+    // The lane's first column, in the accumulators (transposed tiles: in the pairs they become).
+    const int first_column = n0 + tile_n0 * 8 + (kPixelsAsN ? (lane / 4) & ~1 : 2 * (lane % 4));
     const bool whole_warp = n0 + (tile_n0 + NI) * 8 <= count;     // every column of the warp's tiles a channel
     float acc[MI][NI][4];
     WeightStream<typename M::Element, kN> stage_weights(w, count, n0, M::kStride);
@@ -551,16 +666,19 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
         if constexpr (M::kRoundsStages) {
           round_tf32_stage<kN, false>(b_stage(stage));  // every row: those past the channels hold zeros
           if constexpr (StagesRawA<LoadA>::value) {
-            round_tf32_stage<kARows, true>(a_stage(stage), m_tiles * 16);  // skip M padding
+            round_tf32_stage<kARows, true>(a_stage(stage), m_tiles * (kPixelsAsN ? 8 : 16));  // skip M padding
           }
         }
         __syncthreads();  // the stages are complete before any warp multiplies them
       }
-      const auto a = a_rows(load_a, a_stage(stage), chunk, tile_m0, lane);
+      const auto a = a_rows(load_a, a_stage(stage), chunk, tile_m0, address_lane);
       if (last) {
-        M::template multiply<MI, NI, true>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles, lane, last_k_end);
+        M::template multiply<MI, NI, true, kPixelsAsN>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles,
+                                                        address_lane,
+                                                        last_k_end);
       } else {
-        M::template multiply<MI, NI, false>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles, lane, kChunk);
+        M::template multiply<MI, NI, false, kPixelsAsN>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles,
+                                                         address_lane, kChunk);
       }
       // The next chunk's A, loaded before the multiply, into the buffer the barrier above released.
       if constexpr (kDefersA) {
@@ -572,7 +690,11 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     if constexpr (kDefersA) pass_load_a.commit(a_stage(0));
     // After the first chunk's copies are issued: a use of a bias waits for its load. (ptxas may still move one
     // copy after the first use, so that copy waits a load's latency, as the epilogue's bias adds did before.)
-    start_at_biases(acc, first_column, store);
+    if constexpr (kPixelsAsN) {
+      start_at_biases_transposed(acc, n0 + tile_n0 * 8 + lane / 4, store);
+    } else {
+      start_at_biases(acc, first_column, store);
+    }
     if constexpr (kDefersA) {
       // The step that issues the last chunk is peeled too: the loop's loads test no channel.
       for (int chunk = 0; chunk + 2 < chunks; ++chunk) step(chunk, false, true);
@@ -581,7 +703,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
       for (int chunk = 0; chunk + 1 < chunks; ++chunk) step(chunk, false, false);
     }
     step(chunks - 1, true, false);
-    store_accumulators(acc, first_column, whole_warp, tile_m0, lane, store);
+    store_accumulators<kPixelsAsN>(acc, first_column, whole_warp, tile_m0, lane, store);
     // The next pass fills buffer 0 first: with an odd number of chunks a warp may still be multiplying it.
     // (After the last pass the caller synchronises where it reads what the store wrote.)
     if (kOneBarrier && (chunks & 1) && n0 + kN < count) __syncthreads();
@@ -1222,7 +1344,10 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   const TileFrame tile = tile_frame(p, int(cta.tile_index % tiles));
   const Frame& frame = tile.frame;
   const int y0 = tile.y0, x0 = tile.x0;
-  const int out_m_tiles = (tile.rows + 1) / 2;  // the rest hold no pixel of the image
+  // The output GEMMs compute the tile's m tiles (two frame rows each) that hold pixels of the image; in the
+  // variant that transposes them (Plan::kOutputPixelsAsN, tensor-core modes), its frame rows.
+  constexpr bool kOutPixelsAsN = Plan::kOutputPixelsAsN && kMode != MathMode::kF32;
+  const int out_m_tiles = kOutPixelsAsN ? tile.rows : (tile.rows + 1) / 2;
   const InceptionShape& s = p.shape;
   T* out = static_cast<T*>(p.out) + image * p.out_stride[0];
   // Weight rows and biases of convolution `index`, from output channel `first` on.
@@ -1245,19 +1370,19 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
                                task.channel_count, y0, x0, output_pairs<T>(p, out0)};
     // One GEMM per way of reading A, chosen here once: no loader branch inside a K loop.
     if (pooled && p.x_vectorized) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, rows, task.channel_count,
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, rows, task.channel_count,
                                                   out_m_tiles,
                                                   VectorPoolStream<T>(frame, image, y0, x0, reduced), store);
     } else if (pooled) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, rows, task.channel_count,
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, rows, task.channel_count,
                                                   out_m_tiles,
                                                   ElementPoolStream<T>(frame, image, y0, x0, reduced), store);
     } else if (p.x_vectorized) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, rows, task.channel_count,
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, rows, task.channel_count,
                                                   out_m_tiles,
                                                   PixelStream<T, kRows>(frame, image, tile_box, kStride), store);
     } else {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, rows, task.channel_count,
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, rows, task.channel_count,
                                                   out_m_tiles,
                                                   ElementLoader<T, kRows>(frame, image, tile_box), store);
     }
@@ -1307,11 +1432,11 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   }
   const WeightRows<T> reduction_rows = weight_rows(reduce, slice_begin);
   if (p.x_vectorized) {
-    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, reduction_rows, slice_count, halo_m_tiles,
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI, false>(stages, reduction_rows, slice_count, halo_m_tiles,
                                                   PixelStream<T, Plan::kStageRows>(frame, image, reduction_box, kStride),
                                                   reduction);
   } else {
-    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI>(stages, reduction_rows, slice_count, halo_m_tiles,
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI, false>(stages, reduction_rows, slice_count, halo_m_tiles,
                                                   ElementLoader<T, Plan::kStageRows>(frame, image, reduction_box),
                                                   reduction);
   }
@@ -1330,20 +1455,20 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
                                   task.channel_count, y0, x0, output_pairs<T>(p, out0)};
   if constexpr (kMode != MathMode::kF32) {  // (the exact-FP32 multiply reads staged A only)
     if (direct_windows) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(
           stages, conv_rows, task.channel_count, out_m_tiles,
           DirectWindows<T>{reduced, window_table, zeros, halo_width, row_stride}, conv_store);
       return;
     }
   }
   if (p.weights[conv].taps_outer) {
-    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, conv_rows, task.channel_count,
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, conv_rows, task.channel_count,
                                                 out_m_tiles,
                                                 WindowLoader<T, true>(reduced, kernel, channels, row_stride,
                                                                       frame.transposed),
                                                 conv_store);
   } else {
-    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI>(stages, conv_rows, task.channel_count,
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, conv_rows, task.channel_count,
                                                 out_m_tiles,
                                                 WindowLoader<T, false>(reduced, kernel, channels, row_stride,
                                                                        frame.transposed),

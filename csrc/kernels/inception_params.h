@@ -96,6 +96,15 @@ struct FusedPlan {
   static constexpr int kBarriersPerStep = 1;
 #endif
   static_assert(kBarriersPerStep == 1 || kBarriersPerStep == 2, "one or two barriers a K step");
+  // Whether the output GEMMs' tensor cores compute C^T, a tile's frame rows 8 pixels at a time (a 7-row tile of
+  // a 7x7 image: 56 rows, not 64; multiply_transposed). A build variant for a GPU A/B (change 37): it meets
+  // issue 12's work multiplier for 5a and 5b, but the model, which finds the kernel latency-bound on its
+  // busiest warp, predicts no time saved and 1-2% lost elsewhere to its longer loops and passes.
+#ifdef FUSED_INCEPTION_OUTPUT_PIXELS_AS_N
+  static constexpr bool kOutputPixelsAsN = FUSED_INCEPTION_OUTPUT_PIXELS_AS_N != 0;
+#else
+  static constexpr bool kOutputPixelsAsN = false;
+#endif
   // Output GEMMs (M = 64 pixels): each warp 2 x 4 mma tiles (32 x 32), N = 128 channels per pass.
   static constexpr int kOutMI = 2, kOutNI = 4;
   // Reduction GEMMs over the tile and its halo (M <= 144 pixels): each warp 5 x 2 tiles, N = 64 per pass.

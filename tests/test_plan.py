@@ -188,7 +188,8 @@ def test_edge_tiles_in_their_frames():
 
 
 def test_transposed_output_tiles_meet_the_work_multiplier_but_not_the_time():
-    # The rows8 variant (FUSED_INCEPTION_OUTPUT_PIXELS_AS_N, change 37), as its build measured (bf16, sm_90):
+    # The rows8 variant (FUSED_INCEPTION_OUTPUT_PIXELS_AS_N, change 37), as its build measured at change 37
+    # (bf16, sm_90):
     # 5a and 5b at batch 256 do 1.31 -> 1.17 of the ideal FLOPs (issue 12: <= 1.25), and every other block's
     # work is unchanged. Time: each CTA's busiest warp (rows 0, 1, 4, 5 of a 7-row tile) runs what it ran, and
     # every loop and pass issues more, so the model, latency-bound, predicts the variant slower.
@@ -301,14 +302,14 @@ def test_passes_are_charged_what_they_issue_beyond_the_calibration_build():
     as_calibrated = dict(build, pass_instructions=dict(plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"]),
                          peels_last_k_step=False)
     # A build that peels its last K step out of the loop counts that step in its pass path too; the loop term
-    # charges it already, so one loop trip is taken off (two for the NCHW 1x1, whose step that issues the last
-    # chunk is peeled too: change 36).
+    # charges it already, so one loop trip is taken off (two for the element-wise loops, whose step that issues
+    # the last chunk is peeled too: changes 36, 38).
     steps = build.get("peeled_k_steps", {})
     peeled = dict(build, pass_instructions={kind: count + steps.get(kind, 1) * build["loop_instructions"][kind]
                                             for kind, count in plan.CALIBRATION_PASS_INSTRUCTIONS["bf16"].items()})
     assert build["peels_last_k_step"] and plan.pass_instruction_deltas(peeled, "bf16") == dict.fromkeys(
         build["loop_instructions"], 0)
-    assert steps == {"1x1 element": 2}
+    assert steps == {"1x1 element": 2, "pool element": 2, "reduction element": 2}
 
     def modeled(entry, batch=256):
         return plan.plan_case(config, batch, "bf16", sass=dict(plan.MEASURED_SASS, bf16=entry)).model_us

@@ -585,6 +585,13 @@ struct DefersStores {
   static constexpr bool value = false;
 };
 
+// A loader with load<kWhole>(stage, k0), which in a chunk within K tests no channel (ElementLoader and the
+// pool's halo through it, specialised next to them): run_gemm then peels the step that issues the last chunk.
+template <class LoadA>
+struct LoadsWholeChunks {
+  static constexpr bool value = false;
+};
+
 // Where multiply() finds a K chunk's A: in the stage, for every loader that stages it (an overload below
 // serves the one that does not).
 template <class LoadA, class T>
@@ -631,12 +638,15 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     LoadA pass_load_a = load_a;
     // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group. A
     // loader that defers its stores only loads here; step() stores them after its multiply.
-    constexpr bool kDefersA = DefersStores<LoadA>::value;
+    constexpr bool kDefersA = DefersStores<LoadA>::value, kWholeA = LoadsWholeChunks<LoadA>::value;
     // `whole`: the chunk lies within K (a constant at every call), so the loader tests no channel.
     auto issue = [&](int chunk, int stage, bool whole) {
       stage_weights(b_stage(stage), M::kStride);
       if constexpr (kDefersA) {
         whole ? pass_load_a.template fetch<true>() : pass_load_a.template fetch<false>();
+      } else if constexpr (kWholeA) {
+        whole ? pass_load_a.template load<true>(a_stage(stage), int64_t(chunk) * kChunk)
+              : pass_load_a.template load<false>(a_stage(stage), int64_t(chunk) * kChunk);
       } else {
         pass_load_a(a_stage(stage), int64_t(chunk) * kChunk);
       }
@@ -695,7 +705,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     } else {
       start_at_biases(acc, first_column, store);
     }
-    if constexpr (kDefersA) {
+    if constexpr (kDefersA || kWholeA) {
       // The step that issues the last chunk is peeled too: the loop's loads test no channel.
       for (int chunk = 0; chunk + 2 < chunks; ++chunk) step(chunk, false, true);
       if (chunks >= 2) step(chunks - 2, false, false);
@@ -821,18 +831,23 @@ struct ElementLoader {
   // The next chunk (its K offset k0 is implied by the calls so far), loaded and stored. (At 16 bits ptxas
   // issues all of its loads first, 8 channels x 5 pixels in the reduction, and spills some of them inside the
   // K loop: fewer instructions a step than a loop over channel groups, or a __syncwarp between two, measured;
-  // change 24.)
-  SIMT_DEVICE void operator()(T* stage, int64_t /*k0*/) {
+  // change 24.) kWhole (run_gemm: LoadsWholeChunks): every channel of the chunk exists, and a pixel outside the
+  // box or the image is loaded from the well-formed address it has (pixel_offset 0) instead of zeroed: no test
+  // or select an element. That is for the GEMMs whose rows outside are never used: the reduction's M padding
+  // (its box lies in the image) and the pool's halo outside the image (its max skips it: PoolStream).
+  template <bool kWhole>
+  SIMT_DEVICE void load(T* stage, int64_t /*k0*/) {
     SIMT_UNROLL
     for (int j = 0; j < kChannels; ++j) {
       SIMT_UNROLL
       for (int i = 0; i < kPixels; ++i) {
         if (!in_stage(i)) break;
-        at(stage, j, i) = element(j, i);
+        at(stage, j, i) = kWhole ? x[j * kChannelStep * channel_stride + pixel_offset[i]] : element(j, i);
       }
     }
     advance();
   }
+  SIMT_DEVICE void operator()(T* stage, int64_t k0) { load<false>(stage, k0); }
 
   // Or loaded now and stored after the multiply (run_gemm: DefersStores), so that the loads' latency passes
   // during the multiply: stored at once, every K step waited a global load's latency before its multiply.
@@ -876,6 +891,10 @@ struct StagesRawA<ElementLoader<T, kStageRows, kStride>> {
 template <class T, int kStageRows, int kStride>
 struct DefersStores<ElementLoader<T, kStageRows, kStride>> {
   static constexpr bool value = ElementLoader<T, kStageRows, kStride>::kDefersStores;
+};
+template <class T, int kStageRows, int kStride>
+struct LoadsWholeChunks<ElementLoader<T, kStageRows, kStride>> {
+  static constexpr bool value = !ElementLoader<T, kStageRows, kStride>::kDefersStores;
 };
 
 // Plain x when its channels are contiguous and 16-byte aligned: cp.async copies of 16 bytes, zero-filled
@@ -976,10 +995,19 @@ struct PoolStream {
     right = x + 1 < frame.width() ? kPixel : 0;
   }
 
-  // The next chunk's halo into the next halo stage (run_gemm's A stage is filled by finish()).
-  SIMT_DEVICE void operator()(T* /*a_stage*/, int64_t k0) {
-    halo_copies(halo + next_stage * kHaloPixels * kHaloStride, k0);
+  // The halo stage the next chunk goes to.
+  SIMT_DEVICE T* next_halo_stage() {
+    T* const stage = halo + next_stage * kHaloPixels * kHaloStride;
     next_stage ^= 1;
+    return stage;
+  }
+  // The next chunk's halo into the next halo stage (run_gemm's A stage is filled by finish()).
+  SIMT_DEVICE void operator()(T* /*a_stage*/, int64_t k0) { halo_copies(next_halo_stage(), k0); }
+  // The same through an element-wise halo loader's load<kWhole> (LoadsWholeChunks): finish() reads no pixel
+  // outside the image.
+  template <bool kWhole>
+  SIMT_DEVICE void load(T* /*a_stage*/, int64_t k0) {
+    halo_copies.template load<kWhole>(next_halo_stage(), k0);
   }
 
   // The max of the chunk in halo stage `stage` into `a_stage`, as math mode M's operands (TF32: rounded):
@@ -1019,6 +1047,10 @@ using ElementPoolStream =
 
 template <class T, class HaloLoader, int kHaloStride>
 struct FinishesA<PoolStream<T, HaloLoader, kHaloStride>> {
+  static constexpr bool value = true;
+};
+template <class T, int kRows, int kStride, int kHaloStride>
+struct LoadsWholeChunks<PoolStream<T, ElementLoader<T, kRows, kStride>, kHaloStride>> {
   static constexpr bool value = true;
 };
 template <class T, class HaloLoader, int kHaloStride>

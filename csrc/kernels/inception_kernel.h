@@ -638,7 +638,10 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
     LoadA pass_load_a = load_a;
     // Stage `chunk` into buffer `stage`: weights and (where the loader can) A as cp.async, one group. A
     // loader that defers its stores only loads here; step() stores them after its multiply.
-    constexpr bool kDefersA = DefersStores<LoadA>::value, kWholeA = LoadsWholeChunks<LoadA>::value;
+    // (Not in the exact float32 mode: its FMA multiply holds more registers, and the extra live state and
+    // peeled steps doubled its spills; it is the reference path, not the fast one.)
+    constexpr bool kDefersA = DefersStores<LoadA>::value && kMode != MathMode::kF32;
+    constexpr bool kWholeA = LoadsWholeChunks<LoadA>::value && kMode != MathMode::kF32;
     // `whole`: the chunk lies within K (a constant at every call), so the loader tests no channel.
     auto issue = [&](int chunk, int stage, bool whole) {
       stage_weights(b_stage(stage), M::kStride);

@@ -96,10 +96,11 @@ struct OperandsAsStored {
 // The output GEMMs' tiles transposed (kPixelsAsN, a build variant: Plan::kOutputPixelsAsN): the tensor cores
 // compute C^T = W A^T, their M the GEMM's channels and their N its pixels, so that a pixel tile is one tile row
 // of 8 pixels, not an m16 tile's two. A 7-row tile (a 7x7 image) then computes 7 tile rows, not 8: 56 of its
-// 64 rows where it took all 64 (issue 12's work multiplier at batch 32 and 256: 5a and 5b, 1.31 -> 1.17). multiply() loads the same
-// fragments with the lanes' address roles swapped (transposed_lane: lane bits 3 and 4), so that each
-// ldmatrix_x4 hands over registers in the order the mma takes them, no move between: af[mi] = (rows 0-7 | 8-15)
-// x (k lo, k hi) of A's m tile mi, rows first, which is the B fragments of tile rows 2 m_tile(mi) and + 1;
+// 64 rows where it took all 64 (issue 12's work multiplier at batch 32 and 256: 5a and 5b, 1.31 -> 1.17).
+// multiply() loads the same fragments with the lanes' address roles swapped (transposed_lane: lane bits 3 and
+// 4), so that each ldmatrix_x4 hands over registers in the order the mma takes them, no move between:
+// af[mi] = (rows 0-7 | 8-15) x (k lo, k hi) of A's m tile mi, rows first: the B fragments of tile rows
+// 2 m_tile(mi) and + 1;
 // bf[2cb], bf[2cb+1] = (W rows 16 cb.. 16 cb+7 | 16 cb+8..) x (k lo | k hi), the A fragment of channels 16 cb..
 // (TF32's k8 halves alike). Their product accumulates into acc[mi][2 cb + h]: lane (g, t) holds channels
 // 16 cb + g (registers 0, 1) and + 8 (2, 3), at pixel rows 16 m_tile + 8 h + 2t and + 1. `pixel_tiles`: the
@@ -144,7 +145,8 @@ struct Math16 : OperandsAsStored {
 
   // kPartial: K ends `k_end` elements into this chunk (the last of a GEMM); the k16 slices past it hold zeros
   // and are skipped (warp-uniform), so a K that is not whole chunks costs no tensor work past its last slice.
-  // kPixelsAsN: the tensor cores compute C^T (pixel_tiles_t's layout), and `m_tiles` counts 8-row tiles.
+  // kPixelsAsN: the tensor cores compute C^T (multiply_transposed), `m_tiles` counts 8-row tiles, and `lane`
+  // is the one whose addresses this lane computes (transposed_lane).
   template <int MI, int NI, bool kPartial, bool kPixelsAsN, class ARows>
   static SIMT_DEVICE void multiply(float (&acc)[MI][NI][4], const ARows& a, const T* b, int tile_m0, int tile_n0,
                                    int m_tiles, int n_tiles, int lane, int k_end) {
@@ -687,8 +689,7 @@ SIMT_DEVICE void run_gemm(typename Math<kMode>::Element* stages, const WeightRow
       const auto a = a_rows(load_a, a_stage(stage), chunk, tile_m0, address_lane);
       if (last) {
         M::template multiply<MI, NI, true, kPixelsAsN>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles,
-                                                        address_lane,
-                                                        last_k_end);
+                                                        address_lane, last_k_end);
       } else {
         M::template multiply<MI, NI, false, kPixelsAsN>(acc, a, b_stage(stage), tile_m0, tile_n0, m_tiles, n_tiles,
                                                          address_lane, kChunk);
@@ -1405,21 +1406,17 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
                                task.channel_count, y0, x0, output_pairs<T>(p, out0)};
     // One GEMM per way of reading A, chosen here once: no loader branch inside a K loop.
     if (pooled && p.x_vectorized) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, rows, task.channel_count,
-                                                  out_m_tiles,
-                                                  VectorPoolStream<T>(frame, image, y0, x0, reduced), store);
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(
+          stages, rows, task.channel_count, out_m_tiles, VectorPoolStream<T>(frame, image, y0, x0, reduced), store);
     } else if (pooled) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, rows, task.channel_count,
-                                                  out_m_tiles,
-                                                  ElementPoolStream<T>(frame, image, y0, x0, reduced), store);
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(
+          stages, rows, task.channel_count, out_m_tiles, ElementPoolStream<T>(frame, image, y0, x0, reduced), store);
     } else if (p.x_vectorized) {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, rows, task.channel_count,
-                                                  out_m_tiles,
-                                                  PixelStream<T, kRows>(frame, image, tile_box, kStride), store);
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(
+          stages, rows, task.channel_count, out_m_tiles, PixelStream<T, kRows>(frame, image, tile_box, kStride), store);
     } else {
-      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, rows, task.channel_count,
-                                                  out_m_tiles,
-                                                  ElementLoader<T, kRows>(frame, image, tile_box), store);
+      run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(
+          stages, rows, task.channel_count, out_m_tiles, ElementLoader<T, kRows>(frame, image, tile_box), store);
     }
     return;  // no barrier follows
   }
@@ -1467,13 +1464,13 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
   }
   const WeightRows<T> reduction_rows = weight_rows(reduce, slice_begin);
   if (p.x_vectorized) {
-    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI, false>(stages, reduction_rows, slice_count, halo_m_tiles,
-                                                  PixelStream<T, Plan::kStageRows>(frame, image, reduction_box, kStride),
-                                                  reduction);
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI, false>(
+        stages, reduction_rows, slice_count, halo_m_tiles,
+        PixelStream<T, Plan::kStageRows>(frame, image, reduction_box, kStride), reduction);
   } else {
-    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI, false>(stages, reduction_rows, slice_count, halo_m_tiles,
-                                                  ElementLoader<T, Plan::kStageRows>(frame, image, reduction_box),
-                                                  reduction);
+    run_gemm<kMode, Plan::kHaloMI, Plan::kHaloNI, false>(
+        stages, reduction_rows, slice_count, halo_m_tiles,
+        ElementLoader<T, Plan::kStageRows>(frame, image, reduction_box), reduction);
   }
   __syncthreads();  // the reduction (this CTA's slice of it) is complete before any window reads it
   if (shared_reduction) {
@@ -1497,17 +1494,13 @@ SIMT_GLOBAL void SIMT_LAUNCH_BOUNDS(FusedPlan::kThreads,
     }
   }
   if (p.weights[conv].taps_outer) {
-    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, conv_rows, task.channel_count,
-                                                out_m_tiles,
-                                                WindowLoader<T, true>(reduced, kernel, channels, row_stride,
-                                                                      frame.transposed),
-                                                conv_store);
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(
+        stages, conv_rows, task.channel_count, out_m_tiles,
+        WindowLoader<T, true>(reduced, kernel, channels, row_stride, frame.transposed), conv_store);
   } else {
-    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(stages, conv_rows, task.channel_count,
-                                                out_m_tiles,
-                                                WindowLoader<T, false>(reduced, kernel, channels, row_stride,
-                                                                       frame.transposed),
-                                                conv_store);
+    run_gemm<kMode, Plan::kOutMI, Plan::kOutNI, kOutPixelsAsN>(
+        stages, conv_rows, task.channel_count, out_m_tiles,
+        WindowLoader<T, false>(reduced, kernel, channels, row_stride, frame.transposed), conv_store);
   }
 }
 

@@ -233,10 +233,8 @@ MUTANTS = [
            "row_stride, frame.transposed);\n  }",
            "row_stride, false);\n  }"),
     Mutant("tile frame: staged windows (OIHW) ignore a transposed frame",
-           "WindowLoader<T, false>(reduced, kernel, channels, row_stride,\n"
-           "                                                                       frame.transposed)",
-           "WindowLoader<T, false>(reduced, kernel, channels, row_stride,\n"
-           "                                                                       false)"),
+           "WindowLoader<T, false>(reduced, kernel, channels, row_stride, frame.transposed)",
+           "WindowLoader<T, false>(reduced, kernel, channels, row_stride, false)"),
     Mutant("interleaved m tiles: staged A rows of a warp's next m tile taken adjacent",
            "return row0 + mi * (Plan::kWarpsM * 16 * kStride);", "return row0 + mi * (16 * kStride);"),
     Mutant("interleaved m tiles: the epilogue stores a warp's next m tile at the adjacent one",
@@ -246,10 +244,8 @@ MUTANTS = [
            "if (m_tile(tile_m0, mi) >= m_tiles) continue;  // warp-uniform: rows outside the image or the halo",
            "if (m_tile(tile_m0, mi) + 1 >= m_tiles) continue;  // warp-uniform: rows outside the image or the halo"),
     Mutant("tile frame: staged windows (OHWI) ignore a transposed frame",
-           "WindowLoader<T, true>(reduced, kernel, channels, row_stride,\n"
-           "                                                                      frame.transposed)",
-           "WindowLoader<T, true>(reduced, kernel, channels, row_stride,\n"
-           "                                                                      false)"),
+           "WindowLoader<T, true>(reduced, kernel, channels, row_stride, frame.transposed)",
+           "WindowLoader<T, true>(reduced, kernel, channels, row_stride, false)"),
     Mutant("tile frame: the reduction's box clipped at the image's height, not the frame's",
            "const int box_y1 = int(halo_box.y0 + halo_width < frame.height() ? halo_box.y0 + halo_width : frame.height());",
            "const int box_y1 = int(halo_box.y0 + halo_width < p.height ? halo_box.y0 + halo_width : p.height);"),

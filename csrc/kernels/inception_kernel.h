@@ -819,10 +819,12 @@ struct ElementLoader {
     return (i + 1) * simt::kWarpSize <= kStageRows || int(threadIdx.x) % simt::kWarpSize + i * simt::kWarpSize < kStageRows;
   }
 
-  // Element (channel j, pixel i) of the next chunk: zero outside the image and past the channels.
+  // Element (channel j, pixel i) of the next chunk as stored at its address (pixel_offset 0 outside the image),
+  // and the same zero outside the image and past the channels.
+  SIMT_DEVICE T loaded(int j, int i) const { return x[j * kChannelStep * channel_stride + pixel_offset[i]]; }
   SIMT_DEVICE T element(int j, int i) const {
     const bool inside = channels_left > j * kChannelStep && ((pixels_inside >> i) & 1u);
-    return inside ? x[j * kChannelStep * channel_stride + pixel_offset[i]] : simt::from_float<T>(0.0f);
+    return inside ? loaded(j, i) : simt::from_float<T>(0.0f);
   }
   SIMT_DEVICE T& at(T* stage, int j, int i) const {
     return stage[stage_offset + i * simt::kWarpSize * kStride + j * kChannelStep];
@@ -846,7 +848,7 @@ struct ElementLoader {
       SIMT_UNROLL
       for (int i = 0; i < kPixels; ++i) {
         if (!in_stage(i)) break;
-        at(stage, j, i) = kWhole ? x[j * kChannelStep * channel_stride + pixel_offset[i]] : element(j, i);
+        at(stage, j, i) = kWhole ? loaded(j, i) : element(j, i);
       }
     }
     advance();
@@ -871,7 +873,7 @@ struct ElementLoader {
         if (!kWhole) {
           held[j][i] = element(j, i);
         } else if ((pixels_inside >> i) & 1u) {
-          held[j][i] = x[j * kChannelStep * channel_stride + pixel_offset[i]];
+          held[j][i] = loaded(j, i);
         }
       }
     }
